@@ -1,0 +1,166 @@
+/*
+ * zerocopy's C shims: one static function per system call, no Python C-API,
+ * no policy, no loops.  Each returns the kernel's result, or -1 with errno set
+ * (cffi reads it as ffi.errno right after the call).  Retrying on EINTR is the
+ * Python layer's job, so that Python signal handlers get to run in between.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <linux/errqueue.h>
+
+#define ZC_ABI_VERSION 1
+
+#ifndef SO_ZEROCOPY
+#define SO_ZEROCOPY 60
+#endif
+#ifndef MSG_ZEROCOPY
+#define MSG_ZEROCOPY 0x4000000
+#endif
+#ifndef SO_EE_ORIGIN_ZEROCOPY
+#define SO_EE_ORIGIN_ZEROCOPY 5
+#endif
+#ifndef SO_EE_CODE_ZEROCOPY_COPIED
+#define SO_EE_CODE_ZEROCOPY_COPIED 1
+#endif
+
+/* Room for one IPv4/IPv6 extended error with its offender address. */
+#define ZC_COMPLETION_CONTROL_SIZE \
+    (CMSG_SPACE(sizeof(struct sock_extended_err) + 64))
+
+struct zc_completion {
+    uint32_t first;
+    uint32_t last;
+    uint32_t code;
+    uint32_t origin;
+    int32_t err;
+};
+
+static int zc_abi_version(void)
+{
+    return ZC_ABI_VERSION;
+}
+
+/* The cdef passes offsets as int64_t *: refuse to build where off_t is
+ * narrower (32-bit without _FILE_OFFSET_BITS=64) rather than corrupt them. */
+_Static_assert(sizeof(off_t) == sizeof(int64_t), "off_t must be 64-bit");
+_Static_assert(sizeof(loff_t) == sizeof(int64_t), "loff_t must be 64-bit");
+
+static ssize_t zc_sendfile(int out_fd, int in_fd, int64_t *offset, size_t count)
+{
+    return sendfile(out_fd, in_fd, (off_t *)offset, count);
+}
+
+static ssize_t zc_splice(int fd_in, int64_t *off_in, int fd_out,
+                         int64_t *off_out, size_t len, unsigned int flags)
+{
+    return splice(fd_in, (loff_t *)off_in, fd_out, (loff_t *)off_out, len, flags);
+}
+
+static ssize_t zc_tee(int fd_in, int fd_out, size_t len, unsigned int flags)
+{
+    return tee(fd_in, fd_out, len, flags);
+}
+
+static ssize_t zc_vmsplice(int fd, const struct iovec *iov, size_t nr_segs,
+                           unsigned int flags)
+{
+    return vmsplice(fd, iov, nr_segs, flags);
+}
+
+static ssize_t zc_copy_file_range(int fd_in, int64_t *off_in, int fd_out,
+                                  int64_t *off_out, size_t len,
+                                  unsigned int flags)
+{
+    return copy_file_range(fd_in, (loff_t *)off_in, fd_out, (loff_t *)off_out,
+                           len, flags);
+}
+
+static ssize_t zc_send(int sockfd, const void *buf, size_t len, int flags)
+{
+    return send(sockfd, buf, len, flags);
+}
+
+/*
+ * Parse the control data of one recvmsg(MSG_ERRQUEUE) into at most `max`
+ * records.  Every IP_RECVERR / IPV6_RECVERR message is reported, whatever its
+ * origin, so that Python can tell completions from other queued errors.
+ * Returns the number of records written; never reads past `controllen`.
+ */
+static int zc_parse_completions(const void *control, size_t controllen,
+                                struct zc_completion *out, int max)
+{
+    struct msghdr msg;
+    struct cmsghdr *cm;
+    int n = 0;
+
+    if (control == NULL || out == NULL || max <= 0) {
+        return 0;
+    }
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_control = (void *)control;
+    msg.msg_controllen = controllen;
+
+    for (cm = CMSG_FIRSTHDR(&msg); cm != NULL && n < max;
+         cm = CMSG_NXTHDR(&msg, cm)) {
+        struct sock_extended_err ee;
+        size_t payload;
+
+        if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
+              (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR))) {
+            continue;
+        }
+        if (cm->cmsg_len < CMSG_LEN(sizeof(ee))) {
+            continue;
+        }
+        /* cmsg_len is checked against the buffer by CMSG_NXTHDR only for the
+         * next header; check this one's payload fits before copying. */
+        payload = (size_t)((const char *)CMSG_DATA(cm) - (const char *)control);
+        if (payload + sizeof(ee) > controllen) {
+            break;
+        }
+        memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
+        out[n].first = ee.ee_info;
+        out[n].last = ee.ee_data;
+        out[n].code = ee.ee_code;
+        out[n].origin = ee.ee_origin;
+        out[n].err = (int32_t)ee.ee_errno;
+        n++;
+    }
+    return n;
+}
+
+/*
+ * One non-blocking recvmsg(MSG_ERRQUEUE) on `sockfd`, parsed into `out`.
+ * Returns the number of records (0 when the message carried none), or -1 with
+ * errno set: EAGAIN when the error queue is empty.
+ */
+static int zc_recv_completions(int sockfd, struct zc_completion *out, int max)
+{
+    union {
+        char buf[ZC_COMPLETION_CONTROL_SIZE];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg;
+    ssize_t r;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof(control.buf);
+    r = recvmsg(sockfd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT);
+    if (r < 0) {
+        return -1;
+    }
+    return zc_parse_completions(control.buf, msg.msg_controllen, out, max);
+}

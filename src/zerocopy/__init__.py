@@ -1,0 +1,67 @@
+"""zerocopy: move bytes between files, pipes and sockets through the kernel.
+
+Low-level calls (:func:`sendfile`, :func:`splice`, :func:`tee`,
+:func:`vmsplice`, :func:`copy_file_range`) run on one of two backends: thin C
+shims compiled with cffi, or the :mod:`os` module.  :data:`BACKEND` names the
+one in use and :data:`FEATURES` says which calls work in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import _backend
+from ._constants import (
+    MSG_ZEROCOPY,
+    SO_ZEROCOPY,
+    SPLICE_F_GIFT,
+    SPLICE_F_MORE,
+    SPLICE_F_MOVE,
+    SPLICE_F_NONBLOCK,
+)
+from ._errors import UnsupportedOperation
+from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
+
+__all__ = [
+    "BACKEND",
+    "FEATURES",
+    "MSG_ZEROCOPY",
+    "SO_ZEROCOPY",
+    "SPLICE_F_GIFT",
+    "SPLICE_F_MORE",
+    "SPLICE_F_MOVE",
+    "SPLICE_F_NONBLOCK",
+    "UnsupportedOperation",
+    "__version__",
+    "copy_file_range",
+    "sendfile",
+    "splice",
+    "tee",
+    "vmsplice",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+if TYPE_CHECKING:
+    #: ``"cffi"`` or ``"os"``: the backend in use.
+    BACKEND: str
+    #: The features that work in this process: a subset of ``{"sendfile",
+    #: "splice", "tee", "vmsplice", "copy_file_range", "msg_zerocopy"}``.
+    FEATURES: frozenset[str]
+
+
+def __getattr__(name: str) -> Any:
+    # BACKEND and FEATURES follow the backend in use (tests swap it), and the
+    # feature probe runs on first access rather than at import.
+    if name == "BACKEND":
+        return _backend.current().NAME
+    if name == "FEATURES":
+        return _backend.features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"BACKEND", "FEATURES"})

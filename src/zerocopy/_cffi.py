@@ -1,0 +1,166 @@
+"""The cffi backend: zerocopy's compiled shims, one system call each.
+
+Importing this module raises :class:`ImportError` when the compiled module is
+missing or was built from other sources (ABI version mismatch), so that
+:mod:`zerocopy._backend` can fall back or report why.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._errors import oserror
+
+try:
+    from ._zerocopy_cffi import ffi, lib  # type: ignore[import-not-found]
+except ImportError as exc:  # pragma: no cover - exercised by the no-compiler test
+    raise ImportError(f"zerocopy's compiled module is not available: {exc}") from exc
+
+__all__ = [
+    "NAME",
+    "copy_file_range",
+    "parse_completions",
+    "probe",
+    "recv_completions",
+    "send",
+    "sendfile",
+    "splice",
+    "tee",
+    "vmsplice",
+]
+
+NAME = "cffi"
+
+#: Must equal ZC_ABI_VERSION in csrc/zerocopy.c; see the note in zerocopy.h.
+_ABI_VERSION = 1
+
+if lib.zc_abi_version() != _ABI_VERSION:
+    raise ImportError(
+        f"zerocopy's compiled module is stale (ABI {lib.zc_abi_version()}, "
+        f"this code needs {_ABI_VERSION}); rebuild it with 'pip install -e .'"
+    )
+
+_NULL = ffi.NULL
+
+#: A completion record as the parser reports it:
+#: (first, last, code, origin, errno).
+Completion = tuple[int, int, int, int, int]
+
+
+def _retry(call: str, fn: Callable[..., int], *args: Any) -> int:
+    # PEP 475 for our own calls: retry on EINTR.  The loop's backward jump is
+    # where CPython runs pending signal handlers, so a handler that raises ends
+    # the call with its exception, as the os module's calls do.
+    while True:
+        result = fn(*args)
+        if result >= 0:
+            return int(result)
+        err = ffi.errno
+        if err != errno.EINTR:
+            raise oserror(err, call)
+
+
+def _offset_ptr(offset: int | None) -> Any:
+    return _NULL if offset is None else ffi.new("int64_t *", offset)
+
+
+def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+    return _retry("sendfile", lib.zc_sendfile, out_fd, in_fd, _offset_ptr(offset), count)
+
+
+def splice(
+    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None, flags: int
+) -> int:
+    return _retry(
+        "splice",
+        lib.zc_splice,
+        src,
+        _offset_ptr(offset_src),
+        dst,
+        _offset_ptr(offset_dst),
+        count,
+        flags,
+    )
+
+
+def tee(src: int, dst: int, count: int, flags: int) -> int:
+    return _retry("tee", lib.zc_tee, src, dst, count, flags)
+
+
+def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
+    # Keep the cdata views alive for the duration of the call; after it the
+    # pipe holds references to the pages, which is the caller's contract.
+    views = [ffi.from_buffer(buf) for buf in buffers]
+    iov = ffi.new("struct iovec[]", len(views))
+    for slot, view in zip(iov, views):
+        slot.iov_base = view
+        slot.iov_len = len(view)
+    return _retry("vmsplice", lib.zc_vmsplice, fd, iov, len(views), flags)
+
+
+def copy_file_range(
+    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None
+) -> int:
+    return _retry(
+        "copy_file_range",
+        lib.zc_copy_file_range,
+        src,
+        _offset_ptr(offset_src),
+        dst,
+        _offset_ptr(offset_dst),
+        count,
+        0,
+    )
+
+
+def send(fd: int, buf: Any, flags: int) -> int:
+    """One send(2) of *buf* with *flags* (e.g. MSG_ZEROCOPY), retried on EINTR."""
+    view = ffi.from_buffer(buf)
+    return _retry("send", lib.zc_send, fd, view, len(view), flags)
+
+
+def _records(out: Any, n: int) -> list[Completion]:
+    return [(c.first, c.last, c.code, c.origin, c.err) for c in out[0:n]]
+
+
+def recv_completions(fd: int, max_records: int = 16) -> list[Completion]:
+    """Read one message from *fd*'s error queue without blocking.
+
+    Raises :class:`BlockingIOError` when the queue is empty.
+    """
+    out = ffi.new("struct zc_completion[]", max_records)
+    n = _retry("recvmsg", lib.zc_recv_completions, fd, out, max_records)
+    return _records(out, n)
+
+
+def parse_completions(control: bytes, max_records: int = 16) -> list[Completion]:
+    """Parse raw ``recvmsg`` control data with the same parser the sender uses."""
+    out = ffi.new("struct zc_completion[]", max_records)
+    buf = ffi.from_buffer(control)
+    return _records(out, lib.zc_parse_completions(buf, len(buf), out, max_records))
+
+
+def _exists(fn: Callable[..., int], *args: Any) -> bool:
+    # Called with fd -1 a present syscall fails with EBADF (or EINVAL); a
+    # missing one, or one a seccomp filter forbids, with ENOSYS or EPERM.
+    if fn(*args) >= 0:
+        return True
+    return ffi.errno not in (errno.ENOSYS, errno.EPERM)
+
+
+def probe() -> set[str]:
+    """Return the features whose syscalls this process may make (no msg_zerocopy)."""
+    found = set()
+    if _exists(lib.zc_sendfile, -1, -1, _NULL, 0):
+        found.add("sendfile")
+    if _exists(lib.zc_splice, -1, _NULL, -1, _NULL, 0, 0):
+        found.add("splice")
+    if _exists(lib.zc_tee, -1, -1, 0, 0):
+        found.add("tee")
+    if _exists(lib.zc_vmsplice, -1, _NULL, 0, 0):
+        found.add("vmsplice")
+    if _exists(lib.zc_copy_file_range, -1, _NULL, -1, _NULL, 0, 0):
+        found.add("copy_file_range")
+    return found

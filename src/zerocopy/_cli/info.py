@@ -1,0 +1,86 @@
+"""``python -m zerocopy info``: what a bug report needs to know about this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+from typing import Any
+
+from .. import _backend, _constants
+
+__all__ = ["add_parser", "collect", "run"]
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def collect() -> dict[str, Any]:
+    """Return every figure ``info`` prints, as plain data."""
+    import zerocopy
+
+    backend = _backend.current()
+    features = _backend.features()
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    compiled: str | None
+    try:
+        _backend.load("cffi")
+        compiled = "loaded"
+    except ImportError as exc:
+        compiled = f"unavailable: {exc}"
+    return {
+        "zerocopy": zerocopy.__version__,
+        "backend": backend.NAME,
+        "compiled_module": compiled,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "executable": sys.executable,
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "features": {name: name in features for name in sorted(_constants.FEATURE_NAMES)},
+        "pipe_max_size": _read("/proc/sys/fs/pipe-max-size"),
+        "optmem_max": _read("/proc/sys/net/core/optmem_max"),
+        "memlock_limit": {"soft": _limit(soft), "hard": _limit(hard)},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    data = collect()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        ("zerocopy", data["zerocopy"]),
+        ("backend", data["backend"]),
+        ("compiled module", data["compiled_module"]),
+        ("python", f"{data['python']} ({data['executable']})"),
+        ("kernel", f"{data['kernel']} {data['machine']}"),
+    ]
+    rows += [(f"  {k}", "yes" if v else "no") for k, v in data["features"].items()]
+    rows += [
+        ("pipe-max-size", data["pipe_max_size"] or "unknown"),
+        ("optmem_max", data["optmem_max"] or "unknown"),
+        ("memlock limit", f"{data['memlock_limit']['soft']} (hard {data['memlock_limit']['hard']})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        if key == "  " + next(iter(data["features"])):
+            print("features:")
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("info", help="show backend, features and kernel limits")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)

@@ -1,0 +1,38 @@
+"""Linux constants, the same on every backend.
+
+The values are Linux's ABI (``include/uapi``), fixed since the calls appeared;
+the cffi backend's compiled values are checked against these by the tests.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FEATURE_NAMES",
+    "MSG_ZEROCOPY",
+    "SO_EE_CODE_ZEROCOPY_COPIED",
+    "SO_EE_ORIGIN_ZEROCOPY",
+    "SO_ZEROCOPY",
+    "SPLICE_F_GIFT",
+    "SPLICE_F_MORE",
+    "SPLICE_F_MOVE",
+    "SPLICE_F_NONBLOCK",
+]
+
+SPLICE_F_MOVE = 0x01  #: A no-op since Linux 2.6.21; accepted for completeness.
+SPLICE_F_NONBLOCK = 0x02  #: Do not block on the pipe (the other fd keeps its mode).
+SPLICE_F_MORE = 0x04  #: More data follows; corks sockets, adds latency.
+SPLICE_F_GIFT = 0x08  #: vmsplice: gift pages. Refused for ordinary Python buffers.
+MSG_ZEROCOPY = 0x4000000  #: send() flag; needs SO_ZEROCOPY set first.
+SO_ZEROCOPY = 60  #: SOL_SOCKET option that enables MSG_ZEROCOPY.
+SO_EE_ORIGIN_ZEROCOPY = 5
+SO_EE_CODE_ZEROCOPY_COPIED = 1
+
+#: Every feature name :data:`zerocopy.FEATURES` can contain.
+FEATURE_NAMES = frozenset(
+    {"sendfile", "splice", "tee", "vmsplice", "copy_file_range", "msg_zerocopy"}
+)
+
+# Largest count one sendfile/splice call moves (MAX_RW_COUNT); asking for more
+# is fine, it is simply clamped by the kernel.  We clamp first so the value
+# always fits size_t and Py_ssize_t.
+MAX_RW_COUNT = 0x7FFFF000

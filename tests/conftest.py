@@ -1,0 +1,49 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per backend.
+
+Which backends: those ``ZEROCOPY_BACKEND`` allows (``auto`` -> cffi and os,
+``os`` -> os only, ``cffi`` -> cffi only).  A backend that cannot load fails
+the run when ``ZEROCOPY_REQUIRE_EXTENSION=1`` (CI) and is skipped with its
+reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import hypothesis
+import pytest
+
+from zerocopy import _backend
+
+hypothesis.settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True)
+hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+_WANTED = os.environ.get(_backend.ENV_VAR, "auto").strip().lower() or "auto"
+BACKENDS = list(_backend.NAMES) if _WANTED == "auto" else [_WANTED]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """The backend under test, made current for the duration of the test."""
+    name = request.param
+    try:
+        module = _backend.load(name)
+    except ImportError as exc:
+        if os.environ.get("ZEROCOPY_REQUIRE_EXTENSION", "") not in ("", "0"):
+            pytest.fail(f"backend {name} is required but does not load: {exc}")
+        pytest.skip(f"backend {name} does not load here: {exc}")
+    with _backend.use(name):
+        yield module
+
+
+@pytest.fixture
+def fd_count() -> Iterator[None]:
+    """Fail the test if it leaves more fds open than it found."""
+    before = set(os.listdir("/proc/self/fd"))
+    yield
+    after = set(os.listdir("/proc/self/fd"))
+    leaked = after - before
+    assert not leaked, f"leaked fds: {sorted(leaked)}"
