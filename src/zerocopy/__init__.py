@@ -1,5 +1,9 @@
 """zerocopy: move bytes between files, pipes and sockets through the kernel.
 
+High level: :func:`copyfileobj` and :func:`copyfile` are drop-ins for
+their :mod:`shutil` namesakes that let the kernel copy where it safely can;
+:func:`patch_shutil` makes shutil use them.
+
 Low-level calls (:func:`sendfile`, :func:`splice`, :func:`tee`,
 :func:`vmsplice`, :func:`copy_file_range`) run on one of two backends: thin C
 shims compiled with cffi, or the :mod:`os` module.  :data:`BACKEND` names the
@@ -20,6 +24,8 @@ from ._constants import (
     SPLICE_F_MOVE,
     SPLICE_F_NONBLOCK,
 )
+from ._copy import copyfileobj, last_method
+from ._copyfile import ShutilPatch, copyfile, patch_shutil
 from ._errors import UnsupportedOperation
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
 
@@ -32,9 +38,14 @@ __all__ = [
     "SPLICE_F_MORE",
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
+    "ShutilPatch",
     "UnsupportedOperation",
     "__version__",
     "copy_file_range",
+    "copyfile",
+    "copyfileobj",
+    "last_method",
+    "patch_shutil",
     "sendfile",
     "splice",
     "tee",

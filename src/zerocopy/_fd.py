@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
+import io
 import operator
+import os
+import socket
+import stat
 from typing import Any, Protocol
 
-__all__ = ["FileDescriptorLike", "check_count", "check_flags", "check_offset", "fileno"]
+__all__ = [
+    "FileDescriptorLike",
+    "check_count",
+    "check_flags",
+    "check_offset",
+    "fileno",
+    "is_append",
+    "kind_of",
+    "stream_fd",
+]
 
 _INT64_MAX = 2**63 - 1
 _UINT_MAX = 2**32 - 1
@@ -85,3 +99,70 @@ def check_flags(value: Any, allowed: int, name: str = "flags") -> int:
     if flags < 0 or flags & ~allowed:
         raise ValueError(f"{name} has unknown bits: {flags:#x} (allowed: {allowed:#x})")
     return flags
+
+
+# --- What a Python file object's fd carries -----------------------------------
+
+FILE = "file"
+PIPE = "pipe"
+SOCKET = "socket"
+CHAR = "char"
+OTHER = "other"
+
+_READERS = (io.BufferedReader, io.BufferedRandom)
+_WRITERS = (io.BufferedWriter, io.BufferedRandom)
+
+
+def stream_fd(obj: Any, reading: bool) -> int | None:
+    """Return the fd that carries exactly the bytes *obj* reads or writes, else None.
+
+    Only the C implementations whose fd *is* the byte stream qualify: a
+    ``FileIO``, a buffered reader/writer/random over a ``FileIO``, and a
+    ``socket.SocketIO`` (what ``makefile()`` builds on) or buffered object over
+    one, for a blocking ``SOCK_STREAM`` socket without a timeout.  Subclasses
+    (``ssl.SSLSocket``, user classes), text wrappers, compressors and archive
+    members do not: their fd is not what they read.  A closed object, or one
+    not open for this direction, gets None so the plain path raises exactly
+    the error ``shutil`` would.
+    """
+    kind = type(obj)
+    if kind is io.FileIO or kind is socket.SocketIO:
+        raw = obj
+    elif kind in (_READERS if reading else _WRITERS):
+        raw = obj.raw
+    else:
+        return None
+    raw_kind = type(raw)
+    if raw_kind is socket.SocketIO:
+        sock = raw._sock
+        if type(sock) is not socket.socket or sock.type != socket.SOCK_STREAM:
+            return None
+        if sock.gettimeout() is not None:
+            return None
+    elif raw_kind is not io.FileIO:
+        return None
+    try:
+        if obj.closed or not (obj.readable() if reading else obj.writable()):
+            return None
+        fd = raw.fileno()
+    except (OSError, ValueError):
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+def kind_of(mode: int) -> str:
+    """Classify an ``st_mode``: regular file, pipe, socket, character device, other."""
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISFIFO(mode):
+        return PIPE
+    if stat.S_ISSOCK(mode):
+        return SOCKET
+    if stat.S_ISCHR(mode):
+        return CHAR
+    return OTHER
+
+
+def is_append(fd: int) -> bool:
+    """True if *fd* is open with ``O_APPEND`` now (flags can change after open)."""
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)

@@ -1,0 +1,215 @@
+"""copyfileobj and copyfile: shutil's contract, the kernel's shortcuts.
+
+The strategy, in order:
+
+1. Objects whose fd is not the byte stream (text, compressors, archive
+   members, user classes, BytesIO, non-blocking or timed-out objects) take
+   shutil's own ``read``/``write`` loop, so everything observable is shutil's.
+2. Known objects whose fds cannot take a kernel path here (same file on both
+   sides, an ``O_APPEND`` destination, a character-device source) take a
+   ``readinto`` loop over one reused buffer.
+3. Otherwise (:mod:`zerocopy._kernel`): what a buffered reader already holds
+   is written first, a buffered writer is flushed first, the kernel copies
+   with explicit offsets, and both objects are seeked to where a plain copy
+   would have left them.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import _kernel
+from ._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
+
+__all__ = ["COPY_BUFSIZE", "copyfileobj", "last_method"]
+
+log = logging.getLogger("zerocopy")
+
+#: shutil's chunk on Linux; what ``length=0`` means for the read/write loop.
+COPY_BUFSIZE = 64 * 1024
+#: The reused buffer's size for the readinto loops.
+_BUFSIZE = 1024 * 1024
+
+_local = threading.local()
+
+
+def last_method() -> str | None:
+    """Return how the last :func:`copyfileobj` in this thread moved its bytes.
+
+    One of ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"``
+    (a reused-buffer loop), ``"read"`` (shutil's loop), ``"none"`` (nothing to
+    copy), or ``None`` before the first copy.
+    """
+    return getattr(_local, "method", None)
+
+
+def _buffer(size: int) -> memoryview:
+    # One buffer per thread, reused across copies: allocating (and faulting
+    # in) a fresh megabyte per call would cost small copies more than they move.
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _local.buf = memoryview(bytearray(size))
+    return buf[:size]
+
+
+class Transfer:
+    """Running state of one copy: bytes delivered, limit, progress callback."""
+
+    __slots__ = ("limit", "method", "progress", "total")
+
+    def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
+        self.limit = limit
+        self.progress = progress
+        self.total = 0
+        self.method = "none"
+
+    def room(self, want: int) -> int:
+        """How many of *want* bytes the limit still allows."""
+        if self.limit is None:
+            return want
+        return max(0, min(want, self.limit - self.total))
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self.progress is not None:
+            self.progress(self.total)
+
+
+def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
+    # shutil.copyfileobj's loop, statement for statement, plus the limit.
+    t.method = "read"
+    if not length:
+        length = COPY_BUFSIZE
+    fsrc_read = fsrc.read
+    fdst_write = fdst.write
+    while True:
+        if t.limit is None:
+            want = length
+        else:
+            want = t.limit - t.total if length < 0 else t.room(length)
+            if want <= 0:
+                break
+        buf = fsrc_read(want)
+        if not buf:
+            break
+        if t.limit is not None and len(buf) > want:
+            buf = buf[:want]
+        fdst_write(buf)
+        t.add(len(buf))
+
+
+def _write_all(write: Callable[[Any], int | None], view: memoryview) -> None:
+    while view:
+        n = write(view)
+        if n is None:
+            raise BlockingIOError(11, "write would block", None)
+        view = view[n:]
+
+
+def _readinto_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
+    t.method = "readinto"
+    mv = _buffer(length if length > 0 else _BUFSIZE)
+    readinto = fsrc.readinto
+    write = fdst.write
+    while True:
+        want = t.room(len(mv))
+        if want == 0:
+            break
+        n = readinto(mv[:want])
+        if not n:
+            break
+        _write_all(write, mv[:n])
+        t.add(n)
+
+
+def _kind(obj: Any, mode: int) -> str:
+    kind = kind_of(mode)
+    if kind == SOCKET:
+        raw = obj if type(obj) is socket.SocketIO else getattr(obj, "raw", None)
+        if type(raw) is not socket.SocketIO:
+            return OTHER  # a FileIO over a socket fd: its type is unknown
+    return kind
+
+
+def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
+    if t.limit == 0:
+        return
+    sfd = stream_fd(fsrc, reading=True)
+    dfd = stream_fd(fdst, reading=False) if sfd is not None else None
+    if sfd is None or dfd is None or fsrc is fdst:
+        return _shutil_loop(fsrc, fdst, length, t)
+    sst = os.fstat(sfd)
+    dst = os.fstat(dfd)
+    skind = _kind(fsrc, sst.st_mode)
+    dkind = _kind(fdst, dst.st_mode)
+    if _kernel.nonblocking(sfd, skind) or _kernel.nonblocking(dfd, dkind):
+        return _shutil_loop(fsrc, fdst, length, t)
+    if skind not in (FILE, PIPE, SOCKET) or dkind not in (FILE, PIPE, SOCKET, CHAR):
+        return _readinto_loop(fsrc, fdst, length, t)
+    if dkind == FILE and is_append(dfd):
+        return _readinto_loop(fsrc, fdst, length, t)
+    if skind == FILE and dkind == FILE and (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
+        # The same file on both sides: stop at the size it had when we began,
+        # or a destination ahead of the source would feed the copy forever.
+        end = max(0, sst.st_size - fsrc.tell())
+        t.limit = end if t.limit is None else min(t.limit, end)
+        return _readinto_loop(fsrc, fdst, length, t)
+    _kernel.copy(fsrc, sfd, skind, sst, fdst, dfd, dkind, t, _buffer)
+
+
+def _name(obj: Any) -> Any:
+    name = getattr(obj, "name", None)
+    return name if isinstance(name, (str, bytes)) else None
+
+
+def copyfileobj(
+    fsrc: Any,
+    fdst: Any,
+    length: int = 0,
+    *,
+    count: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Copy the contents of file object *fsrc* to *fdst*, like :func:`shutil.copyfileobj`.
+
+    For every pair of objects ``shutil.copyfileobj`` accepts, the bytes that
+    reach *fdst*, the positions of both objects afterwards and the exception
+    type of a failing copy are the same.  Where both objects' fds carry their
+    bytes (files, pipes, sockets' ``makefile()`` objects), the kernel copies
+    with ``copy_file_range``, ``sendfile`` or ``splice``.
+
+    *length* is the chunk size of the read/write loop (0: 64 KiB; negative:
+    read everything at once), as in shutil.  *count* copies at most that many
+    bytes.  *progress* is called with the running total after every chunk
+    and once at the end.  Returns the number of bytes copied.
+
+    A failure after some bytes moved raises the original :class:`OSError`
+    subclass with ``bytes_transferred`` set to the bytes that reached *fdst*.
+    """
+    if isinstance(length, bool):
+        raise TypeError("length must be an int, not bool")
+    length = operator.index(length)
+    limit = None if count is None else check_count(count, "count")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable, not {type(progress).__name__}")
+    t = Transfer(limit, progress)
+    try:
+        _copy(fsrc, fdst, length, t)
+    except OSError as exc:
+        exc.bytes_transferred = t.total  # type: ignore[attr-defined]
+        if exc.filename is None:
+            exc.filename = _name(fsrc)
+            exc.filename2 = _name(fdst)
+        raise
+    finally:
+        _local.method = t.method
+    if progress is not None:
+        progress(t.total)
+    log.debug("copyfileobj: %d bytes by %s", t.total, t.method)
+    return t.total

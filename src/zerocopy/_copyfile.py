@@ -1,0 +1,121 @@
+"""copyfile (shutil.copyfile's contract) and patch_shutil."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+import threading
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._copy import copyfileobj
+
+__all__ = ["ShutilPatch", "copyfile", "patch_shutil"]
+
+_PathT = TypeVar("_PathT")
+
+
+def _samefile(src: Any, dst: Any) -> bool:
+    if isinstance(src, os.DirEntry):
+        try:
+            return os.path.samestat(src.stat(), os.stat(dst))
+        except OSError:
+            return False
+    try:
+        return os.path.samefile(src, dst)
+    except OSError:
+        return False
+
+
+def _stat(fn: Any) -> os.stat_result:
+    return fn.stat() if isinstance(fn, os.DirEntry) else os.stat(fn)
+
+
+def _islink(fn: Any) -> bool:
+    return fn.is_symlink() if isinstance(fn, os.DirEntry) else os.path.islink(fn)
+
+
+def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
+    """Copy the contents of file *src* to *dst*, like :func:`shutil.copyfile`.
+
+    Same return value (*dst*) and the same errors: :class:`shutil.SameFileError`
+    for the same file, :class:`shutil.SpecialFileError` for named pipes,
+    :class:`IsADirectoryError` and :class:`FileNotFoundError` as shutil raises
+    them.  The bytes move with ``copy_file_range`` (then ``sendfile``, then a
+    read/write loop) through :func:`zerocopy.copyfileobj`.
+    """
+    sys.audit("shutil.copyfile", src, dst)
+    if _samefile(src, dst):
+        raise shutil.SameFileError(f"{src!r} and {dst!r} are the same file")
+    for fn in (src, dst):
+        try:
+            st = _stat(fn)
+        except OSError:
+            continue  # most likely does not exist yet
+        if stat.S_ISFIFO(st.st_mode):
+            fn = fn.path if isinstance(fn, os.DirEntry) else fn
+            raise shutil.SpecialFileError(f"`{fn}` is a named pipe")
+    if not follow_symlinks and _islink(src):
+        os.symlink(os.readlink(src), dst)  # type: ignore[arg-type]
+        return dst
+    with open(src, "rb") as fsrc:
+        try:
+            with open(dst, "wb") as fdst:  # type: ignore[call-overload]
+                copyfileobj(fsrc, fdst)
+        except IsADirectoryError as exc:
+            # As shutil (bpo-43219): a missing directory is the clearer error.
+            if not os.path.exists(dst):  # type: ignore[arg-type]
+                raise FileNotFoundError(f"Directory does not exist: {dst}") from exc
+            raise
+    return dst
+
+
+class ShutilPatch:
+    """Handle returned by :func:`patch_shutil`; :meth:`undo` or ``with`` restores shutil."""
+
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        with self._lock:
+            self._saved = {"copyfileobj": shutil.copyfileobj, "copyfile": shutil.copyfile}
+            shutil.copyfileobj = copyfileobj  # type: ignore[assignment]
+            shutil.copyfile = copyfile
+        self.active = True
+
+    def undo(self) -> None:
+        """Put back what this patch replaced (if nothing replaced it since); idempotent."""
+        with self._lock:
+            if not self.active:
+                return
+            ours = {"copyfileobj": copyfileobj, "copyfile": copyfile}
+            for name, original in self._saved.items():
+                if getattr(shutil, name) is ours[name]:
+                    setattr(shutil, name, original)
+            self.active = False
+
+    def __enter__(self) -> ShutilPatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.undo()
+
+
+def patch_shutil() -> ShutilPatch:
+    """Make ``shutil.copyfileobj`` and ``shutil.copyfile`` zerocopy's, process-wide.
+
+    Everything that calls them (``shutil.copy``, ``copy2``, ``copytree``,
+    ``http.server``, ``tarfile``, ``zipfile``...) then takes the kernel's path
+    where it can.  Undo with the returned handle's :meth:`~ShutilPatch.undo`,
+    or use it as a context manager::
+
+        with zerocopy.patch_shutil():
+            shutil.copytree(src, dst)
+    """
+    return ShutilPatch()

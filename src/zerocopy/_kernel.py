@@ -1,0 +1,276 @@
+"""The kernel path of copyfileobj: fds, explicit offsets, a fallback chain.
+
+Each method function copies until end of input or the limit and returns, or
+raises :class:`GiveUp` before it moved a byte when the kernel says "not here"
+(see :data:`FALLBACK_ERRNOS`), so the next method starts from exactly the same
+offsets.  After a byte moved, every error is real and propagates.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _lowlevel
+from ._constants import MAX_RW_COUNT
+from ._fd import FILE, PIPE, SOCKET
+from ._pipes import default_pool
+
+if TYPE_CHECKING:
+    from ._copy import Transfer
+
+Method = Callable[[int, int, "Cursor", "Transfer"], None]
+_RAW = (io.FileIO, socket.SocketIO)
+
+__all__ = ["FALLBACK_ERRNOS", "GiveUp", "copy", "nonblocking"]
+
+#: Errnos that mean "this method does not work for these fds": try the next
+#: one.  EBADF is what copy_file_range says for an O_APPEND destination;
+#: ENODATA and EIO come from odd filesystems (FUSE, network, overlay);
+#: EPERM from seccomp filters.
+FALLBACK_ERRNOS = frozenset(
+    {
+        errno.EINVAL,
+        errno.ENOSYS,
+        errno.EXDEV,
+        errno.EOPNOTSUPP,
+        errno.ENOTSUP,
+        errno.EPERM,
+        errno.EBADF,
+        errno.ENODATA,
+        errno.EIO,
+    }
+)
+
+_CFR_CHUNK = 1 << 30  # copy_file_range: chunk at 1 GiB (design, "Limits")
+
+
+class GiveUp(Exception):
+    """A method could not start here; nothing moved."""
+
+
+class Cursor:
+    """Where the copy stands in each file (None for pipes and sockets)."""
+
+    __slots__ = ("d_off", "s_off")
+
+    def __init__(self, s_off: int | None, d_off: int | None) -> None:
+        self.s_off = s_off
+        self.d_off = d_off
+
+
+def nonblocking(fd: int, kind: str) -> bool:
+    """True if a pipe or socket *fd* is in non-blocking mode (regular files never block)."""
+    if kind not in (PIPE, SOCKET):
+        return False
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+
+
+def _starting(exc: OSError, moved: int) -> None:
+    """Turn a "not supported here" error on a method's first call into GiveUp."""
+    if moved == 0 and exc.errno in FALLBACK_ERRNOS:
+        raise GiveUp(exc.errno) from exc
+    raise exc
+
+
+def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
+    while view:
+        if cur.d_off is not None:
+            n = os.pwrite(dfd, view, cur.d_off)
+            cur.d_off += n
+        else:
+            n = os.write(dfd, view)
+        view = view[n:]
+        t.add(n)
+
+
+def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
+    moved = 0
+    while want := t.room(_CFR_CHUNK):
+        try:
+            n = _lowlevel.copy_file_range(sfd, dfd, want, cur.s_off, cur.d_off)
+        except OSError as exc:
+            _starting(exc, moved)
+        if n == 0:
+            if moved == 0:
+                raise GiveUp("copy_file_range moved nothing")  # procfs, sysfs
+            return
+        moved += n
+        cur.s_off += n  # type: ignore[operator]
+        cur.d_off += n  # type: ignore[operator]
+        t.add(n)
+
+
+def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
+    # sendfile has no destination offset: a file destination is written at
+    # its fd position, which is put at the cursor first and read back after.
+    if cur.d_off is not None:
+        os.lseek(dfd, cur.d_off, os.SEEK_SET)
+    moved = 0
+    while want := t.room(MAX_RW_COUNT):
+        try:
+            n = _lowlevel.sendfile(dfd, sfd, cur.s_off, want)
+        except OSError as exc:
+            _starting(exc, moved)
+        if n == 0:
+            if moved == 0:
+                raise GiveUp("sendfile moved nothing")
+            return
+        moved += n
+        cur.s_off += n  # type: ignore[operator]
+        if cur.d_off is not None:
+            cur.d_off += n
+        t.add(n)
+
+
+def _splice_direct(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
+    # One end is a pipe: splice straight across.  0 means end of input.
+    moved = 0
+    while want := t.room(MAX_RW_COUNT):
+        try:
+            n = _lowlevel.splice(sfd, dfd, want, cur.s_off, cur.d_off)
+        except OSError as exc:
+            _starting(exc, moved)
+        if n == 0:
+            return
+        moved += n
+        if cur.s_off is not None:
+            cur.s_off += n
+        if cur.d_off is not None:
+            cur.d_off += n
+        t.add(n)
+
+
+def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
+    # Socket to file/socket/device: through a pooled pipe.  Each batch read
+    # into the pipe is drained completely before the next read.
+    try:
+        pool = default_pool()
+        pipe = pool.acquire()
+    except OSError as exc:  # EMFILE/ENFILE: no fds for a pipe, copy by hand
+        raise GiveUp(exc.errno) from exc
+    moved = 0
+    try:
+        while want := t.room(pipe.size):
+            try:
+                n = _lowlevel.splice(sfd, pipe.w, want)
+            except OSError as exc:
+                _starting(exc, moved)
+            if n == 0:
+                return
+            while n:
+                try:
+                    m = _lowlevel.splice(pipe.r, dfd, n, None, cur.d_off)
+                except OSError as exc:
+                    if moved == 0 and exc.errno in FALLBACK_ERRNOS:
+                        # The destination takes no splice, but the bytes
+                        # already left the socket: deliver them by hand.
+                        data = os.read(pipe.r, n)
+                        _write_fd(dfd, memoryview(data), cur, t)
+                        raise GiveUp(exc.errno) from exc
+                    raise
+                if m == 0:  # a file destination that takes no more
+                    raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
+                n -= m
+                moved += m
+                if cur.d_off is not None:
+                    cur.d_off += m
+                t.add(m)
+    finally:
+        pool.release(pipe)  # closes it if bytes were left in it
+
+
+def _read_write(
+    sfd: int, dfd: int, cur: Cursor, t: Transfer, buffer: Callable[[int], memoryview]
+) -> None:
+    # The last resort, on fds: one reused buffer, pread/readv then write all.
+    mv = buffer(1 << 20)
+    while want := t.room(len(mv)):
+        view = mv[:want]
+        if cur.s_off is not None:
+            n = os.preadv(sfd, [view], cur.s_off)
+            cur.s_off += n
+        else:
+            n = os.readv(sfd, [view])
+        if n == 0:
+            return
+        _write_fd(dfd, view[:n], cur, t)
+
+
+def _pending(fsrc: Any, skind: str, cur: Cursor, t: Transfer) -> bytes | None:
+    """Take what a buffered reader already holds; None means end of input."""
+    if type(fsrc) in _RAW:
+        return b""
+    if skind == FILE:
+        # The fd is ahead of the object by exactly its read-ahead.
+        ahead = os.lseek(fsrc.raw.fileno(), 0, os.SEEK_CUR) - cur.s_off  # type: ignore[operator]
+        want = t.room(ahead)
+        if want <= 0:
+            return b""
+        data: bytes = fsrc.read(want)  # served from the buffer: no I/O
+        cur.s_off += len(data)  # type: ignore[operator]
+        return data
+    # A pipe or socket: the read-ahead cannot be measured, so take it with
+    # read1, which returns buffered bytes if there are any, else does one
+    # read (the first chunk a plain copy would have read too).
+    data = fsrc.read1(t.room(64 * 1024))
+    return data or None
+
+
+def _chain(skind: str, dkind: str, sst: os.stat_result) -> list[tuple[str, Method]]:
+    if skind == FILE:
+        if sst.st_size == 0:
+            return []  # empty, or procfs/sysfs reporting 0: read it by hand
+        if dkind == FILE:
+            return [("copy_file_range", _copy_file_range), ("sendfile", _sendfile)]
+        return [("sendfile", _sendfile)]
+    if skind == PIPE or dkind == PIPE:
+        return [("splice", _splice_direct)]
+    return [("splice", _splice_via_pipe)]
+
+
+def copy(
+    fsrc: Any,
+    sfd: int,
+    skind: str,
+    sst: os.stat_result,
+    fdst: Any,
+    dfd: int,
+    dkind: str,
+    t: Transfer,
+    buffer: Callable[[int], memoryview],
+) -> None:
+    """Copy through the kernel, setting ``t.method`` to what moved the bulk."""
+    if type(fsrc) is io.BufferedRandom:
+        fsrc.flush()  # its unwritten bytes belong before what we read
+    if type(fdst) not in _RAW:
+        fdst.flush()  # its buffered bytes come before ours
+    cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
+    try:
+        data = _pending(fsrc, skind, cur, t)
+        if data is None:
+            return
+        if data:
+            t.method = "readinto"
+            _write_fd(dfd, memoryview(data), cur, t)
+        for name, method in _chain(skind, dkind, sst):
+            t.method = name
+            try:
+                method(sfd, dfd, cur, t)
+            except GiveUp:
+                continue
+            return
+        t.method = "readinto"
+        _read_write(sfd, dfd, cur, t, buffer)
+    finally:
+        # Put the objects where a plain copy would have left them; seek()
+        # also drops stale buffers and cached positions.
+        if cur.s_off is not None:
+            fsrc.seek(cur.s_off)
+        if cur.d_off is not None:
+            fdst.seek(cur.d_off)

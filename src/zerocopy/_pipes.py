@@ -1,0 +1,148 @@
+"""The pipe pool: pipes kept for splice between two non-pipe fds.
+
+Every pipe costs two fds and its buffer, so the pool is bounded.  Pipes are
+created ``O_CLOEXEC`` (``os.pipe`` does that) and sized up to 1 MiB, within
+``/proc/sys/fs/pipe-max-size``: a default 64 KiB pipe makes splice many times
+slower.  A pipe that still holds data is closed, never reused: its pages may
+belong to a file (Dirty Pipe, CVE-2022-0847) and its bytes to another copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import termios
+import threading
+from collections.abc import Iterator
+
+__all__ = ["Pipe", "PipePool", "default_pool"]
+
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_WANTED_SIZE = 1 << 20
+
+
+def _pipe_max_size() -> int:
+    try:
+        with open("/proc/sys/fs/pipe-max-size", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return _WANTED_SIZE
+
+
+class Pipe:
+    """One pipe: ``r`` and ``w`` are its fds, ``size`` its capacity in bytes."""
+
+    __slots__ = ("r", "size", "w")
+
+    def __init__(self, r: int, w: int, size: int) -> None:
+        self.r = r
+        self.w = w
+        self.size = size
+
+    def queued(self) -> int:
+        """Bytes waiting in the pipe (``FIONREAD``)."""
+        raw = fcntl.ioctl(self.r, termios.FIONREAD, b"\0\0\0\0")
+        return int.from_bytes(raw, "little", signed=True)
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.r = self.w = -1
+
+
+class PipePool:
+    """A thread-safe, bounded pool of pipes for splice.
+
+    *maxsize* bounds the idle pipes kept (each holds two fds); *pipe_size* is
+    the capacity asked for, capped at ``pipe-max-size``.  :meth:`lease` lends
+    a pipe for a ``with`` block and takes it back only if it is empty.
+    """
+
+    def __init__(self, maxsize: int = 8, pipe_size: int = _WANTED_SIZE) -> None:
+        if maxsize < 0:
+            raise ValueError(f"maxsize must be >= 0, not {maxsize}")
+        if pipe_size <= 0:
+            raise ValueError(f"pipe_size must be > 0, not {pipe_size}")
+        self.maxsize = maxsize
+        self.pipe_size = min(pipe_size, _pipe_max_size())
+        self._idle: list[Pipe] = []
+        self._lock = threading.Lock()
+
+    def _new(self) -> Pipe:
+        r, w = os.pipe()  # O_CLOEXEC: os.pipe uses pipe2(O_CLOEXEC)
+        try:
+            size = fcntl.fcntl(w, _F_SETPIPE_SZ, self.pipe_size)
+        except OSError:
+            # EPERM past the per-user pipe-page budget: a default pipe still works.
+            size = fcntl.fcntl(w, _F_GETPIPE_SZ)
+        return Pipe(r, w, size)
+
+    def acquire(self) -> Pipe:
+        """Return an empty pipe; raises :class:`OSError` (EMFILE...) if none can be made."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new()
+
+    def release(self, pipe: Pipe) -> None:
+        """Take *pipe* back if it is empty and there is room; close it otherwise."""
+        try:
+            empty = pipe.r >= 0 and pipe.queued() == 0
+        except OSError:
+            empty = False
+        if empty:
+            with self._lock:
+                if len(self._idle) < self.maxsize:
+                    self._idle.append(pipe)
+                    return
+        pipe.close()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Pipe]:
+        """Lend a pipe for the ``with`` block; a pipe left with data is closed."""
+        pipe = self.acquire()
+        try:
+            yield pipe
+        finally:
+            self.release(pipe)
+
+    def clear(self) -> None:
+        """Close every idle pipe."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for pipe in idle:
+            pipe.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+_default: PipePool | None = None
+_default_lock = threading.Lock()
+
+
+def default_pool() -> PipePool:
+    """Return the process-wide pool (created on first use)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = PipePool()
+    return _default
+
+
+def _after_fork() -> None:
+    # A child must not hand out pipes its parent also uses: close its copies.
+    # No lock: another thread may have held it at fork time.
+    global _default
+    pool, _default = _default, None
+    if pool is not None:
+        for pipe in list(pool._idle):
+            pipe.close()
+
+
+os.register_at_fork(after_in_child=_after_fork)
