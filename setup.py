@@ -20,7 +20,11 @@ except ImportError:  # pragma: no cover
     from distutils.errors import (  # type: ignore[no-redef]
         CCompilerError,
         CompileError,
+    )
+    from distutils.errors import (
         DistutilsExecError as ExecError,
+    )
+    from distutils.errors import (
         DistutilsPlatformError as PlatformError,
     )
 

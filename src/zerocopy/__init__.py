@@ -57,10 +57,11 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    #: ``"cffi"`` or ``"os"``: the backend in use.
+    #: The name of the backend in use, ``"cffi"`` or ``"os"``.
     BACKEND: str
-    #: The features that work in this process: a subset of ``{"sendfile",
-    #: "splice", "tee", "vmsplice", "copy_file_range", "msg_zerocopy"}``.
+    #: The set of features that work in this process, a subset of
+    #: ``{"sendfile", "splice", "tee", "vmsplice", "copy_file_range",
+    #: "msg_zerocopy"}``.
     FEATURES: frozenset[str]
 
 

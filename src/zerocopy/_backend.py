@@ -53,14 +53,10 @@ def _choose() -> ModuleType:
         try:
             return load("cffi")
         except ImportError as exc:
-            warnings.warn(
-                f"zerocopy is using its os backend: {exc}", RuntimeWarning, stacklevel=3
-            )
+            warnings.warn(f"zerocopy is using its os backend: {exc}", RuntimeWarning, stacklevel=3)
             return load("os")
     if wanted not in NAMES:
-        raise ImportError(
-            f"{ENV_VAR}={wanted!r} is not one of 'auto', 'cffi', 'os'"
-        )
+        raise ImportError(f"{ENV_VAR}={wanted!r} is not one of 'auto', 'cffi', 'os'")
     return load(wanted)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ._errors import oserror
 
 try:
-    from ._zerocopy_cffi import ffi, lib  # type: ignore[import-not-found]
+    from ._zerocopy_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - exercised by the no-compiler test
     raise ImportError(f"zerocopy's compiled module is not available: {exc}") from exc
 
@@ -94,7 +94,7 @@ def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
     # pipe holds references to the pages, which is the caller's contract.
     views = [ffi.from_buffer(buf) for buf in buffers]
     iov = ffi.new("struct iovec[]", len(views))
-    for slot, view in zip(iov, views):
+    for slot, view in zip(iov, views, strict=True):
         slot.iov_base = view
         slot.iov_len = len(view)
     return _retry("vmsplice", lib.zc_vmsplice, fd, iov, len(views), flags)

@@ -36,6 +36,10 @@ COPY_BUFSIZE = 64 * 1024
 #: The reused buffer's size for the readinto loops.
 _BUFSIZE = 1024 * 1024
 
+#: Largest single kernel call while a progress callback is set, so that a
+#: progress bar moves (copy_file_range would otherwise take 1 GiB at a time).
+_PROGRESS_CHUNK = 16 * 1024 * 1024
+
 _local = threading.local()
 
 
@@ -68,6 +72,12 @@ class Transfer:
         self.progress = progress
         self.total = 0
         self.method = "none"
+
+    def chunk(self, want: int) -> int:
+        """Bytes to ask one kernel call for: smaller when someone watches progress."""
+        if self.progress is not None:
+            want = min(want, _PROGRESS_CHUNK)
+        return self.room(want)
 
     def room(self, want: int) -> int:
         """How many of *want* bytes the limit still allows."""
@@ -201,9 +211,11 @@ def copyfileobj(
     t = Transfer(limit, progress)
     try:
         _copy(fsrc, fdst, length, t)
-    except OSError as exc:
+    except BaseException as exc:
+        # Any failure, a signal handler's exception included, says how far
+        # the copy got.
         exc.bytes_transferred = t.total  # type: ignore[attr-defined]
-        if exc.filename is None:
+        if isinstance(exc, OSError) and exc.filename is None:
             exc.filename = _name(fsrc)
             exc.filename2 = _name(fdst)
         raise

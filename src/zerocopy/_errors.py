@@ -22,6 +22,9 @@ class UnsupportedOperation(OSError, NotImplementedError):
         super().__init__(_errno.ENOSYS, f"{call}: {reason}")
 
 
+UnsupportedOperation.__module__ = "zerocopy"
+
+
 def oserror(
     err: int,
     call: str,

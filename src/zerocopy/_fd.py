@@ -51,8 +51,7 @@ def fileno(obj: Any, name: str = "fd") -> int:
         method = getattr(obj, "fileno", None)
         if method is None or not callable(method):
             raise TypeError(
-                f"{name} must be an int file descriptor or have fileno(), "
-                f"not {type(obj).__name__}"
+                f"{name} must be an int file descriptor or have fileno(), not {type(obj).__name__}"
             )
         fd = method()
         if isinstance(fd, bool) or not isinstance(fd, int):

@@ -91,7 +91,7 @@ def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
 
 def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     moved = 0
-    while want := t.room(_CFR_CHUNK):
+    while want := t.chunk(_CFR_CHUNK):
         try:
             n = _lowlevel.copy_file_range(sfd, dfd, want, cur.s_off, cur.d_off)
         except OSError as exc:
@@ -112,7 +112,7 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     if cur.d_off is not None:
         os.lseek(dfd, cur.d_off, os.SEEK_SET)
     moved = 0
-    while want := t.room(MAX_RW_COUNT):
+    while want := t.chunk(MAX_RW_COUNT):
         try:
             n = _lowlevel.sendfile(dfd, sfd, cur.s_off, want)
         except OSError as exc:
@@ -131,7 +131,7 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
 def _splice_direct(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     # One end is a pipe: splice straight across.  0 means end of input.
     moved = 0
-    while want := t.room(MAX_RW_COUNT):
+    while want := t.chunk(MAX_RW_COUNT):
         try:
             n = _lowlevel.splice(sfd, dfd, want, cur.s_off, cur.d_off)
         except OSError as exc:

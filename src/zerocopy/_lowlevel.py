@@ -150,7 +150,7 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
 class _Pins:
     """Buffers one pipe still refers to, with the running count of bytes put in."""
 
-    __slots__ = ("inode", "written", "held")
+    __slots__ = ("held", "inode", "written")
 
     def __init__(self, inode: tuple[int, int]) -> None:
         self.inode = inode

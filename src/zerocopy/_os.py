@@ -71,9 +71,7 @@ def _pipe_room(fd: int) -> int:
     # Bytes a write can add to the pipe without blocking (approximately: the
     # kernel counts pages, not bytes, so this may under-report, never over).
     size = fcntl.fcntl(fd, _F_GETPIPE_SZ)
-    queued = int.from_bytes(
-        fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little", signed=True
-    )
+    queued = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little", signed=True)
     return max(0, size - queued)
 
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     rows += [
         ("pipe-max-size", data["pipe_max_size"] or "unknown"),
         ("optmem_max", data["optmem_max"] or "unknown"),
-        ("memlock limit", f"{data['memlock_limit']['soft']} (hard {data['memlock_limit']['hard']})"),
+        ("memlock limit", "{soft} (hard {hard})".format(**data["memlock_limit"])),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
