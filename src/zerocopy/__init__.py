@@ -28,6 +28,7 @@ from ._copy import copyfileobj, last_method
 from ._copyfile import ShutilPatch, copyfile, patch_shutil
 from ._errors import UnsupportedOperation
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
+from ._net import relay, send_file
 
 __all__ = [
     "BACKEND",
@@ -46,6 +47,8 @@ __all__ = [
     "copyfileobj",
     "last_method",
     "patch_shutil",
+    "relay",
+    "send_file",
     "sendfile",
     "splice",
     "tee",

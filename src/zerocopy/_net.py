@@ -1,0 +1,235 @@
+"""Server helpers: send_file and relay, over blocking sockets or sockets with a timeout."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import select
+import socket
+import stat
+import time
+from typing import Any
+
+from . import _lowlevel
+from ._constants import MAX_RW_COUNT
+from ._kernel import FALLBACK_ERRNOS
+from ._relay import Direction, annotate
+
+__all__ = ["relay", "send_file"]
+
+_SEND_CHUNK = 1 << 30  # like socket.sendfile: at most 1 GiB per call
+_COPY_CHUNK = 256 * 1024
+
+
+def _check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
+    # The same checks, in the same order, as socket.socket.sendfile.
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if not sock.type & socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, not {offset}")
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise TypeError(f"count must be a positive integer (got {count!r})")
+        if count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+
+
+def _wait(fd: int, events: int, timeout: float | None, call: str, sent: int) -> None:
+    poller = select.poll()
+    poller.register(fd, events)
+    ms = None if timeout is None else max(0, int(timeout * 1000))
+    if not poller.poll(ms):
+        exc = TimeoutError(errno.ETIMEDOUT, f"{call}: timed out")
+        exc.bytes_transferred = sent  # type: ignore[attr-defined]
+        raise exc
+
+
+def _regular_fd(file: Any) -> int | None:
+    try:
+        fd = file.fileno()
+    except (AttributeError, io.UnsupportedOperation, ValueError, OSError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+    except OSError:
+        return None
+    return int(fd)
+
+
+class _GiveUp(Exception):
+    pass
+
+
+def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) -> int:
+    timeout = sock.gettimeout()
+    sent = 0
+    while True:
+        want = _SEND_CHUNK if count is None else min(count - sent, _SEND_CHUNK)
+        if want <= 0:
+            return sent
+        try:
+            n = _lowlevel.sendfile(sock, fd, offset + sent, min(want, MAX_RW_COUNT))
+        except BlockingIOError:
+            _wait(sock.fileno(), select.POLLOUT, timeout, "send_file", sent)
+            continue
+        except OSError as exc:
+            if sent == 0 and exc.errno in FALLBACK_ERRNOS:
+                raise _GiveUp from exc
+            exc.bytes_transferred = sent  # type: ignore[attr-defined]
+            raise
+        if n == 0:
+            return sent  # end of file: it may have shrunk since we began
+        sent += n
+
+
+def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
+    if offset and hasattr(file, "seek"):
+        file.seek(offset)
+    sent = 0
+    buf = memoryview(bytearray(_COPY_CHUNK))
+    readinto = getattr(file, "readinto", None)
+    while True:
+        want = _COPY_CHUNK if count is None else min(count - sent, _COPY_CHUNK)
+        if want <= 0:
+            return sent
+        if readinto is not None:
+            n = readinto(buf[:want])
+            data = buf[: n or 0]
+        else:
+            data = memoryview(file.read(want))
+            n = len(data)
+        if not n:
+            return sent
+        while data:
+            try:
+                k = sock.send(data)
+            except OSError as exc:
+                exc.bytes_transferred = sent  # type: ignore[attr-defined]
+                raise
+            data = data[k:]
+            sent += k
+
+
+def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None = None) -> int:
+    """Send *file* over stream socket *sock* with ``sendfile(2)``; return bytes sent.
+
+    Semantics of :meth:`socket.socket.sendfile`: sending starts at *offset*
+    (the file position is not used), *count* ``None`` means to end of file,
+    and the file position is left at ``offset + sent``.  Works on blocking
+    sockets and sockets with a timeout (waiting with ``poll`` between partial
+    sends; when one wait exceeds the timeout, :class:`TimeoutError` is raised
+    with ``bytes_transferred``).  Non-blocking sockets raise
+    :class:`ValueError`; use :func:`zerocopy.aio.send_file`.
+
+    Objects without a regular file behind them (``BytesIO``, pipes, gzip...)
+    are read and sent with ``send``.  A file that shrinks during the send ends
+    cleanly with the bytes that existed.  Any failure after bytes went out
+    carries ``bytes_transferred``.
+    """
+    _check_params(sock, file, offset, count)
+    if sock.gettimeout() == 0.0:
+        raise ValueError("non-blocking sockets are not supported")
+    fd = _regular_fd(file)
+    sent = 0
+    try:
+        if fd is not None:
+            try:
+                sent = _via_sendfile(sock, fd, offset, count)
+                return sent
+            except _GiveUp:
+                pass
+        sent = _via_send(sock, file, offset, count)
+        return sent
+    except BaseException as exc:
+        sent = getattr(exc, "bytes_transferred", sent)
+        raise
+    finally:
+        # As socket.sendfile: the position follows what was sent.
+        if sent > 0 and hasattr(file, "seek"):
+            file.seek(offset + sent)
+
+
+def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -> tuple[int, int]:
+    """Copy both directions between connected stream sockets *a* and *b* until both end.
+
+    Bytes go through the kernel with ``splice`` via two pooled pipes.  An end
+    of stream from one side becomes ``shutdown(SHUT_WR)`` on the other, and
+    the other direction carries on.  Returns ``(a_to_b, b_to_a)``.
+
+    *timeout* is an idle timeout in seconds: if neither direction moves for
+    that long, :class:`TimeoutError` is raised.  A reset or error on either
+    side stops both directions and raises it (``ConnectionResetError``,
+    ``BrokenPipeError``...).  Every exception out of ``relay`` carries the
+    bytes delivered so far as ``a_to_b`` and ``b_to_a`` (and the pair as
+    ``bytes_transferred``).  The sockets are left open, their blocking mode
+    restored; the caller closes them.
+    """
+    for name, sock in (("a", a), ("b", b)):
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"{name} must be a socket.socket, not {type(sock).__name__}")
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"{name} must be a SOCK_STREAM socket")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+    saved = (a.gettimeout(), b.gettimeout())
+    ab = Direction(a, b)
+    ba = Direction(b, a)
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        _relay_loop(ab, ba, timeout)
+    except BaseException as exc:
+        annotate(exc, ab, ba)
+        raise
+    finally:
+        ab.close()
+        ba.close()
+        a.settimeout(saved[0])
+        b.settimeout(saved[1])
+    return ab.moved, ba.moved
+
+
+def _relay_loop(ab: Direction, ba: Direction, timeout: float | None) -> None:
+    poller = select.poll()
+    registered: dict[int, int] = {}
+    last_progress = time.monotonic()
+    while not (ab.done and ba.done):
+        wants: dict[int, int] = {}
+        progressed = False
+        for d in (ab, ba):
+            if d.done:
+                continue
+            moved = d.step()
+            progressed |= moved
+            if d.waiting is not None:
+                fd, events = d.waiting
+                wants[fd] = wants.get(fd, 0) | events
+        if progressed:
+            last_progress = time.monotonic()
+            continue
+        if ab.done and ba.done:
+            return
+        for fd in list(registered):
+            if fd not in wants:
+                poller.unregister(fd)
+                del registered[fd]
+        for fd, events in wants.items():
+            if registered.get(fd) != events:
+                poller.register(fd, events)  # register() also modifies
+                registered[fd] = events
+        if timeout is None:
+            ms = None
+        else:
+            left = timeout - (time.monotonic() - last_progress)
+            if left <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
+            ms = max(1, int(left * 1000))
+        poller.poll(ms)

@@ -1,0 +1,124 @@
+"""One direction of a relay: socket -> pipe -> socket, never blocking.
+
+Shared by the threaded :func:`zerocopy.relay` (which waits with ``poll``) and
+:func:`zerocopy.aio.relay` (which waits on the event loop).  Both sockets must
+be non-blocking; :meth:`Direction.step` moves what it can and then says, in
+:attr:`Direction.waiting`, which fd and event it needs next.
+
+EAGAIN is ambiguous in a relay: from ``splice(socket -> pipe)`` it can mean an
+empty socket or a full pipe.  This side only reads into an *empty* pipe, so
+EAGAIN there always means the socket is empty, and EAGAIN while draining the
+pipe always means the destination socket is full.  No hot loop either way.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+
+from . import _lowlevel
+from ._constants import SPLICE_F_NONBLOCK
+from ._pipes import Pipe, PipePool, default_pool
+
+__all__ = ["Direction", "annotate"]
+
+# Move at most this much per step, so one busy direction cannot starve the other.
+_STEP_BUDGET = 4 * 1024 * 1024
+
+
+class Direction:
+    """Copy *src* to *dst* (both non-blocking stream sockets) through a pipe."""
+
+    __slots__ = (
+        "done",
+        "dst",
+        "dst_fd",
+        "eof",
+        "in_pipe",
+        "moved",
+        "pipe",
+        "pool",
+        "src",
+        "src_fd",
+        "waiting",
+    )
+
+    def __init__(self, src: socket.socket, dst: socket.socket, pool: PipePool | None = None):
+        self.src = src
+        self.dst = dst
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
+        self.pool = pool or default_pool()
+        self.pipe: Pipe | None = None
+        self.in_pipe = 0  # bytes read from src that dst has not taken yet
+        self.moved = 0  # bytes delivered to dst
+        self.eof = False
+        self.done = False
+        #: ``(fd, poll events)`` this direction waits for, or None.
+        self.waiting: tuple[int, int] | None = None
+
+    def step(self) -> bool:
+        """Move bytes until something would block; True if anything changed."""
+        self.waiting = None
+        if self.done:
+            return False
+        if self.pipe is None:
+            self.pipe = self.pool.acquire()
+        pipe = self.pipe
+        progressed = False
+        budget = _STEP_BUDGET
+        while budget > 0:
+            if self.in_pipe:
+                try:
+                    n = _lowlevel.splice(
+                        pipe.r, self.dst_fd, self.in_pipe, None, None, SPLICE_F_NONBLOCK
+                    )
+                except BlockingIOError:
+                    self.waiting = (self.dst_fd, select.POLLOUT)
+                    return progressed
+                if n == 0:  # a stream socket never takes 0 bytes; do not spin
+                    raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
+                self.in_pipe -= n
+                self.moved += n
+                budget -= n
+                progressed = True
+                continue
+            if self.eof:
+                self._finish()
+                return True
+            try:
+                n = _lowlevel.splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                self.waiting = (self.src_fd, select.POLLIN)
+                return progressed
+            progressed = True
+            if n == 0:
+                self.eof = True
+            self.in_pipe = n
+        return progressed
+
+    def _finish(self) -> None:
+        # End of stream from src: pass the half-close on; the other direction
+        # carries on.  ENOTCONN: the peer is gone already, nothing to tell it.
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+        self.done = True
+        self.close()
+
+    def close(self) -> None:
+        """Give the pipe back (the pool closes it if bytes are left in it)."""
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            self.pool.release(pipe)
+
+
+def annotate(exc: BaseException, ab: Direction, ba: Direction) -> BaseException:
+    """Put both directions' counts on *exc*: ``a_to_b``, ``b_to_a``, ``bytes_transferred``."""
+    exc.a_to_b = ab.moved  # type: ignore[attr-defined]
+    exc.b_to_a = ba.moved  # type: ignore[attr-defined]
+    exc.bytes_transferred = (ab.moved, ba.moved)  # type: ignore[attr-defined]
+    return exc
