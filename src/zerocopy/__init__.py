@@ -28,19 +28,25 @@ from ._copy import copyfileobj, last_method
 from ._copyfile import ShutilPatch, copyfile, patch_shutil
 from ._errors import UnsupportedOperation
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
+from ._bufpool import BufferPool, PoolExhausted
 from ._net import relay, send_file
+from ._zc import SenderStats, ZeroCopySender
 
 __all__ = [
     "BACKEND",
+    "BufferPool",
     "FEATURES",
     "MSG_ZEROCOPY",
+    "PoolExhausted",
     "SO_ZEROCOPY",
     "SPLICE_F_GIFT",
     "SPLICE_F_MORE",
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
+    "SenderStats",
     "ShutilPatch",
     "UnsupportedOperation",
+    "ZeroCopySender",
     "__version__",
     "copy_file_range",
     "copyfile",

@@ -1,0 +1,153 @@
+"""BufferPool: page-aligned buffers that return only when the kernel is done with them.
+
+This is the "buffer sharing" of the design: a fixed set of buffers, reused
+instead of allocated per send.  A buffer handed to
+:class:`~zerocopy.ZeroCopySender` stays out of the pool until its completion
+arrived, even if the caller gave it back before, so the kernel never reads a
+buffer that was handed out again and overwritten.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+import cffi
+
+__all__ = ["BufferPool", "PoolExhausted", "pool_slot"]
+
+_ffi = cffi.FFI()
+_pools: dict[int, weakref.ReferenceType[BufferPool]] = {}
+
+
+class PoolExhausted(Exception):
+    """``BufferPool.acquire(blocking=False)`` found every buffer in use or in flight."""
+
+
+def _address(view: memoryview) -> int:
+    return int(_ffi.cast("uintptr_t", _ffi.from_buffer(view)))
+
+
+def pool_slot(view: memoryview) -> tuple[BufferPool, int] | None:
+    """Return ``(pool, index)`` if *view* lies in a live pool's buffer, else None."""
+    ref = _pools.get(id(view.obj))
+    pool = ref() if ref is not None else None
+    if pool is None or not len(view):
+        return None
+    offset = _address(view) - pool._base
+    if not 0 <= offset < pool.stride * pool.count:
+        return None
+    return pool, offset // pool.stride
+
+
+class BufferPool:
+    """*count* page-aligned buffers of *buffer_size* bytes, in one anonymous mmap.
+
+    :meth:`acquire` hands out a writable :class:`memoryview`; :meth:`release`
+    gives it back.  A buffer with zero-copy sends in flight returns to the
+    pool only when their completions have arrived.
+    """
+
+    def __init__(self, buffer_size: int, count: int) -> None:
+        for name, value in (("buffer_size", buffer_size), ("count", count)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, not {value}")
+        self.buffer_size = buffer_size
+        self.count = count
+        self.stride = -(-buffer_size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._map = mmap.mmap(-1, self.stride * count)
+        self._base = _address(memoryview(self._map))
+        whole = memoryview(self._map)
+        self._views = [whole[i * self.stride : i * self.stride + buffer_size] for i in range(count)]
+        self._free: deque[int] = deque(range(count))
+        self._returned = [True] * count  # given back by the caller
+        self._inflight = [0] * count  # zero-copy sends not yet completed
+        self._cond = threading.Condition()
+        self._senders: weakref.WeakSet[Any] = weakref.WeakSet()
+        _pools[id(self._map)] = weakref.ref(self)
+        weakref.finalize(self, _pools.pop, id(self._map), None)
+
+    @property
+    def available(self) -> int:
+        """Buffers ready to be acquired now."""
+        with self._cond:
+            return len(self._free)
+
+    def _index(self, view: memoryview) -> int:
+        slot = pool_slot(view)
+        if slot is None or slot[0] is not self:
+            raise ValueError("this memoryview was not handed out by this pool")
+        return slot[1]
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> memoryview:
+        """Return a free buffer.
+
+        When none is free: with *blocking* false raise :class:`PoolExhausted`;
+        else wait (polling the senders that hold buffers for completions) up
+        to *timeout* seconds, then raise :class:`TimeoutError`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if self._free:
+                    index = self._free.popleft()
+                    self._returned[index] = False
+                    return self._views[index]
+            if not blocking:
+                raise PoolExhausted(f"all {self.count} buffers are in use or in flight")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"no buffer came free within {timeout} s")
+            self._wait_for_completions(deadline)
+
+    def _wait_for_completions(self, deadline: float | None) -> None:
+        # Buffers come back when a sender reads its completions, or when
+        # another thread releases one: wait for POLLERR on the senders'
+        # sockets, in short slices so a release() is seen promptly too.
+        senders = list(self._senders)
+        for sender in senders:
+            sender.poll()
+        with self._cond:
+            if self._free:
+                return
+        left = 0.01 if deadline is None else max(0.0, min(0.01, deadline - time.monotonic()))
+        if senders:
+            poller = select.poll()
+            for sender in senders:
+                poller.register(sender.sock.fileno(), 0)
+            poller.poll(int(left * 1000) or 1)
+        else:
+            with self._cond:
+                self._cond.wait(left)
+
+    def release(self, view: memoryview) -> None:
+        """Give *view* back; it is reused once no zero-copy send still holds it."""
+        index = self._index(view)
+        with self._cond:
+            if self._returned[index]:
+                raise ValueError("buffer released twice")
+            self._returned[index] = True
+            self._settle(index)
+
+    def _settle(self, index: int) -> None:
+        if self._returned[index] and self._inflight[index] == 0:
+            self._free.append(index)
+            self._cond.notify()
+
+    def hold(self, index: int, sender: Any) -> None:
+        """A zero-copy send from buffer *index* is in flight (called by the sender)."""
+        with self._cond:
+            self._inflight[index] += 1
+            self._senders.add(sender)
+
+    def unhold(self, index: int) -> None:
+        """That send's completion arrived (called by the sender)."""
+        with self._cond:
+            self._inflight[index] -= 1
+            self._settle(index)

@@ -1,0 +1,389 @@
+"""MSG_ZEROCOPY sends with completion tracking, and a pool of pinned-safe buffers.
+
+With ``SO_ZEROCOPY`` set, ``send(..., MSG_ZEROCOPY)`` lets the kernel take the
+caller's pages instead of copying them.  Each such send that moves bytes gets
+the next 32-bit sequence number (per socket, wrapping); when the kernel has
+released the pages it queues a notification on the socket's error queue
+covering an inclusive range ``[first, last]`` of those numbers, ranges
+coalesced and not necessarily in order.  Until then the buffer must neither
+change nor go away, so :class:`ZeroCopySender` holds a ``memoryview`` export of
+it (which also stops a ``bytearray`` from being resized).
+
+On loopback and towards any local receiver the kernel copies anyway and says
+so (``SO_EE_CODE_ZEROCOPY_COPIED``); by default the sender then stops asking
+for zero-copy on that socket, so the bookkeeping costs nothing afterwards.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from . import _backend
+from ._bufpool import pool_slot
+from ._constants import (
+    MSG_ZEROCOPY,
+    SO_EE_CODE_ZEROCOPY_COPIED,
+    SO_EE_ORIGIN_ZEROCOPY,
+    SO_ZEROCOPY,
+)
+from ._errors import oserror
+
+__all__ = ["CompletionTracker", "SenderStats", "ZeroCopySender"]
+
+log = logging.getLogger("zerocopy")
+
+_MASK = 0xFFFFFFFF
+_MSG_DONTWAIT = socket.MSG_DONTWAIT
+
+
+@dataclass
+class SenderStats:
+    """Counters of a :class:`ZeroCopySender`."""
+
+    zerocopy_sends: int = 0  #: sends made with MSG_ZEROCOPY that moved bytes
+    completions: int = 0  #: zero-copy sends the kernel reported released
+    copied: int = 0  #: of those, the ones the kernel reported it copied anyway
+    plain_sends: int = 0  #: sends made without MSG_ZEROCOPY
+    enobufs_retries: int = 0  #: ENOBUFS met (optmem or locked-memory limit)
+
+
+class CompletionTracker:
+    """Sequence numbers of outstanding zero-copy sends and what each holds.
+
+    Pure bookkeeping, no I/O: :meth:`add` gives the next sequence number to a
+    held object, :meth:`complete` releases an inclusive, possibly wrapping
+    range and returns the objects released.
+    """
+
+    def __init__(self, first_seq: int = 0) -> None:
+        self.next_seq = first_seq & _MASK
+        self._held: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, obj: Any) -> int:
+        """Record *obj* under the next sequence number and return that number."""
+        seq = self.next_seq
+        self._held[seq] = obj
+        self.next_seq = (seq + 1) & _MASK
+        return seq
+
+    def complete(self, first: int, last: int) -> list[Any]:
+        """Release sends ``first..last`` (inclusive, modulo 2**32); return their objects.
+
+        Numbers that are not outstanding (already released, or never issued)
+        are ignored, so duplicated or overlapping notifications do no harm.
+        """
+        span = ((last - first) & _MASK) + 1
+        released = []
+        if span <= 2 * len(self._held):
+            for i in range(span):
+                obj = self._held.pop((first + i) & _MASK, None)
+                if obj is not None:
+                    released.append(obj)
+        else:
+            for seq in [s for s in self._held if ((s - first) & _MASK) < span]:
+                released.append(self._held.pop(seq))
+        return released
+
+
+class _SocketState:
+    """Per-socket bookkeeping: the kernel numbers sends per socket, not per sender."""
+
+    __slots__ = ("lock", "tracker")
+
+    def __init__(self) -> None:
+        self.tracker = CompletionTracker()
+        self.lock = threading.RLock()
+
+
+_states: weakref.WeakKeyDictionary[socket.socket, _SocketState] = weakref.WeakKeyDictionary()
+_states_lock = threading.Lock()
+
+
+def _state_of(sock: socket.socket) -> _SocketState:
+    # A second sender on the same socket must continue the kernel's numbering
+    # (and may read the first one's completions), so both share this.
+    with _states_lock:
+        state = _states.get(sock)
+        if state is None:
+            state = _states[sock] = _SocketState()
+        return state
+
+
+class ZeroCopySender:
+    """Send over a TCP socket with MSG_ZEROCOPY, tracking when buffers are free again.
+
+    Buffers of at least *threshold* bytes go out with ``MSG_ZEROCOPY``;
+    smaller ones with a plain (copying) send, which is cheaper below about
+    10 KiB.  Each zero-copy send holds a reference to its buffer until the
+    kernel reports it released: do not change the buffer's contents before
+    then (:attr:`pending`, :meth:`poll`, :meth:`flush`).
+
+    If ``SO_ZEROCOPY`` cannot be enabled (old kernel, not TCP, os backend) the
+    sender raises :class:`OSError` when *fallback* is false, else sends
+    plainly.  With *stop_on_copied* (the default) the first completion the
+    kernel flags as copied (always the case towards a local receiver) turns
+    zero-copy off for this socket, since it can only cost more from then on.
+
+    Used as a context manager, leaving the block waits for all completions.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        threshold: int = 10 * 1024,
+        fallback: bool = True,
+        stop_on_copied: bool = True,
+    ) -> None:
+        if not isinstance(sock, socket.socket):
+            raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("ZeroCopySender needs a SOCK_STREAM socket")
+        if isinstance(threshold, bool) or not isinstance(threshold, int):
+            raise TypeError(f"threshold must be an int, not {type(threshold).__name__}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, not {threshold}")
+        self.sock = sock
+        self.threshold = threshold
+        self.stop_on_copied = stop_on_copied
+        self.stats = SenderStats()
+        state = _state_of(sock)
+        self._tracker = state.tracker
+        self._lock = state.lock
+        self._fd = sock.fileno()
+        self.zerocopy = self._enable(fallback)
+        #: Why zero-copy is off, or None while it is on.
+        self.disabled_reason: str | None = None if self.zerocopy else self._reason
+
+    def _enable(self, fallback: bool) -> bool:
+        backend = _backend.current()
+        if "msg_zerocopy" not in _backend.features(backend):
+            self._reason = f"the {backend.NAME} backend cannot send with MSG_ZEROCOPY"
+        else:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+            except OSError as exc:
+                self._reason = f"SO_ZEROCOPY refused: {exc.strerror}"
+                if not fallback:
+                    raise oserror(
+                        exc.errno or errno.EOPNOTSUPP, "setsockopt(SO_ZEROCOPY)"
+                    ) from None
+            else:
+                return True
+        if not fallback:
+            raise oserror(errno.EOPNOTSUPP, f"ZeroCopySender: {self._reason}")
+        log.debug("ZeroCopySender: plain sends only: %s", self._reason)
+        return False
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Zero-copy sends whose completion has not arrived yet."""
+        return len(self._tracker)
+
+    def _release(self, held: list[Any]) -> None:
+        for view, on_release in held:
+            view.release()
+            if on_release is not None:
+                on_release()
+
+    def _handle(self, records: list[tuple[int, int, int, int, int]]) -> int:
+        released = 0
+        for first, last, code, origin, err in records:
+            if origin != SO_EE_ORIGIN_ZEROCOPY:
+                log.warning("ZeroCopySender: unexpected error-queue message origin=%d", origin)
+                continue
+            if err != 0:
+                raise oserror(err, "MSG_ZEROCOPY completion")
+            held = self._tracker.complete(first, last)
+            n = len(held)
+            self.stats.completions += n
+            if code == SO_EE_CODE_ZEROCOPY_COPIED:
+                self.stats.copied += n
+                if self.stop_on_copied and self.zerocopy:
+                    self.zerocopy = False
+                    self.disabled_reason = "the kernel copied (local receiver?)"
+                    log.info("ZeroCopySender: kernel copies on this path; plain sends from now on")
+            self._release(held)
+            released += n
+        return released
+
+    def poll(self) -> int:
+        """Read every completion queued now, without blocking; return sends released."""
+        if not len(self._tracker):
+            return 0
+        backend = _backend.current()
+        released = 0
+        with self._lock:
+            while len(self._tracker):
+                try:
+                    records = backend.recv_completions(self._fd, 16)
+                except BlockingIOError:
+                    break
+                released += self._handle(records)
+        return released
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every zero-copy send has completed; TimeoutError after *timeout* s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._fd, 0)  # POLLERR is always reported
+        while True:
+            self.poll()
+            if not self.pending:
+                return
+            if deadline is None:
+                ms = 1000
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        errno.ETIMEDOUT, f"flush: {self.pending} sends still in flight"
+                    )
+                ms = max(1, min(1000, int(left * 1000)))
+            poller.poll(ms)
+
+    # -- sending -------------------------------------------------------------
+
+    def _wait_writable(self) -> None:
+        timeout = self.sock.gettimeout()
+        if timeout == 0.0:
+            raise BlockingIOError(errno.EAGAIN, "send: socket is non-blocking and full")
+        poller = select.poll()
+        poller.register(self._fd, select.POLLOUT)
+        if not poller.poll(None if timeout is None else int(timeout * 1000)):
+            raise TimeoutError(errno.ETIMEDOUT, "send: timed out")
+
+    def _send_zerocopy(self, view: memoryview, on_release: Any) -> int | None:
+        # The send and the sequence number it earns happen under one lock, so
+        # concurrent senders cannot disagree with the kernel about numbers.
+        backend = _backend.current()
+        retried = False
+        while True:
+            with self._lock:
+                try:
+                    n = int(backend.send(self._fd, view, MSG_ZEROCOPY | _MSG_DONTWAIT))
+                except BlockingIOError:
+                    n = -1
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    # optmem or RLIMIT_MEMLOCK exhausted: free what completed,
+                    # retry once, then copy; never wait for a wake-up here.
+                    self.stats.enobufs_retries += 1
+                    self.poll()
+                    if retried:
+                        return None
+                    retried = True
+                    continue
+                if n > 0:
+                    self._tracker.add((view[:n].toreadonly(), on_release))
+                    self.stats.zerocopy_sends += 1
+                    return n
+                if n == 0:
+                    return 0
+            self._wait_writable()
+
+    def send(self, data: Any, *, on_release: Any = None) -> int:
+        """Send once (like :meth:`socket.socket.send`); return the bytes sent.
+
+        *on_release*, if given, is called when the kernel has released this
+        send's pages: at its completion for a zero-copy send, at once for a
+        plain one or a failed one.
+        """
+        view = memoryview(data).cast("B")
+        if self.zerocopy and len(view) >= self.threshold:
+            slot = pool_slot(view)
+            if slot is not None:
+                # A pool buffer goes back only after this send's completion.
+                pool, index = slot
+                pool.hold(index, self)
+                on_release = _chain(on_release, pool.unhold, index)
+            try:
+                n = self._send_zerocopy(view, on_release)
+            except BaseException:
+                if on_release is not None:
+                    on_release()
+                raise
+            if n:
+                return n
+            # ENOBUFS twice (None) or nothing sent (0): the plain path below.
+        try:
+            n = self.sock.send(view)
+            self.stats.plain_sends += 1
+        finally:
+            if on_release is not None:
+                on_release()
+        return n
+
+    def sendall(self, data: Any, *, on_release: Any = None) -> None:
+        """Send all of *data*; *on_release* is called once every part is released."""
+        view = memoryview(data).cast("B")
+        parts = _Countdown(on_release)
+        while view:
+            parts.more()
+            n = self.send(view, on_release=parts.done)
+            view = view[n:]
+        parts.seal()
+
+    def __enter__(self) -> ZeroCopySender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.flush()
+
+
+def _chain(first: Any, then: Any, arg: Any) -> Any:
+    def both() -> None:
+        try:
+            if first is not None:
+                first()
+        finally:
+            then(arg)
+
+    return both
+
+
+class _Countdown:
+    """Calls *callback* once every part has reported done and no more will come."""
+
+    __slots__ = ("callback", "open", "sealed")
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.open = 0
+        self.sealed = False
+
+    def more(self) -> None:
+        self.open += 1
+
+    def done(self) -> None:
+        self.open -= 1
+        self._fire()
+
+    def seal(self) -> None:
+        self.sealed = True
+        self._fire()
+
+    def _fire(self) -> None:
+        if self.sealed and self.open == 0 and self.callback is not None:
+            callback, self.callback = self.callback, None
+            callback()
