@@ -1,0 +1,227 @@
+"""Run the scenarios: set up peers and files, time each method, gather figures.
+
+Methods of one scenario run round-robin (A B C A B C ...) after one warm-up
+round, and each destination is deleted right after its run: on these
+machines idle memory goes back to the hypervisor and costs seconds per GiB
+to touch again, so runs must neither sleep nor wait on each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import __version__, _backend
+from .methods import METHODS, Method
+from .model import MODEL
+
+__all__ = ["SCENARIOS", "Result", "Run", "machine", "run_benchmark"]
+
+SCENARIOS = tuple(METHODS)
+SCHEMA = "zerocopy-bench/1"
+
+
+@dataclass
+class Run:
+    """One timed transfer."""
+
+    seconds: float
+    user: float
+    sys: float
+    syscalls: int
+    ctx_switches: int
+
+
+@dataclass
+class Result:
+    """Every run of one method in one scenario, and their summary."""
+
+    scenario: str
+    method: str
+    size: int
+    runs: list[Run] = field(default_factory=list)
+
+    def gib_s(self) -> list[float]:
+        return [self.size / r.seconds / 2**30 for r in self.runs]
+
+    def summary(self) -> dict[str, Any]:
+        rates = self.gib_s()
+        gib = self.size / 2**30
+        cost = MODEL[self.method]
+        return {
+            "scenario": self.scenario,
+            "method": self.method,
+            "size": self.size,
+            "median_gib_s": statistics.median(rates),
+            "min_gib_s": min(rates),
+            "max_gib_s": max(rates),
+            "cpu_user_s_per_gib": statistics.median(r.user for r in self.runs) / gib,
+            "cpu_sys_s_per_gib": statistics.median(r.sys for r in self.runs) / gib,
+            "syscalls": int(statistics.median(r.syscalls for r in self.runs)),
+            "ctx_switches": int(statistics.median(r.ctx_switches for r in self.runs)),
+            "model": cost._asdict(),
+            "runs": [asdict(r) for r in self.runs],
+        }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "zerocopy": __version__,
+        "backend": _backend.current().NAME,
+    }
+
+
+class _Peer:
+    """A sink or source process on 127.0.0.1 (see :mod:`zerocopy._bench.peer`)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zerocopy._bench.peer", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port))
+
+    def received(self) -> int:
+        assert self.proc.stdout is not None
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _timed(method: Method, src: Any, dst: int, size: int) -> Run:
+    calls = [0]
+    r0 = resource.getrusage(resource.RUSAGE_THREAD)
+    t0 = time.perf_counter()
+    method(src, dst, size, calls)
+    t1 = time.perf_counter()
+    r1 = resource.getrusage(resource.RUSAGE_THREAD)
+    return Run(
+        seconds=t1 - t0,
+        user=r1.ru_utime - r0.ru_utime,
+        sys=r1.ru_stime - r0.ru_stime,
+        syscalls=calls[0],
+        ctx_switches=(r1.ru_nvcsw - r0.ru_nvcsw) + (r1.ru_nivcsw - r0.ru_nivcsw),
+    )
+
+
+@contextlib.contextmanager
+def _scenario(name: str, size: int, workdir: str) -> Iterator[Callable[[Method], Run]]:
+    """Yield a function that performs one timed run of a method in scenario *name*."""
+    src_path = os.path.join(workdir, "source")
+    if name.startswith("file"):
+        with open(src_path, "wb") as f:
+            for off in range(0, size, 1 << 20):
+                f.write(os.urandom(min(1 << 20, size - off)))
+    memory = os.urandom(size) if name == "memory-socket" else b""
+    sink = _Peer("sink") if name.endswith("socket") else None
+    source = _Peer("source", str(size)) if name == "socket-socket" else None
+    try:
+
+        def once(method: Method) -> Run:
+            dst_path = os.path.join(workdir, "destination")
+            with contextlib.ExitStack() as stack:
+                if name == "file-file":
+                    dst = os.open(dst_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    stack.callback(os.unlink, dst_path)
+                    stack.callback(os.close, dst)
+                else:
+                    assert sink is not None
+                    conn = stack.enter_context(sink.connect())
+                    dst = conn.fileno()
+                src: Any = memory
+                if name.startswith("file"):
+                    src = os.open(src_path, os.O_RDONLY)
+                    stack.callback(os.close, src)
+                elif source is not None:
+                    src = stack.enter_context(source.connect()).fileno()
+                run = _timed(method, src, dst, size)
+                if name == "file-file":
+                    got = os.fstat(dst).st_size
+                else:
+                    conn.shutdown(socket.SHUT_WR)
+                    got = sink.received()  # type: ignore[union-attr]
+            if got != size:
+                raise RuntimeError(f"{name}: moved {got} bytes, expected {size}")
+            return run
+
+        yield once
+    finally:
+        for peer in (sink, source):
+            if peer is not None:
+                peer.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(src_path)
+
+
+def run_benchmark(
+    scenarios: list[str],
+    size: int,
+    repeat: int,
+    methods: list[str] | None = None,
+    on_step: Callable[[str, str, int, int], None] | None = None,
+    workdir: str | None = None,
+) -> list[Result]:
+    """Measure every applicable method of each scenario; return the results."""
+    features = _backend.features()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="zerocopy-bench-", dir=workdir) as tmp:
+        for name in scenarios:
+            chosen = [
+                (m, fn)
+                for m, fn, need in METHODS[name]
+                if (methods is None or m in methods) and (need is None or need in features)
+            ]
+            if not chosen:
+                continue
+            table = {m: Result(name, m, size) for m, _ in chosen}
+            with _scenario(name, size, tmp) as once:
+                total = (repeat + 1) * len(chosen)
+                step = 0
+                for round_no in range(repeat + 1):
+                    for m, fn in chosen:
+                        step += 1
+                        if on_step is not None:
+                            on_step(name, m, step, total)
+                        run = once(fn)
+                        if round_no:  # round 0 warms caches and is dropped
+                            table[m].runs.append(run)
+            results.extend(table.values())
+    return results
