@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import _backend
+from ._bufpool import BufferPool, PoolExhausted
 from ._constants import (
     MSG_ZEROCOPY,
     SO_ZEROCOPY,
@@ -28,21 +29,20 @@ from ._copy import copyfileobj, last_method
 from ._copyfile import ShutilPatch, copyfile, patch_shutil
 from ._errors import UnsupportedOperation
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
-from ._bufpool import BufferPool, PoolExhausted
 from ._net import relay, send_file
 from ._zc import SenderStats, ZeroCopySender
 
 __all__ = [
     "BACKEND",
-    "BufferPool",
     "FEATURES",
     "MSG_ZEROCOPY",
-    "PoolExhausted",
     "SO_ZEROCOPY",
     "SPLICE_F_GIFT",
     "SPLICE_F_MORE",
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
+    "BufferPool",
+    "PoolExhausted",
     "SenderStats",
     "ShutilPatch",
     "UnsupportedOperation",

@@ -26,7 +26,9 @@ def _check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
     # The same checks, in the same order, as socket.socket.sendfile.
     if not isinstance(sock, socket.socket):
         raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
-    if "b" not in getattr(file, "mode", "b"):
+    mode = getattr(file, "mode", "b")
+    # GzipFile and friends keep an int in .mode; only a text mode string is wrong.
+    if (isinstance(mode, str) and "b" not in mode) or isinstance(file, io.TextIOBase):
         raise ValueError("file should be opened in binary mode")
     if not sock.type & socket.SOCK_STREAM:
         raise ValueError("only SOCK_STREAM type sockets are supported")
@@ -90,8 +92,17 @@ def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) 
         sent += n
 
 
+def _seekable(file: Any) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, ValueError, OSError):
+        return hasattr(file, "seek") and not hasattr(file, "seekable")
+
+
 def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
-    if offset and hasattr(file, "seek"):
+    if offset:
+        if not _seekable(file):
+            raise ValueError(f"offset {offset} given for a file that cannot seek")
         file.seek(offset)
     sent = 0
     buf = memoryview(bytearray(_COPY_CHUNK))
@@ -152,8 +163,9 @@ def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None
         sent = getattr(exc, "bytes_transferred", sent)
         raise
     finally:
-        # As socket.sendfile: the position follows what was sent.
-        if sent > 0 and hasattr(file, "seek"):
+        # As socket.sendfile: the position follows what was sent (pipes and
+        # other streams that cannot seek are simply read).
+        if sent > 0 and _seekable(file):
             file.seek(offset + sent)
 
 
