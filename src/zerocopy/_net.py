@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _lowlevel
 from ._constants import MAX_RW_COUNT
+from ._fd import stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._relay import Direction, annotate
 
@@ -54,16 +55,17 @@ def _wait(fd: int, events: int, timeout: float | None, call: str, sent: int) -> 
 
 
 def _regular_fd(file: Any) -> int | None:
-    try:
-        fd = file.fileno()
-    except (AttributeError, io.UnsupportedOperation, ValueError, OSError):
+    # Only objects whose fd is their byte stream (not GzipFile & co., whose
+    # fd holds the compressed bytes), and only regular files.
+    fd = stream_fd(file, reading=True)
+    if fd is None:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
     except OSError:
         return None
-    return int(fd)
+    return fd
 
 
 class _GiveUp(Exception):
@@ -141,14 +143,17 @@ def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None
     :class:`ValueError`; use :func:`zerocopy.aio.send_file`.
 
     Objects without a regular file behind them (``BytesIO``, pipes, gzip...)
-    are read and sent with ``send``.  A file that shrinks during the send ends
+    are read and sent with ``send``, and so is everything sent over a TLS
+    socket (an :class:`ssl.SSLSocket`: sendfile would bypass the encryption).  A file that shrinks during the send ends
     cleanly with the bytes that existed.  Any failure after bytes went out
     carries ``bytes_transferred``.
     """
     _check_params(sock, file, offset, count)
     if sock.gettimeout() == 0.0:
         raise ValueError("non-blocking sockets are not supported")
-    fd = _regular_fd(file)
+    # A TLS socket's fd carries ciphertext: sendfile would bypass the
+    # encryption, so those (and any other subclass) take the send path.
+    fd = _regular_fd(file) if type(sock) is socket.socket else None
     sent = 0
     try:
         if fd is not None:
@@ -187,6 +192,9 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     for name, sock in (("a", a), ("b", b)):
         if not isinstance(sock, socket.socket):
             raise TypeError(f"{name} must be a socket.socket, not {type(sock).__name__}")
+        if type(sock) is not socket.socket:
+            # ssl.SSLSocket: splice would move ciphertext between the peers.
+            raise TypeError(f"{name} must be a plain socket.socket, not {type(sock).__name__}")
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
     if timeout is not None and timeout < 0:
