@@ -35,6 +35,8 @@ log = logging.getLogger("zerocopy")
 COPY_BUFSIZE = 64 * 1024
 #: The reused buffer's size for the readinto loops.
 _BUFSIZE = 1024 * 1024
+#: Regular-file copies smaller than this go through the objects, not the kernel.
+SMALL_COPY = COPY_BUFSIZE
 
 #: Largest single kernel call while a progress callback is set, so that a
 #: progress bar moves (copy_file_range would otherwise take 1 GiB at a time).
@@ -46,9 +48,11 @@ _local = threading.local()
 def last_method() -> str | None:
     """Return how the last :func:`copyfileobj` in this thread moved its bytes.
 
-    One of ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"``
-    (a reused-buffer loop), ``"read"`` (shutil's loop), ``"none"`` (nothing to
-    copy), or ``None`` before the first copy.
+    The path the copy took, even if it found nothing to move: one of
+    ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"`` (a
+    reused-buffer loop, also used for copies under 64 KiB from a regular
+    file), ``"read"`` (shutil's own loop), ``"none"`` (``count=0``), or
+    ``None`` before the first copy in this thread.
     """
     return getattr(_local, "method", None)
 
@@ -147,6 +151,21 @@ def _kind(obj: Any, mode: int) -> str:
     return kind
 
 
+def _same_file(fsrc: Any, fdst: Any, dfd: int, size: int, length: int, t: Transfer) -> None:
+    # Source and destination are one file.  Appending to it would feed the
+    # copy forever (shutil never returns): stop at the size it had when we
+    # began.  Otherwise shutil's own loop gives shutil's result where shutil
+    # ends, and a guard a few chunks past the original size ends the cases
+    # where shutil would not (a destination ahead of the source).
+    remaining = max(0, size - fsrc.tell())
+    if is_append(dfd):
+        t.limit = remaining if t.limit is None else min(t.limit, remaining)
+        return _readinto_loop(fsrc, fdst, length, t)
+    guard = remaining + 4 * max(length, COPY_BUFSIZE) + _BUFSIZE
+    t.limit = guard if t.limit is None else min(t.limit, guard)
+    return _shutil_loop(fsrc, fdst, length, t)
+
+
 def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
     if t.limit == 0:
         return
@@ -162,20 +181,16 @@ def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         return _shutil_loop(fsrc, fdst, length, t)
     if skind not in (FILE, PIPE, SOCKET) or dkind not in (FILE, PIPE, SOCKET, CHAR):
         return _readinto_loop(fsrc, fdst, length, t)
+    if skind == FILE and dkind == FILE and (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
+        return _same_file(fsrc, fdst, dfd, sst.st_size, length, t)
     if dkind == FILE and is_append(dfd):
         return _readinto_loop(fsrc, fdst, length, t)
-    if skind == FILE and dkind == FILE and (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
-        # The same file on both sides: stop at the size it had when we began,
-        # or a destination ahead of the source would feed the copy forever.
-        end = max(0, sst.st_size - fsrc.tell())
-        t.limit = end if t.limit is None else min(t.limit, end)
+    if skind == FILE and sst.st_size - fsrc.tell() < SMALL_COPY:
+        # One chunk's worth: a kernel call saves nothing here, and going
+        # through the objects keeps even error timing exactly shutil's (a
+        # buffered writer reports a broken pipe at close, not now).
         return _readinto_loop(fsrc, fdst, length, t)
     _kernel.copy(fsrc, sfd, skind, sst, fdst, dfd, dkind, t, _buffer)
-
-
-def _name(obj: Any) -> Any:
-    name = getattr(obj, "name", None)
-    return name if isinstance(name, (str, bytes)) else None
 
 
 def copyfileobj(
@@ -202,6 +217,8 @@ def copyfileobj(
     A failure after some bytes moved raises the original :class:`OSError`
     subclass with ``bytes_transferred`` set to the bytes that reached *fdst*.
     """
+    if length is None:
+        length = 0  # shutil's "if not length" takes None too
     if isinstance(length, bool):
         raise TypeError("length must be an int, not bool")
     length = operator.index(length)
@@ -215,9 +232,6 @@ def copyfileobj(
         # Any failure, a signal handler's exception included, says how far
         # the copy got.
         exc.bytes_transferred = t.total  # type: ignore[attr-defined]
-        if isinstance(exc, OSError) and exc.filename is None:
-            exc.filename = _name(fsrc)
-            exc.filename2 = _name(fdst)
         raise
     finally:
         _local.method = t.method

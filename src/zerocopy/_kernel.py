@@ -215,11 +215,14 @@ def _pending(fsrc: Any, skind: str, cur: Cursor, t: Transfer) -> bytes | None:
         data: bytes = fsrc.read(want)  # served from the buffer: no I/O
         cur.s_off += len(data)  # type: ignore[operator]
         return data
-    # A pipe or socket: the read-ahead cannot be measured, so take it with
-    # read1, which returns buffered bytes if there are any, else does one
-    # read (the first chunk a plain copy would have read too).
-    data = fsrc.read1(t.room(64 * 1024))
-    return data or None
+    # A pipe or socket: peek() returns everything buffered without I/O, or,
+    # with nothing buffered, does one read (the first chunk a plain copy
+    # would have read too).  read() then takes those bytes from the buffer.
+    ahead = fsrc.peek()
+    if not ahead:
+        return None
+    data = fsrc.read(t.room(len(ahead)))
+    return data
 
 
 def _chain(skind: str, dkind: str, sst: os.stat_result) -> list[tuple[str, Method]]:
@@ -252,21 +255,13 @@ def copy(
         fdst.flush()  # its buffered bytes come before ours
     cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
     try:
-        data = _pending(fsrc, skind, cur, t)
-        if data is None:
-            return
-        if data:
-            t.method = "readinto"
-            _write_fd(dfd, memoryview(data), cur, t)
-        for name, method in _chain(skind, dkind, sst):
-            t.method = name
-            try:
-                method(sfd, dfd, cur, t)
-            except GiveUp:
-                continue
-            return
-        t.method = "readinto"
-        _read_write(sfd, dfd, cur, t, buffer)
+        _copy_fds(fsrc, sfd, skind, sst, dfd, dkind, cur, t, buffer)
+    except OSError as exc:
+        # Our own system calls' errors name the files, as shutil's do.
+        if exc.errno is not None and exc.filename is None:
+            exc.filename = _name(fsrc)
+            exc.filename2 = _name(fdst)
+        raise
     finally:
         # Put the objects where a plain copy would have left them; seek()
         # also drops stale buffers and cached positions.
@@ -274,3 +269,37 @@ def copy(
             fsrc.seek(cur.s_off)
         if cur.d_off is not None:
             fdst.seek(cur.d_off)
+
+
+def _name(obj: Any) -> Any:
+    name = getattr(obj, "name", None)
+    return name if isinstance(name, (str, bytes)) else None
+
+
+def _copy_fds(
+    fsrc: Any,
+    sfd: int,
+    skind: str,
+    sst: os.stat_result,
+    dfd: int,
+    dkind: str,
+    cur: Cursor,
+    t: Transfer,
+    buffer: Callable[[int], memoryview],
+) -> None:
+    """Write the read-ahead, then run the method chain for these fd kinds."""
+    t.method = "readinto"
+    data = _pending(fsrc, skind, cur, t)
+    if data is None:
+        return
+    if data:
+        _write_fd(dfd, memoryview(data), cur, t)
+    for name, method in _chain(skind, dkind, sst):
+        t.method = name
+        try:
+            method(sfd, dfd, cur, t)
+        except GiveUp:
+            continue
+        return
+    t.method = "readinto"
+    _read_write(sfd, dfd, cur, t, buffer)
