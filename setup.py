@@ -48,6 +48,10 @@ class OptionalBuildExt(build_ext):
     """build_ext that installs without the extension when compiling fails."""
 
     def run(self) -> None:
+        # setuptools decides "up to date" from timestamps alone: a build with
+        # other flags (sanitizers, -Werror) must not reuse an old object.
+        if os.environ.get("ZEROCOPY_CFLAGS") or os.environ.get("ZEROCOPY_LDFLAGS"):
+            self.force = True
         try:
             super().run()
         except _BUILD_ERRORS as exc:

@@ -97,46 +97,48 @@ static ssize_t zc_send(int sockfd, const void *buf, size_t len, int flags)
  * records.  Every IP_RECVERR / IPV6_RECVERR message is reported, whatever its
  * origin, so that Python can tell completions from other queued errors.
  * Returns the number of records written; never reads past `controllen`.
+ *
+ * The walk copies each header out with memcpy instead of using CMSG_NXTHDR,
+ * so `control` may sit at any alignment (callers pass Python bytes).
  */
 static int zc_parse_completions(const void *control, size_t controllen,
                                 struct zc_completion *out, int max)
 {
-    struct msghdr msg;
-    struct cmsghdr *cm;
+    const char *base = (const char *)control;
+    size_t off = 0;
     int n = 0;
 
     if (control == NULL || out == NULL || max <= 0) {
         return 0;
     }
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_control = (void *)control;
-    msg.msg_controllen = controllen;
-
-    for (cm = CMSG_FIRSTHDR(&msg); cm != NULL && n < max;
-         cm = CMSG_NXTHDR(&msg, cm)) {
+    while (n < max && controllen - off >= sizeof(struct cmsghdr)) {
+        struct cmsghdr hdr;
         struct sock_extended_err ee;
-        size_t payload;
 
-        if (!((cm->cmsg_level == SOL_IP && cm->cmsg_type == IP_RECVERR) ||
-              (cm->cmsg_level == SOL_IPV6 && cm->cmsg_type == IPV6_RECVERR))) {
-            continue;
+        size_t avail;
+
+        memcpy(&hdr, base + off, sizeof(hdr));
+        if (hdr.cmsg_len < sizeof(struct cmsghdr)) {
+            break; /* malformed: stop rather than guess */
         }
-        if (cm->cmsg_len < CMSG_LEN(sizeof(ee))) {
-            continue;
+        /* A message cut short (MSG_CTRUNC, or a length that claims more than
+         * was given) still yields its record if the record itself is whole. */
+        avail = hdr.cmsg_len < controllen - off ? hdr.cmsg_len : controllen - off;
+        if (((hdr.cmsg_level == SOL_IP && hdr.cmsg_type == IP_RECVERR) ||
+             (hdr.cmsg_level == SOL_IPV6 && hdr.cmsg_type == IPV6_RECVERR)) &&
+            avail >= CMSG_LEN(sizeof(ee))) {
+            memcpy(&ee, base + off + CMSG_LEN(0), sizeof(ee));
+            out[n].first = ee.ee_info;
+            out[n].last = ee.ee_data;
+            out[n].code = ee.ee_code;
+            out[n].origin = ee.ee_origin;
+            out[n].err = (int32_t)ee.ee_errno;
+            n++;
         }
-        /* cmsg_len is checked against the buffer by CMSG_NXTHDR only for the
-         * next header; check this one's payload fits before copying. */
-        payload = (size_t)((const char *)CMSG_DATA(cm) - (const char *)control);
-        if (payload + sizeof(ee) > controllen) {
+        if (CMSG_ALIGN(hdr.cmsg_len) >= controllen - off) {
             break;
         }
-        memcpy(&ee, CMSG_DATA(cm), sizeof(ee));
-        out[n].first = ee.ee_info;
-        out[n].last = ee.ee_data;
-        out[n].code = ee.ee_code;
-        out[n].origin = ee.ee_origin;
-        out[n].err = (int32_t)ee.ee_errno;
-        n++;
+        off += CMSG_ALIGN(hdr.cmsg_len);
     }
     return n;
 }

@@ -104,9 +104,9 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
     Buffer lifetime: the pipe refers to the buffers' memory pages until its
     reader has consumed them; a change to a buffer before then changes what
     the reader sees.  zerocopy keeps a reference (a memoryview export, so a
-    ``bytearray`` cannot be resized) to each buffer until a later ``vmsplice``
-    on the same pipe finds its bytes consumed; keeping the contents unchanged
-    until the reader has them is the caller's part.  ``SPLICE_F_GIFT`` is refused
+    ``bytearray`` cannot be resized) to each buffer until a later
+    ``vmsplice`` finds its bytes consumed or its pipe closed; keeping the
+    contents unchanged until the reader has them is the caller's part.  ``SPLICE_F_GIFT`` is refused
     (:class:`ValueError`) because Python buffers cannot meet its terms.  On the
     os backend the bytes are copied with :func:`os.writev` instead.
     """
@@ -121,11 +121,13 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
         ) from None
     for item in items:
         try:
-            memoryview(item)
+            view = memoryview(item)
         except TypeError:
             raise TypeError(
                 f"buffers must hold bytes-like objects, not {type(item).__name__}"
             ) from None
+        if not view.c_contiguous:
+            raise ValueError("buffers must be C-contiguous")
     if isinstance(flags, int) and not isinstance(flags, bool) and flags & SPLICE_F_GIFT:
         raise ValueError("SPLICE_F_GIFT is not supported: Python buffers cannot be gifted")
     f = check_flags(flags, _VMSPLICE_FLAGS)
@@ -167,12 +169,31 @@ def _queued(fd: int) -> int:
     return int.from_bytes(raw, "little", signed=True)
 
 
+def _prune(fd: int, pins: _Pins) -> bool:
+    """Drop the buffers whose bytes the pipe's reader has taken; True if none remain."""
+    try:
+        st = os.fstat(fd)
+        same = (st.st_dev, st.st_ino) == pins.inode
+        queued = _queued(fd) if same else 0
+    except OSError:
+        same, queued = False, 0
+    if not same:
+        # The fd was closed (or now names another file): the pipe we pinned
+        # for is gone from this process, and nothing more can be learnt.
+        pins.held.clear()
+        return True
+    consumed = pins.written - queued
+    while pins.held and pins.held[0][0] <= consumed:
+        pins.held.popleft()
+    return not pins.held
+
+
 def _pin(fd: int, views: list[memoryview], moved: int) -> None:
     # After vmsplice the pipe points at the buffers' pages, so the objects must
     # outlive the reader's consumption of those bytes.  The pipe tells how much
     # is still queued (FIONREAD); everything before that has been read, and its
-    # buffers are let go on this pipe's next vmsplice.  Holding a memoryview
-    # export also stops a bytearray from being resized meanwhile.
+    # buffers are let go on the next vmsplice (of any pipe).  Holding a
+    # memoryview export also stops a bytearray from being resized meanwhile.
     st = os.fstat(fd)
     inode = (st.st_dev, st.st_ino)
     with _pins_lock:
@@ -182,11 +203,9 @@ def _pin(fd: int, views: list[memoryview], moved: int) -> None:
         if moved:
             pins.written += moved
             pins.held.append((pins.written, views))
-        consumed = pins.written - _queued(fd)
-        while pins.held and pins.held[0][0] <= consumed:
-            pins.held.popleft()
-        if not pins.held:
-            del _pins[fd]
+        for other in list(_pins):
+            if _prune(other, _pins[other]):
+                del _pins[other]
 
 
 def copy_file_range(

@@ -10,12 +10,10 @@ the data is copied rather than mapped.  ``tee`` cannot be reached at all.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import select
 import socket
 import stat
-import termios
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +32,6 @@ __all__ = [
 ]
 
 NAME = "os"
-
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
@@ -67,37 +63,40 @@ def copy_file_range(
         raise reraise_as(exc, "copy_file_range") from None
 
 
-def _pipe_room(fd: int) -> int:
-    # Bytes a write can add to the pipe without blocking (approximately: the
-    # kernel counts pages, not bytes, so this may under-report, never over).
-    size = fcntl.fcntl(fd, _F_GETPIPE_SZ)
-    queued = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little", signed=True)
-    return max(0, size - queued)
+# A pipe that polls writable has at least one free slot, and a write of at
+# most one page always fits one slot (pipe(7)): such a write never blocks.
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _writable(fd: int, timeout_ms: int | None) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(timeout_ms))
 
 
 def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
+    # vmsplice(2) adds what fits and returns (blocking only while the pipe is
+    # completely full, and not at all with SPLICE_F_NONBLOCK).  writev would
+    # block until everything is written, so write page by page while the pipe
+    # has a free slot.
     try:
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             raise oserror(errno.EBADF, "vmsplice")
         views = [memoryview(buf).cast("B") for buf in buffers]
-        if flags & SPLICE_F_NONBLOCK:
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            if not poller.poll(0):
-                raise oserror(errno.EAGAIN, "vmsplice")
-            room = _pipe_room(fd)
-            if room == 0:
-                raise oserror(errno.EAGAIN, "vmsplice")
-            trimmed = []
-            for view in views:
-                if room <= 0:
-                    break
-                trimmed.append(view[:room])
-                room -= len(trimmed[-1])
-            views = trimmed
-        if not views:
+        total = sum(len(v) for v in views)
+        if total == 0:
             return 0
-        return os.writev(fd, views)
+        if not _writable(fd, 0 if flags & SPLICE_F_NONBLOCK else None):
+            raise oserror(errno.EAGAIN, "vmsplice")
+        moved = 0
+        for view in views:
+            while view:
+                if moved and not _writable(fd, 0):
+                    return moved
+                n = os.write(fd, view[:_PAGE])
+                moved += n
+                view = view[n:]
+        return moved
     except OSError as exc:
         raise reraise_as(exc, "vmsplice") from None
 

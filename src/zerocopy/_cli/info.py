@@ -26,6 +26,10 @@ def _limit(value: int) -> str:
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
+def _bytes(value: str) -> str:
+    return value if not value.isdigit() else f"{value} bytes ({int(value) // 1024} KiB)"
+
+
 def collect() -> dict[str, Any]:
     """Return every figure ``info`` prints, as plain data."""
     import zerocopy
@@ -70,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
     rows += [
         ("pipe-max-size", data["pipe_max_size"] or "unknown"),
         ("optmem_max", data["optmem_max"] or "unknown"),
-        ("memlock limit", "{soft} (hard {hard})".format(**data["memlock_limit"])),
+        (
+            "memlock limit",
+            "{} (hard {})".format(*map(_bytes, data["memlock_limit"].values())),
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
