@@ -144,8 +144,9 @@ def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None
 
     Objects without a regular file behind them (``BytesIO``, pipes, gzip...)
     are read and sent with ``send``, and so is everything sent over a TLS
-    socket (an :class:`ssl.SSLSocket`: sendfile would bypass the encryption).  A file that shrinks during the send ends
-    cleanly with the bytes that existed.  Any failure after bytes went out
+    socket (an :class:`ssl.SSLSocket`: sendfile would bypass the encryption).
+    A file that shrinks during the send ends cleanly with the bytes that
+    existed.  Any failure after bytes went out
     carries ``bytes_transferred``.
     """
     _check_params(sock, file, offset, count)
