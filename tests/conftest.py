@@ -47,3 +47,26 @@ def fd_count() -> Iterator[None]:
     after = set(os.listdir("/proc/self/fd"))
     leaked = after - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip) backend-specific tests on the other backend.
+
+    A test marked ``only_backend("cffi")``, or using a ``cffi_backend``
+    fixture, is about that backend's behaviour: it is not generated for the
+    other one, so a run on a machine where everything works skips nothing.
+    """
+    keep, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("backend") if callspec is not None else None
+        wanted = {m.args[0] for m in item.iter_markers("only_backend")}
+        if "cffi_backend" in getattr(item, "fixturenames", ()):
+            wanted.add("cffi")
+        if name is not None and wanted and name not in wanted:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

@@ -64,8 +64,7 @@ class BufferPool:
         self.stride = -(-buffer_size // mmap.PAGESIZE) * mmap.PAGESIZE
         self._map = mmap.mmap(-1, self.stride * count)
         self._base = _address(memoryview(self._map))
-        whole = memoryview(self._map)
-        self._views = [whole[i * self.stride : i * self.stride + buffer_size] for i in range(count)]
+        self._whole = memoryview(self._map)
         self._free: deque[int] = deque(range(count))
         self._returned = [True] * count  # given back by the caller
         self._inflight = [0] * count  # zero-copy sends not yet completed
@@ -99,7 +98,9 @@ class BufferPool:
                 if self._free:
                     index = self._free.popleft()
                     self._returned[index] = False
-                    return self._views[index]
+                    # A fresh view each time: the caller may release() its own.
+                    start = index * self.stride
+                    return self._whole[start : start + self.buffer_size]
             if not blocking:
                 raise PoolExhausted(f"all {self.count} buffers are in use or in flight")
             if deadline is not None and time.monotonic() >= deadline:
@@ -117,12 +118,15 @@ class BufferPool:
             if self._free:
                 return
         left = 0.01 if deadline is None else max(0.0, min(0.01, deadline - time.monotonic()))
+        ready = []
         if senders:
             poller = select.poll()
             for sender in senders:
                 poller.register(sender.sock.fileno(), 0)
-            poller.poll(int(left * 1000) or 1)
-        else:
+            ready = poller.poll(int(left * 1000) or 1)
+        if not senders or any(not ev & select.POLLERR for _, ev in ready):
+            # No sender to wake us, or one whose socket hung up (POLLHUP is
+            # reported at once, every time): wait out the slice instead.
             with self._cond:
                 self._cond.wait(left)
 

@@ -20,6 +20,7 @@ import errno
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -149,6 +150,10 @@ class ZeroCopySender:
     ) -> None:
         if not isinstance(sock, socket.socket):
             raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+        ssl = sys.modules.get("ssl")
+        if ssl is not None and isinstance(sock, ssl.SSLSocket):
+            # Its fd carries ciphertext: our sends would bypass the encryption.
+            raise TypeError("ZeroCopySender cannot send over an ssl.SSLSocket")
         if sock.type != socket.SOCK_STREAM:
             raise ValueError("ZeroCopySender needs a SOCK_STREAM socket")
         if isinstance(threshold, bool) or not isinstance(threshold, int):
@@ -204,7 +209,8 @@ class ZeroCopySender:
         released = 0
         for first, last, code, origin, err in records:
             if origin != SO_EE_ORIGIN_ZEROCOPY:
-                log.warning("ZeroCopySender: unexpected error-queue message origin=%d", origin)
+                # Timestamps and the like share the queue: not ours to report.
+                log.debug("ZeroCopySender: skipped error-queue message origin=%d", origin)
                 continue
             if err != 0:
                 raise oserror(err, "MSG_ZEROCOPY completion")
@@ -225,10 +231,15 @@ class ZeroCopySender:
         """Read every completion queued now, without blocking; return sends released."""
         if not len(self._tracker):
             return 0
+        return self._drain()
+
+    def _drain(self) -> int:
+        # Reads the error queue until it is empty, other messages (timestamps)
+        # included: a queue left non-empty keeps POLLERR up and waits spinning.
         backend = _backend.current()
         released = 0
         with self._lock:
-            while len(self._tracker):
+            while True:
                 try:
                     records = backend.recv_completions(self._fd, 16)
                 except BlockingIOError:
@@ -236,11 +247,26 @@ class ZeroCopySender:
                 released += self._handle(records)
         return released
 
+    def _wait_event(self, events: int, ms: int | None, backoff: list[float]) -> int:
+        """poll() for *events*; never return at once twice on a hang-up alone."""
+        poller = select.poll()
+        poller.register(self._fd, events)
+        ready = poller.poll(ms)
+        revents = ready[0][1] if ready else 0
+        if revents & select.POLLERR and self.zerocopy is not None:
+            self._drain()
+        if revents and not revents & (events | select.POLLERR):
+            # POLLHUP (peer gone) is reported whatever we ask: without a
+            # pause this would spin until the completions trickle in.
+            pause = backoff[0] if ms is None else min(backoff[0], ms / 1000)
+            time.sleep(pause)
+            backoff[0] = min(backoff[0] * 2, 0.05)
+        return revents
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every zero-copy send has completed; TimeoutError after *timeout* s."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self._fd, 0)  # POLLERR is always reported
+        backoff = [0.001]
         while True:
             self.poll()
             if not self.pending:
@@ -254,7 +280,7 @@ class ZeroCopySender:
                         errno.ETIMEDOUT, f"flush: {self.pending} sends still in flight"
                     )
                 ms = max(1, min(1000, int(left * 1000)))
-            poller.poll(ms)
+            self._wait_event(0, ms, backoff)  # POLLERR is always reported
 
     # -- sending -------------------------------------------------------------
 
@@ -262,10 +288,19 @@ class ZeroCopySender:
         timeout = self.sock.gettimeout()
         if timeout == 0.0:
             raise BlockingIOError(errno.EAGAIN, "send: socket is non-blocking and full")
-        poller = select.poll()
-        poller.register(self._fd, select.POLLOUT)
-        if not poller.poll(None if timeout is None else int(timeout * 1000)):
-            raise TimeoutError(errno.ETIMEDOUT, "send: timed out")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = [0.001]
+        while True:
+            ms = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(errno.ETIMEDOUT, "send: timed out")
+                ms = max(1, int(left * 1000))
+            # POLLERR (completions queued) is drained and waited past: only
+            # room to write, or a hang-up the send itself will report, ends it.
+            if self._wait_event(select.POLLOUT, ms, backoff) & (select.POLLOUT | select.POLLHUP):
+                return
 
     def _send_zerocopy(self, view: memoryview, on_release: Any) -> int | None:
         # The send and the sequence number it earns happen under one lock, so
@@ -306,6 +341,10 @@ class ZeroCopySender:
         """
         view = memoryview(data).cast("B")
         if self.zerocopy and len(view) >= self.threshold:
+            # Read what completed first: releases buffers promptly, and a
+            # "copied" completion turns zero-copy off before this send.
+            self.poll()
+        if self.zerocopy and len(view) >= self.threshold:
             slot = pool_slot(view)
             if slot is not None:
                 # A pool buffer goes back only after this send's completion.
@@ -332,12 +371,23 @@ class ZeroCopySender:
     def sendall(self, data: Any, *, on_release: Any = None) -> None:
         """Send all of *data*; *on_release* is called once every part is released."""
         view = memoryview(data).cast("B")
+        if not self.zerocopy or len(view) < self.threshold:
+            # Nothing to track: the socket's own sendall is the cheapest copy.
+            try:
+                self.sock.sendall(view)
+                self.stats.plain_sends += 1
+            finally:
+                if on_release is not None:
+                    on_release()
+            return
         parts = _Countdown(on_release)
-        while view:
-            parts.more()
-            n = self.send(view, on_release=parts.done)
-            view = view[n:]
-        parts.seal()
+        try:
+            while view:
+                parts.more()
+                n = self.send(view, on_release=parts.done)
+                view = view[n:]
+        finally:
+            parts.seal()
 
     def __enter__(self) -> ZeroCopySender:
         return self

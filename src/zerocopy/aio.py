@@ -34,8 +34,9 @@ from ._fd import FILE, kind_of, stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._net import _check_params, _seekable
 from ._relay import _STEP_BUDGET, Direction, annotate
+from ._zc_aio import AsyncZeroCopySender
 
-__all__ = ["copyfile", "copyfileobj", "relay", "send_file"]
+__all__ = ["AsyncZeroCopySender", "copyfile", "copyfileobj", "relay", "send_file"]
 
 _PathT = TypeVar("_PathT")
 _SEND_CHUNK = 1 << 30  # like socket.sendfile: at most 1 GiB per call
