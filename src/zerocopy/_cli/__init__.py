@@ -11,11 +11,11 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from . import info
+from . import bench, copy, info, proxy, serve
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (info,)
+_COMMANDS = (bench, info, copy, serve, proxy)
 
 
 def build_parser() -> argparse.ArgumentParser:
