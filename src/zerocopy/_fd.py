@@ -43,6 +43,8 @@ def fileno(obj: Any, name: str = "fd") -> int:
     raise, e.g. :class:`ValueError` on a closed file or
     :class:`io.UnsupportedOperation` on a ``BytesIO``; that propagates.
     """
+    if type(obj) is int and 0 <= obj <= _UINT_MAX // 2:
+        return obj  # the common case, first and cheap: copies call this per chunk
     if isinstance(obj, bool):
         raise TypeError(f"{name} must be an int file descriptor or have fileno(), not bool")
     if isinstance(obj, int):
@@ -74,6 +76,8 @@ def _integer(value: Any, name: str) -> int:
 
 def check_count(value: Any, name: str = "count") -> int:
     """Validate a byte count: a non-negative int (larger counts are clamped by callers)."""
+    if type(value) is int and value >= 0:
+        return value
     count = _integer(value, name)
     if count < 0:
         raise ValueError(f"{name} must be >= 0, not {count}")
@@ -84,6 +88,8 @@ def check_offset(value: Any, name: str) -> int | None:
     """Validate an optional file offset: ``None`` or an int in ``[0, 2**63)``."""
     if value is None:
         return None
+    if type(value) is int and 0 <= value <= _INT64_MAX:
+        return value
     offset = _integer(value, name)
     if offset < 0:
         raise ValueError(f"{name} must be >= 0 or None, not {offset}")
