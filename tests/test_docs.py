@@ -19,7 +19,9 @@ CI_RUN = ROOT / ".ci" / "run"
 
 _VENV = "python3 -m venv .venv && . .venv/bin/activate"
 #: The README's first command: install, then run the main job.
-MAIN_COMMAND = f"{_VENV} && pip install . && python -m zerocopy info"
+MAIN_COMMAND = f"{_VENV} && pip install . && python -m zerocopy bench"
+#: Appended to the main job when the test runs it: the same code paths, tiny.
+_QUICK_BENCH = ["--size", "256K", "--repeat", "1"]
 #: The README's second command: install the test extras, run the whole suite.
 TEST_COMMAND = f"{_VENV} && pip install -q '.[test]' && python -m pytest"
 
@@ -54,36 +56,78 @@ class TestReadmeCommands:
             for line in pattern.findall(page.read_text(encoding="utf-8")):
                 assert line.strip() == TEST_COMMAND, page.name
 
-    def test_main_command_runs(self) -> None:
-        """The main job of the README's first command exits 0 and names the backend."""
+    def test_main_command_runs(self, tmp_path: Path) -> None:
+        """The README's main job (bench, here on a tiny size) exits 0 and reports each scenario."""
         job = MAIN_COMMAND.rsplit("&& ", 1)[1].split()
-        assert job[:3] == ["python", "-m", "zerocopy"]
+        assert job[:4] == ["python", "-m", "zerocopy", "bench"]
         result = subprocess.run(
-            [sys.executable, *job[1:]], capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stderr
-        assert re.search(r"^backend\s+(cffi|os)$", result.stdout, re.M), result.stdout
-
-
-class TestReadmeExample:
-    def test_example_runs(self, backend: ModuleType, tmp_path: Path) -> None:
-        """The README's Python example runs to completion on each backend."""
-        examples = [body for lang, body in _fenced_blocks(README) if lang == "python"]
-        assert examples, "README.md has no python example"
-        script = tmp_path / "example.py"
-        script.write_text(examples[0], encoding="utf-8")
-        env = {**os.environ, "ZEROCOPY_BACKEND": backend.NAME}
-        result = subprocess.run(
-            [sys.executable, str(script)],
+            [sys.executable, *job[1:], *_QUICK_BENCH, "--workdir", str(tmp_path)],
             capture_output=True,
             text=True,
-            cwd=tmp_path,
-            env=env,
-            timeout=120,
+            timeout=180,
         )
         assert result.returncode == 0, result.stderr
-        assert f"backend: {backend.NAME} " in result.stdout
-        assert "copied 262144 bytes" in result.stdout
+        assert re.search(r"^zerocopy \S+ bench on .*backend (cffi|os)$", result.stdout, re.M), (
+            result.stdout
+        )
+        for scenario in ("file-file", "file-socket", "socket-socket", "memory-socket"):
+            assert re.search(rf"^{scenario}: .* was fastest", result.stdout, re.M), result.stdout
+
+
+def _readme_python() -> list[str]:
+    return [body for lang, body in _fenced_blocks(README) if lang == "python"]
+
+
+def _run_snippet(code: str, backend: ModuleType, tmp_path: Path) -> str:
+    """Run *code* as a script on *backend*, warnings as errors; return its stdout."""
+    script = tmp_path / "snippet.py"
+    script.write_text(code, encoding="utf-8")
+    env = {**os.environ, "ZEROCOPY_BACKEND": backend.NAME, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class TestReadmeExamples:
+    def test_every_python_block_is_checked(self) -> None:
+        """The README has exactly the Python snippets these tests run: tour, low-level example."""
+        blocks = _readme_python()
+        assert len(blocks) == 2
+        assert "zerocopy.send_file(" in blocks[0]
+        assert "zerocopy.relay(" in blocks[0]
+        assert "zerocopy.copy_file_range(" in blocks[1]
+
+    def test_tour_runs(self, backend: ModuleType, tmp_path: Path) -> None:
+        """The tour (copyfileobj, send_file, relay, ZeroCopySender) runs on each backend."""
+        out = _run_snippet(_readme_python()[0], backend, tmp_path)
+        size = 4 << 20
+        assert re.search(rf"^copyfileobj: {size} bytes by \w+$", out, re.M), out
+        assert f"send_file: {size} bytes; relay: ({size}, {size})" in out, out
+
+    def test_tour_output_is_shown(self) -> None:
+        """The output printed under the tour is what the tour prints on ext4."""
+        blocks = _fenced_blocks(README)
+        i = next(n for n, (lang, body) in enumerate(blocks) if lang == "python")
+        lang, shown = blocks[i + 1]
+        assert lang == "text"
+        size = 4 << 20
+        assert shown.splitlines() == [
+            f"copyfileobj: {size} bytes by copy_file_range",
+            f"send_file: {size} bytes; relay: ({size}, {size})",
+        ]
+
+    def test_lowlevel_example_runs(self, backend: ModuleType, tmp_path: Path) -> None:
+        """The README's low-level example runs to completion on each backend."""
+        out = _run_snippet(_readme_python()[1], backend, tmp_path)
+        assert f"backend: {backend.NAME} " in out
+        assert "copied 262144 bytes" in out
 
 
 class TestChangelog:
@@ -126,5 +170,5 @@ class TestSphinxBuild:
             timeout=300,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-        for page in ("index", "install", "backends", "api", "changelog"):
+        for page in ("index", "install", "guide", "backends", "api", "safety", "changelog"):
             assert (tmp_path / "html" / f"{page}.html").is_file(), page

@@ -190,7 +190,7 @@ def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         # through the objects keeps even error timing exactly shutil's (a
         # buffered writer reports a broken pipe at close, not now).
         return _readinto_loop(fsrc, fdst, length, t)
-    _kernel.copy(fsrc, sfd, skind, sst, fdst, dfd, dkind, t, _buffer)
+    _kernel.copy(fsrc, sfd, skind, fdst, dfd, dkind, t, _buffer)
 
 
 def copyfileobj(

@@ -111,9 +111,12 @@ def patch_shutil() -> ShutilPatch:
     """Make ``shutil.copyfileobj`` and ``shutil.copyfile`` zerocopy's, process-wide.
 
     Everything that calls them (``shutil.copy``, ``copy2``, ``copytree``,
-    ``http.server``, ``tarfile``, ``zipfile``...) then takes the kernel's path
-    where it can.  Undo with the returned handle's :meth:`~ShutilPatch.undo`,
-    or use it as a context manager::
+    ``move`` across filesystems, and other code that hands real files to
+    ``shutil.copyfileobj``) then takes the kernel's path where it can.  Code
+    that passes objects whose fd is not their byte stream (``http.server``'s
+    socket writer, ``zipfile`` members) keeps shutil's behaviour exactly.
+    Undo with the returned handle's :meth:`~ShutilPatch.undo`, or use it as
+    a context manager::
 
         with zerocopy.patch_shutil():
             shutil.copytree(src, dst)

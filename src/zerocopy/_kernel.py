@@ -225,10 +225,10 @@ def _pending(fsrc: Any, skind: str, cur: Cursor, t: Transfer) -> bytes | None:
     return data
 
 
-def _chain(skind: str, dkind: str, sst: os.stat_result) -> list[tuple[str, Method]]:
+def _chain(skind: str, dkind: str) -> list[tuple[str, Method]]:
+    # (Files that stat says are under 64 KiB, procfs and sysfs among them,
+    # never get here: copyfileobj copies them through the objects.)
     if skind == FILE:
-        if sst.st_size == 0:
-            return []  # empty, or procfs/sysfs reporting 0: read it by hand
         if dkind == FILE:
             return [("copy_file_range", _copy_file_range), ("sendfile", _sendfile)]
         return [("sendfile", _sendfile)]
@@ -241,7 +241,6 @@ def copy(
     fsrc: Any,
     sfd: int,
     skind: str,
-    sst: os.stat_result,
     fdst: Any,
     dfd: int,
     dkind: str,
@@ -255,7 +254,7 @@ def copy(
         fdst.flush()  # its buffered bytes come before ours
     cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
     try:
-        _copy_fds(fsrc, sfd, skind, sst, dfd, dkind, cur, t, buffer)
+        _copy_fds(fsrc, sfd, skind, dfd, dkind, cur, t, buffer)
     except OSError as exc:
         # Our own system calls' errors name the files, as shutil's do.
         if exc.errno is not None and exc.filename is None:
@@ -280,7 +279,6 @@ def _copy_fds(
     fsrc: Any,
     sfd: int,
     skind: str,
-    sst: os.stat_result,
     dfd: int,
     dkind: str,
     cur: Cursor,
@@ -294,7 +292,7 @@ def _copy_fds(
         return
     if data:
         _write_fd(dfd, memoryview(data), cur, t)
-    for name, method in _chain(skind, dkind, sst):
+    for name, method in _chain(skind, dkind):
         t.method = name
         try:
             method(sfd, dfd, cur, t)

@@ -161,6 +161,7 @@ class _Pins:
 
 
 _pins: dict[int, _Pins] = {}
+_orphans: deque[list[tuple[int, list[memoryview]]]] = deque(maxlen=64)
 _pins_lock = threading.Lock()
 
 
@@ -178,8 +179,12 @@ def _prune(fd: int, pins: _Pins) -> bool:
     except OSError:
         same, queued = False, 0
     if not same:
-        # The fd was closed (or now names another file): the pipe we pinned
-        # for is gone from this process, and nothing more can be learnt.
+        # The write end was closed (or its number reused): how much the reader
+        # has taken can no longer be learnt.  Closing the write end is how a
+        # writer says "done", so its reader may still be reading: keep the
+        # last buffers a while longer, among a bounded number of orphans.
+        if pins.held:
+            _orphans.append(list(pins.held))
         pins.held.clear()
         return True
     consumed = pins.written - queued

@@ -90,6 +90,10 @@ def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) 
             exc.bytes_transferred = sent  # type: ignore[attr-defined]
             raise
         if n == 0:
+            if sent == 0 and os.fstat(fd).st_size == 0:
+                # Empty, or a pseudo-file (procfs reports size 0) on a kernel
+                # whose sendfile cannot read it: read it by hand to be sure.
+                raise _GiveUp
             return sent  # end of file: it may have shrunk since we began
         sent += n
 
@@ -162,7 +166,13 @@ def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None
                 sent = _via_sendfile(sock, fd, offset, count)
                 return sent
             except _GiveUp:
-                pass
+                # Nothing went out; if the send path finds nothing either,
+                # the position stays where it was, as with sendfile.
+                start = file.tell()
+                sent = _via_send(sock, file, offset, count)
+                if sent == 0:
+                    file.seek(start)
+                return sent
         sent = _via_send(sock, file, offset, count)
         return sent
     except BaseException as exc:
