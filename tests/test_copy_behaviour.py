@@ -29,6 +29,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -650,7 +651,9 @@ class TestEmpty:
         assert_same(plays[1], plays[0])
 
     @pytest.mark.parametrize("kind", ["file", "pipe"])
-    def test_last_method_names_the_path(self, backend: ModuleType, tmp_path: Path, kind: str) -> None:
+    def test_last_method_names_the_path(
+        self, backend: ModuleType, tmp_path: Path, kind: str
+    ) -> None:
         """An empty source still reports the path that found it empty; only count=0 is "none"."""
         with Peers(tmp_path) as peers:
             fsrc = peers.file(b"") if kind == "file" else peers.pipe_source(b"")
@@ -1883,3 +1886,30 @@ def method_in_thread(fn: Callable[[], object]) -> str | None:
     t.join(30)
     assert seen, "the copy in the thread failed"
     return seen[0]
+
+
+class TestUrgentData:
+    """TCP urgent data (MSG_OOB) stops splice at its mark; the copy reads past it."""
+
+    def test_bytes_after_the_mark_arrive_like_shutil(
+        self, backend: ModuleType, tmp_path: Path
+    ) -> None:
+        """Bytes sent after an urgent byte reach the file, as shutil's recv gets them."""
+        results = []
+        for copy in (shutil.copyfileobj, zerocopy.copyfileobj):
+            listener = socket.create_server(("127.0.0.1", 0))
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            listener.close()
+            with client, server:
+                client.sendall(b"hello")
+                time.sleep(0.05)  # so the urgent byte is not merged into one segment
+                client.send(b"!", socket.MSG_OOB)
+                client.sendall(b"world" * 30_000)
+                client.close()
+                dest = tmp_path / f"out-{len(results)}"
+                with server.makefile("rb") as fsrc, open(dest, "wb") as fdst:
+                    copy(fsrc, fdst)
+                results.append(dest.read_bytes())
+        assert results[1] == results[0] == b"hello" + b"world" * 30_000
+        assert zerocopy.last_method() == "splice"

@@ -18,6 +18,7 @@ __all__ = [
     "fileno",
     "is_append",
     "kind_of",
+    "read_past_urgent_mark",
     "stream_fd",
 ]
 
@@ -171,3 +172,29 @@ def kind_of(mode: int) -> str:
 def is_append(fd: int) -> bool:
     """True if *fd* is open with ``O_APPEND`` now (flags can change after open)."""
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
+
+
+_SIOCATMARK = 0x8905  # linux/sockios.h
+
+
+def read_past_urgent_mark(fd: int, family: int | None, size: int = 64 * 1024) -> bytes | None:
+    """If TCP socket *fd* sits at its urgent mark, read past it; else None.
+
+    splice(2) from TCP stops at the urgent mark (MSG_OOB data) and returns 0
+    or EAGAIN there for good, which would look like end of stream (bytes
+    lost) or an endless "readable" (a spin).  A plain read skips the urgent
+    byte, as ``recv`` does for shutil, and returns the bytes after it
+    (``b""`` if none have arrived yet on a non-blocking socket).
+    """
+    if family is not None and family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        at_mark = int.from_bytes(fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0"), "little")
+    except OSError:
+        return None
+    if not at_mark:
+        return None
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return b""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _lowlevel
 from ._constants import MAX_RW_COUNT
-from ._fd import FILE, PIPE, SOCKET
+from ._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
 from ._pipes import default_pool
 
 if TYPE_CHECKING:
@@ -137,7 +137,11 @@ def _splice_direct(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
         except OSError as exc:
             _starting(exc, moved)
         if n == 0:
-            return
+            if cur.s_off is not None or not (urgent := read_past_urgent_mark(sfd, None)):
+                return
+            _write_fd(dfd, memoryview(urgent), cur, t)  # past TCP urgent data
+            moved += len(urgent)
+            continue
         moved += n
         if cur.s_off is not None:
             cur.s_off += n
@@ -162,7 +166,12 @@ def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
             except OSError as exc:
                 _starting(exc, moved)
             if n == 0:
-                return
+                urgent = read_past_urgent_mark(sfd, None)
+                if not urgent:  # end of stream (b"": nothing after the mark)
+                    return
+                _write_fd(dfd, memoryview(urgent), cur, t)  # past TCP urgent data
+                moved += len(urgent)
+                continue
             while n:
                 try:
                     m = _lowlevel.splice(pipe.r, dfd, n, None, cur.d_off)

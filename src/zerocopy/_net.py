@@ -13,6 +13,7 @@ from typing import Any
 
 from . import _lowlevel
 from ._constants import MAX_RW_COUNT
+from ._errors import oserror
 from ._fd import stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._relay import Direction, annotate
@@ -231,6 +232,7 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
 def _relay_loop(ab: Direction, ba: Direction, timeout: float | None) -> None:
     poller = select.poll()
     registered: dict[int, int] = {}
+    hung_up: set[int] = set()
     last_progress = time.monotonic()
     while not (ab.done and ba.done):
         wants: dict[int, int] = {}
@@ -248,6 +250,13 @@ def _relay_loop(ab: Direction, ba: Direction, timeout: float | None) -> None:
             continue
         if ab.done and ba.done:
             return
+        # A side nobody waits on (its direction ended) is still watched for
+        # errors, with no events asked: a reset there must end the relay now,
+        # not after the idle timeout.  A hang-up alone is reported on every
+        # poll, so a side that shows one is not watched again.
+        for fd in (ab.src_fd, ba.src_fd):
+            if fd not in wants and fd not in hung_up:
+                wants[fd] = 0
         for fd in list(registered):
             if fd not in wants:
                 poller.unregister(fd)
@@ -263,4 +272,13 @@ def _relay_loop(ab: Direction, ba: Direction, timeout: float | None) -> None:
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
             ms = max(1, int(left * 1000))
-        poller.poll(ms)
+        for fd, revents in poller.poll(ms):
+            if wants.get(fd):
+                continue  # a direction waits on it: its next step sees any error
+            if revents & select.POLLERR:
+                sock = ab.src if fd == ab.src_fd else ba.src
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise oserror(err, "relay")
+            if revents & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                hung_up.add(fd)

@@ -14,11 +14,13 @@ pipe always means the destination socket is full.  No hot loop either way.
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 
 from . import _lowlevel
 from ._constants import SPLICE_F_NONBLOCK
+from ._fd import read_past_urgent_mark
 from ._pipes import Pipe, PipePool, default_pool
 
 __all__ = ["Direction", "annotate"]
@@ -35,6 +37,7 @@ class Direction:
         "dst",
         "dst_fd",
         "eof",
+        "family",
         "in_pipe",
         "moved",
         "pipe",
@@ -48,8 +51,9 @@ class Direction:
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
+        self.family = src.family
         self.dst_fd = dst.fileno()
-        self.pool = pool or default_pool()
+        self.pool = pool if pool is not None else default_pool()
         self.pipe: Pipe | None = None
         self.in_pipe = 0  # bytes read from src that dst has not taken yet
         self.moved = 0  # bytes delivered to dst
@@ -90,6 +94,17 @@ class Direction:
             try:
                 n = _lowlevel.splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
             except BlockingIOError:
+                n = -1
+            if n <= 0:
+                # EAGAIN or 0 can also mean "stopped at TCP urgent data".
+                urgent = read_past_urgent_mark(self.src_fd, self.family)
+                if urgent:
+                    self.in_pipe = os.write(pipe.w, urgent)  # the pipe is empty
+                    progressed = True
+                    continue
+                if urgent is not None:
+                    n = -1  # past the urgent byte, nothing after it yet
+            if n < 0:
                 self.waiting = (self.src_fd, select.POLLIN)
                 return progressed
             progressed = True
