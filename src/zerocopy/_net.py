@@ -76,27 +76,33 @@ class _GiveUp(Exception):
 def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) -> int:
     timeout = sock.gettimeout()
     sent = 0
-    while True:
-        want = _SEND_CHUNK if count is None else min(count - sent, _SEND_CHUNK)
-        if want <= 0:
-            return sent
-        try:
-            n = _lowlevel.sendfile(sock, fd, offset + sent, min(want, MAX_RW_COUNT))
-        except BlockingIOError:
-            _wait(sock.fileno(), select.POLLOUT, timeout, "send_file", sent)
-            continue
-        except OSError as exc:
-            if sent == 0 and exc.errno in FALLBACK_ERRNOS:
-                raise _GiveUp from exc
-            exc.bytes_transferred = sent  # type: ignore[attr-defined]
-            raise
-        if n == 0:
-            if sent == 0 and os.fstat(fd).st_size == 0:
-                # Empty, or a pseudo-file (procfs reports size 0) on a kernel
-                # whose sendfile cannot read it: read it by hand to be sure.
-                raise _GiveUp
-            return sent  # end of file: it may have shrunk since we began
-        sent += n
+    try:
+        while True:
+            want = _SEND_CHUNK if count is None else min(count - sent, _SEND_CHUNK)
+            if want <= 0:
+                return sent
+            try:
+                n = _lowlevel.sendfile(sock, fd, offset + sent, min(want, MAX_RW_COUNT))
+            except BlockingIOError:
+                _wait(sock.fileno(), select.POLLOUT, timeout, "send_file", sent)
+                continue
+            except OSError as exc:
+                if sent == 0 and exc.errno in FALLBACK_ERRNOS:
+                    raise _GiveUp from exc
+                raise
+            if n == 0:
+                if sent == 0 and os.fstat(fd).st_size == 0:
+                    # Empty, or a pseudo-file (procfs reports size 0) on a kernel
+                    # whose sendfile cannot read it: read it by hand to be sure.
+                    raise _GiveUp
+                return sent  # end of file: it may have shrunk since we began
+            sent += n
+    except _GiveUp:
+        raise
+    except BaseException as exc:
+        # Any failure, a signal handler's exception too, says how far it got.
+        exc.bytes_transferred = sent  # type: ignore[attr-defined]
+        raise
 
 
 def _seekable(file: Any) -> bool:
@@ -129,7 +135,7 @@ def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None) ->
         while data:
             try:
                 k = sock.send(data)
-            except OSError as exc:
+            except BaseException as exc:
                 exc.bytes_transferred = sent  # type: ignore[attr-defined]
                 raise
             data = data[k:]

@@ -369,13 +369,25 @@ class ZeroCopySender:
         return n
 
     def sendall(self, data: Any, *, on_release: Any = None) -> None:
-        """Send all of *data*; *on_release* is called once every part is released."""
+        """Send all of *data*; *on_release* is called once every part is released.
+
+        A failure part-way raises with ``bytes_transferred``: the bytes the
+        kernel accepted before it.
+        """
         view = memoryview(data).cast("B")
+        sent = 0
         if not self.zerocopy or len(view) < self.threshold:
-            # Nothing to track: the socket's own sendall is the cheapest copy.
+            # Nothing to track: plain sends, counted so a failure can say
+            # how far it got (socket.sendall cannot).
             try:
-                self.sock.sendall(view)
+                while view:
+                    n = self.sock.send(view)
+                    sent += n
+                    view = view[n:]
                 self.stats.plain_sends += 1
+            except BaseException as exc:
+                exc.bytes_transferred = sent  # type: ignore[attr-defined]
+                raise
             finally:
                 if on_release is not None:
                     on_release()
@@ -385,7 +397,11 @@ class ZeroCopySender:
             while view:
                 parts.more()
                 n = self.send(view, on_release=parts.done)
+                sent += n
                 view = view[n:]
+        except BaseException as exc:
+            exc.bytes_transferred = sent  # type: ignore[attr-defined]
+            raise
         finally:
             parts.seal()
 
