@@ -1,0 +1,510 @@
+"""Concurrency: many threads copying and relaying at once, and the GIL released while blocked.
+
+Sixteen threads run copyfileobj (every fd-kind pair), copyfile, send_file,
+relay and ZeroCopySender at the same time, on both backends, sharing the
+process-wide pipe pool; every byte is checked.  A second group proves that a
+thread blocked in a system call (splice, sendfile, vmsplice, tee, a
+copyfileobj waiting on a socket) does not hold the GIL: while it sits in the
+kernel (``/proc/self/task/<tid>/syscall`` names the call), another thread
+keeps counting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import zerocopy
+from zerocopy._pipes import default_pool
+
+KiB = 1 << 10
+MiB = 1 << 20
+THREADS = 16
+
+
+def _open_fds() -> set[int]:
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            os.fstat(int(name))
+            fds.add(int(name))
+    return fds
+
+
+def _pool_fds() -> set[int]:
+    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves fds (idle pooled pipes aside) or threads behind."""
+    threads = set(threading.enumerate())
+    before = _open_fds() - _pool_fds()
+    yield
+    leaked = _open_fds() - _pool_fds() - before
+    assert not leaked, f"leaked fds: {sorted(leaked)}"
+    extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+    assert not extra, f"threads left running: {extra}"
+
+
+def _payload(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def _recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _send_all(sock: socket.socket, data: bytes, shut: bool = True) -> None:
+    sock.sendall(data)
+    if shut:
+        sock.shutdown(socket.SHUT_WR)
+
+
+def _background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run *fn* in a thread; the list receives its result or exception."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # re-raised by the caller
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _result(t: threading.Thread, box: list[Any], timeout: float = 60) -> Any:
+    t.join(timeout)
+    assert not t.is_alive(), "helper thread did not finish"
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
+# --- one operation each; each returns after checking its own bytes -------------------------
+
+
+def op_file_file(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    src, dst = tmp / f"s{seed}", tmp / f"d{seed}"
+    src.write_bytes(data)
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        assert zerocopy.copyfileobj(f, g) == len(data)
+    assert dst.read_bytes() == data
+    src.unlink()
+    dst.unlink()
+
+
+def op_copyfile(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(0, 2 * MiB), seed)
+    src, dst = tmp / f"s{seed}", tmp / f"d{seed}"
+    src.write_bytes(data)
+    assert zerocopy.copyfile(src, dst) == dst
+    assert dst.read_bytes() == data
+    src.unlink()
+    dst.unlink()
+
+
+def op_file_socket(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    src = tmp / f"s{seed}"
+    src.write_bytes(data)
+    a, b = socket.socketpair()
+    with a, b:
+        t, box = _background(lambda: _recv_all(b))
+        with open(src, "rb") as f, a.makefile("wb") as out:
+            assert zerocopy.copyfileobj(f, out) == len(data)
+        a.shutdown(socket.SHUT_WR)
+        assert _result(t, box) == data
+    src.unlink()
+
+
+def op_socket_file(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    dst = tmp / f"d{seed}"
+    a, b = _tcp_pair() if seed % 2 else socket.socketpair()
+    with a, b:
+        t, box = _background(lambda: _send_all(b, data))
+        with a.makefile("rb") as f, open(dst, "wb") as g:
+            assert zerocopy.copyfileobj(f, g) == len(data)
+        _result(t, box)
+    assert dst.read_bytes() == data
+    dst.unlink()
+
+
+def op_pipe_file(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 2 * MiB), seed)
+    dst = tmp / f"d{seed}"
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with open(w, "wb") as f:
+            f.write(data)
+
+    t, box = _background(feed)
+    with open(r, "rb") as f, open(dst, "wb") as g:
+        assert zerocopy.copyfileobj(f, g) == len(data)
+    _result(t, box)
+    assert dst.read_bytes() == data
+    dst.unlink()
+
+
+def op_send_file(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    src = tmp / f"s{seed}"
+    src.write_bytes(data)
+    a, b = _tcp_pair() if seed % 2 else socket.socketpair()
+    with a, b:
+        t, box = _background(lambda: _recv_all(b))
+        with open(src, "rb") as f:
+            assert zerocopy.send_file(a, f) == len(data)
+        a.shutdown(socket.SHUT_WR)
+        assert _result(t, box) == data
+    src.unlink()
+
+
+def op_relay(tmp: Path, seed: int) -> None:
+    rnd = random.Random(seed)
+    up = _payload(rnd.randrange(0, 2 * MiB), seed)
+    down = _payload(rnd.randrange(0, 2 * MiB), seed + 1)
+    c, a = _tcp_pair() if seed % 2 else socket.socketpair()
+    b, s = socket.socketpair() if seed % 3 else _tcp_pair()
+    with a, b, c, s:
+        helpers = [
+            _background(lambda: _send_all(c, up)),
+            _background(lambda: _recv_all(s)),
+            _background(lambda: _send_all(s, down)),
+            _background(lambda: _recv_all(c)),
+        ]
+        assert zerocopy.relay(a, b, timeout=30) == (len(up), len(down))
+        results = [_result(t, box) for t, box in helpers]
+    assert results[1] == up
+    assert results[3] == down
+
+
+def op_zerocopy_sender(tmp: Path, seed: int) -> None:
+    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    a, b = _tcp_pair()
+    with a, b:
+        t, box = _background(lambda: _recv_all(b))
+        with zerocopy.ZeroCopySender(a, threshold=0, stop_on_copied=bool(seed % 2)) as zc:
+            zc.sendall(data)
+        assert zc.pending == 0
+        a.shutdown(socket.SHUT_WR)
+        assert _result(t, box) == data
+
+
+OPERATIONS: dict[str, Callable[[Path, int], None]] = {
+    "file->file": op_file_file,
+    "copyfile": op_copyfile,
+    "file->socket": op_file_socket,
+    "socket->file": op_socket_file,
+    "pipe->file": op_pipe_file,
+    "send_file": op_send_file,
+    "relay": op_relay,
+    "ZeroCopySender": op_zerocopy_sender,
+}
+
+
+def _run_threads(work: Callable[[int], None], n: int = THREADS) -> None:
+    """Start *n* threads at the same moment (a barrier) and re-raise the first failure."""
+    barrier = threading.Barrier(n)
+
+    def start(i: int) -> None:
+        barrier.wait(30)
+        work(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for future in [pool.submit(start, i) for i in range(n)]:
+            future.result(timeout=120)
+
+
+class TestSixteenThreads:
+    def test_mixed_operations(self, backend: ModuleType, tmp_path: Path) -> None:
+        """16 threads, 4 rounds each, every operation kind at once: all byte-exact."""
+        names = sorted(OPERATIONS)
+
+        def work(i: int) -> None:
+            for round_ in range(4):
+                name = names[(i + round_) % len(names)]
+                OPERATIONS[name](tmp_path, 1000 * i + round_)
+
+        _run_threads(work)
+
+    @pytest.mark.parametrize("name", sorted(OPERATIONS))
+    def test_one_operation_sixteen_times(self, backend: ModuleType, tmp_path: Path, name: str) -> None:
+        """16 threads doing the same operation at the same moment: all byte-exact."""
+        _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
+
+    def test_sixteen_relays_share_the_pipe_pool(self, backend: ModuleType) -> None:
+        """16 relays at once, more than the pool keeps: idle pipes stay bounded and empty."""
+        _run_threads(lambda i: op_relay(Path("/nonexistent"), 100 + i))
+        pool = default_pool()
+        assert len(pool) <= pool.maxsize
+        assert all(p.queued() == 0 for p in list(pool._idle))
+
+    def test_patch_shutil_from_many_threads(self, backend: ModuleType, tmp_path: Path) -> None:
+        """Nested patch_shutil blocks in 16 threads leave shutil as it was, copies exact."""
+        original = (shutil.copyfileobj, shutil.copyfile)
+
+        def work(i: int) -> None:
+            data = _payload(100 * KiB + i, i)
+            (tmp_path / f"s{i}").write_bytes(data)
+            for _ in range(5):
+                with zerocopy.patch_shutil():
+                    shutil.copyfile(tmp_path / f"s{i}", tmp_path / f"d{i}")
+                assert (tmp_path / f"d{i}").read_bytes() == data
+
+        _run_threads(work)
+        assert (shutil.copyfileobj, shutil.copyfile) == original
+
+    def test_last_method_is_per_thread(self, backend: ModuleType, tmp_path: Path) -> None:
+        """last_method() reports each thread's own copy, not another thread's."""
+        big = tmp_path / "big"
+        big.write_bytes(_payload(2 * MiB, 1))
+        results: dict[int, tuple[str | None, str]] = {}
+
+        def work(i: int) -> None:
+            for _ in range(10):
+                if i % 2:
+                    with open(big, "rb") as f, open(tmp_path / f"d{i}", "wb") as g:
+                        zerocopy.copyfileobj(f, g)
+                    expect = "copy_file_range"
+                else:
+                    import io
+
+                    zerocopy.copyfileobj(io.BytesIO(b"x" * 100), io.BytesIO())
+                    expect = "read"
+                results[i] = (zerocopy.last_method(), expect)
+
+        _run_threads(work)
+        for got, expect in results.values():
+            assert got == expect
+
+
+# --- the GIL is released while a call blocks -----------------------------------------------
+
+SYSCALLS = {"splice": 275, "sendfile": 40, "vmsplice": 278, "tee": 276, "recvfrom": 45, "poll": 7}
+
+
+def _syscall_of(tid: int) -> int | None:
+    """The number of the system call thread *tid* is blocked in, or None if it is running."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            first = f.read().split()[0]
+    except (FileNotFoundError, ProcessLookupError):  # the thread has ended
+        return None
+    return None if first == "running" or first.startswith("-") else int(first)
+
+
+def _count_for(seconds: float) -> int:
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def _blocked_in(t: threading.Thread, syscall: str, timeout: float = 5) -> None:
+    """Wait until thread *t* is asleep in *syscall*."""
+    deadline = time.monotonic() + timeout
+    assert t.native_id is not None
+    while time.monotonic() < deadline:
+        if _syscall_of(t.native_id) == SYSCALLS[syscall]:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"thread never blocked in {syscall} (in {_syscall_of(t.native_id)})")
+
+
+_SAFETY_NET = """
+import os, socket, sys, time
+time.sleep(float(sys.argv[2]))
+action, fd = sys.argv[1], int(sys.argv[3])
+if action == "write":
+    os.write(fd, b"!")
+elif action == "read":
+    os.read(fd, 1 << 20)
+else:
+    socket.socket(fileno=fd).shutdown(socket.SHUT_WR)
+"""
+
+
+@contextlib.contextmanager
+def safety_net(action: str, fd: int, after: float = 3.0) -> Iterator[None]:
+    """A child process that unblocks the call after *after* s if this process cannot.
+
+    A call that held the GIL would stop every thread here, the unblocking one
+    included: the test would hang instead of failing.  The child needs no GIL.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SAFETY_NET, action, str(after), str(fd)],
+        pass_fds=(fd,),
+    )
+    try:
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
+class GilProbe:
+    """Starts *block* in a thread, waits until it sits in *syscall*, counts, then *unblock*s."""
+
+    def __init__(
+        self,
+        block: Callable[[], Any],
+        syscall: str,
+        unblock: Callable[[], None],
+        net: tuple[str, int],
+    ):
+        self.block, self.syscall, self.unblock, self.net = block, syscall, unblock, net
+
+    def run(self) -> tuple[int, int, Any]:
+        baseline = _count_for(0.3)  # this thread alone, just before
+        with safety_net(*self.net):
+            t, box = _background(self.block)
+            try:
+                _blocked_in(t, self.syscall)
+                during = _count_for(0.3)
+                assert t.is_alive() and not box, "the call returned before it was unblocked"
+            finally:
+                self.unblock()
+            return baseline, during, _result(t, box, timeout=10)
+
+
+def _assert_progressed(baseline: int, during: int) -> None:
+    # A held GIL would leave this thread at ~0.  Other processes share the two
+    # CPUs, so the bar is a fraction of what this thread counted alone.
+    assert during > 100_000, f"only {during} iterations in 0.3 s (baseline {baseline})"
+    assert during > baseline // 5, f"{during} iterations in 0.3 s against {baseline} alone"
+
+
+class TestGilReleased:
+    def test_splice_from_an_empty_pipe(self, backend: ModuleType) -> None:
+        """A thread blocked in splice on an empty pipe lets another thread run at full speed."""
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        try:
+            probe = GilProbe(
+                lambda: zerocopy.splice(r, w2, 4096),
+                "splice",
+                lambda: os.write(w, b"wake"),
+                ("write", w),
+            )
+            baseline, during, moved = probe.run()
+            assert moved == 4
+            assert os.read(r2, 10) == b"wake"
+        finally:
+            for fd in (r, w, r2, w2):
+                os.close(fd)
+        _assert_progressed(baseline, during)
+
+    def test_sendfile_into_a_full_pipe(self, backend: ModuleType, tmp_path: Path) -> None:
+        """A thread blocked in sendfile on a full pipe does not hold the GIL."""
+        (tmp_path / "src").write_bytes(b"s" * 4096)
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(w, b"f" * 65536)
+        os.set_blocking(w, True)
+        try:
+            with open(tmp_path / "src", "rb") as f:
+                probe = GilProbe(
+                    lambda: zerocopy.sendfile(w, f, 0, 4096),
+                    "sendfile",
+                    lambda: os.read(r, 1 << 20),
+                    ("read", r),
+                )
+                baseline, during, moved = probe.run()
+            assert moved == 4096
+        finally:
+            os.close(r)
+            os.close(w)
+        _assert_progressed(baseline, during)
+
+    def test_vmsplice_into_a_full_pipe(self, backend: ModuleType) -> None:
+        """A thread blocked in vmsplice (a poll on the os backend) does not hold the GIL."""
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(w, b"f" * 65536)
+        os.set_blocking(w, True)
+        payload = b"v" * 4096
+        try:
+            probe = GilProbe(
+                lambda: zerocopy.vmsplice(w, [payload]),
+                "vmsplice" if backend.NAME == "cffi" else "poll",
+                lambda: os.read(r, 1 << 20),
+                ("read", r),
+            )
+            baseline, during, moved = probe.run()
+            assert moved == 4096
+        finally:
+            os.close(r)
+            os.close(w)
+        _assert_progressed(baseline, during)
+
+    @pytest.mark.only_backend("cffi")
+    def test_tee_from_an_empty_pipe(self, backend: ModuleType) -> None:
+        """A thread blocked in tee on an empty pipe does not hold the GIL (cffi: os has no tee)."""
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        try:
+            probe = GilProbe(
+                lambda: zerocopy.tee(r, w2, 4096), "tee", lambda: os.write(w, b"t"), ("write", w)
+            )
+            baseline, during, moved = probe.run()
+            assert moved == 1
+        finally:
+            for fd in (r, w, r2, w2):
+                os.close(fd)
+        _assert_progressed(baseline, during)
+
+    def test_copyfileobj_waiting_on_a_socket(self, backend: ModuleType, tmp_path: Path) -> None:
+        """copyfileobj(socket -> file) waiting for data sleeps in splice, GIL released."""
+        a, b = socket.socketpair()
+        with a, b, a.makefile("rb") as src, open(tmp_path / "dst", "wb") as dst:
+            # Something to read first, so the copy is past peek() and in its splice loop.
+            b.sendall(b"first")
+            started = threading.Event()
+
+            def copy() -> int:
+                started.set()
+                return zerocopy.copyfileobj(src, dst)
+
+            probe = GilProbe(
+                copy, "splice", lambda: b.shutdown(socket.SHUT_WR), ("shutdown", b.fileno())
+            )
+            baseline, during, moved = probe.run()
+            assert moved == 5
+        assert (tmp_path / "dst").read_bytes() == b"first"
+        _assert_progressed(baseline, during)
