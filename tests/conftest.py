@@ -9,6 +9,7 @@ reason otherwise.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -16,6 +17,7 @@ import hypothesis
 import pytest
 
 from zerocopy import _backend
+from zerocopy._pipes import default_pool
 
 hypothesis.settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True)
 hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
@@ -47,6 +49,35 @@ def fd_count() -> Iterator[None]:
     after = set(os.listdir("/proc/self/fd"))
     leaked = after - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
+
+
+def _fd_closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+def _open_fds() -> set[int]:
+    # The listing's own directory fd is closed again by the time we look: drop it.
+    return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))}
+
+
+def _pool_fds() -> set[int]:
+    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves fds (pooled idle pipes aside) or threads behind."""
+    threads = set(threading.enumerate())
+    before = _open_fds() - _pool_fds()
+    yield
+    leaked = _open_fds() - _pool_fds() - before
+    assert not leaked, f"leaked fds: {sorted(leaked)}"
+    extra = [t for t in threading.enumerate() if t not in threads]
+    assert not extra, f"threads left running: {extra}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

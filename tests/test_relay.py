@@ -11,7 +11,6 @@ default pipe pool's idle pipes aside) and no thread behind.
 
 from __future__ import annotations
 
-import os
 import random
 import select
 import selectors
@@ -36,33 +35,8 @@ ODD = 64 * KiB + 17
 # --- leak checks --------------------------------------------------------------
 
 
-def _fd_closed(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
-
-
-def _open_fds() -> set[int]:
-    # The listing's own directory fd is closed again by the time we look: drop it.
-    return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))}
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves fds (pooled idle pipes aside) or threads behind."""
-    threads = set(threading.enumerate())
-    before = _open_fds() - _pool_fds()
-    yield
-    leaked = _open_fds() - _pool_fds() - before
-    assert not leaked, f"leaked fds: {sorted(leaked)}"
-    extra = [t for t in threading.enumerate() if t not in threads]
-    assert not extra, f"threads left running: {extra}"
+# Every test here fails if it leaves fds (pooled idle pipes aside) or threads.
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # --- helpers ------------------------------------------------------------------

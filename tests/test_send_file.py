@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zerocopy
-from zerocopy._pipes import default_pool
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -38,33 +37,8 @@ ODD = 64 * KiB + 17  # crosses a page and a default pipe, not aligned
 # --- leak checks --------------------------------------------------------------
 
 
-def _fd_closed(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return True
-    return False
-
-
-def _open_fds() -> set[int]:
-    # The listing's own directory fd is closed again by the time we look: drop it.
-    return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))}
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves fds (pooled idle pipes aside) or threads behind."""
-    threads = set(threading.enumerate())
-    before = _open_fds() - _pool_fds()
-    yield
-    leaked = _open_fds() - _pool_fds() - before
-    assert not leaked, f"leaked fds: {sorted(leaked)}"
-    extra = [t for t in threading.enumerate() if t not in threads]
-    assert not extra, f"threads left running: {extra}"
+# Every test here fails if it leaves fds (pooled idle pipes aside) or threads.
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # --- helpers ------------------------------------------------------------------
