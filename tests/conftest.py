@@ -8,10 +8,12 @@ reason otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 from collections.abc import Iterator
-from types import ModuleType
+from types import FrameType, ModuleType
 
 import hypothesis
 import pytest
@@ -39,6 +41,22 @@ def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
         pytest.skip(f"backend {name} does not load here: {exc}")
     with _backend.use(name):
         yield module
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: float) -> Iterator[None]:
+    """Turn a hang into a failure: SIGALRM raises TimeoutError after *seconds*."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"did not finish within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

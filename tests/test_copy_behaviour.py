@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zerocopy
+from conftest import hang_guard
 from zerocopy import _lowlevel, _pipes
 
 KiB = 1024
@@ -57,17 +58,8 @@ def payload(size: int) -> bytes:
 @pytest.fixture(autouse=True)
 def _deadline() -> Iterator[None]:
     """Turn a hang into a failure: no test here may take 120 s."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("test did not finish within 120 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 120)
-    try:
+    with hang_guard(120):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- Peers: threads on the other end of pipes and sockets ----------------------

@@ -21,7 +21,6 @@ import itertools
 import os
 import random
 import shutil
-import signal
 import socket
 import tarfile
 import tempfile
@@ -30,12 +29,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
 
 import zerocopy
+from conftest import hang_guard
 
 # --- Shared data ---------------------------------------------------------------
 
@@ -100,17 +99,8 @@ def tarred(size: int) -> bytes:
 @pytest.fixture(autouse=True)
 def _deadline() -> Iterator[None]:
     """Turn a hang into a failure: no scenario here may take 60 s."""
-
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError("scenario did not finish within 60 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 60)
-    try:
+    with hang_guard(60):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- One run's objects, peers and clean-up ------------------------------------
