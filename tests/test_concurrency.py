@@ -259,7 +259,9 @@ class TestSixteenThreads:
         _run_threads(work)
 
     @pytest.mark.parametrize("name", sorted(OPERATIONS))
-    def test_one_operation_sixteen_times(self, backend: ModuleType, tmp_path: Path, name: str) -> None:
+    def test_one_operation_sixteen_times(
+        self, backend: ModuleType, tmp_path: Path, name: str
+    ) -> None:
         """16 threads doing the same operation at the same moment: all byte-exact."""
         _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
 
@@ -393,7 +395,8 @@ class GilProbe:
             try:
                 _blocked_in(t, self.syscall)
                 during = _count_for(0.3)
-                assert t.is_alive() and not box, "the call returned before it was unblocked"
+                assert t.is_alive(), "the call returned before it was unblocked"
+                assert not box
             finally:
                 self.unblock()
             return baseline, during, _result(t, box, timeout=10)

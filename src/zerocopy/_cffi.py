@@ -93,11 +93,17 @@ def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
     # Keep the cdata views alive for the duration of the call; after it the
     # pipe holds references to the pages, which is the caller's contract.
     views = [ffi.from_buffer(buf) for buf in buffers]
-    iov = ffi.new("struct iovec[]", len(views))
-    for slot, view in zip(iov, views, strict=True):
-        slot.iov_base = view
-        slot.iov_len = len(view)
-    return _retry("vmsplice", lib.zc_vmsplice, fd, iov, len(views), flags)
+    try:
+        iov = ffi.new("struct iovec[]", len(views))
+        for slot, view in zip(iov, views, strict=True):
+            slot.iov_base = view
+            slot.iov_len = len(view)
+        return _retry("vmsplice", lib.zc_vmsplice, fd, iov, len(views), flags)
+    finally:
+        # Release the buffer exports now: left to the garbage collector, a
+        # cdata caught in an exception's reference cycle crashed CPython.
+        for view in views:
+            ffi.release(view)
 
 
 def copy_file_range(
@@ -117,8 +123,8 @@ def copy_file_range(
 
 def send(fd: int, buf: Any, flags: int) -> int:
     """One send(2) of *buf* with *flags* (e.g. MSG_ZEROCOPY), retried on EINTR."""
-    view = ffi.from_buffer(buf)
-    return _retry("send", lib.zc_send, fd, view, len(view), flags)
+    with ffi.from_buffer(buf) as view:  # released at once (see vmsplice)
+        return _retry("send", lib.zc_send, fd, view, len(view), flags)
 
 
 def _records(out: Any, n: int) -> list[Completion]:

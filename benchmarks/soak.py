@@ -1,0 +1,504 @@
+"""Soak: send_file and relay under sustained load on loopback, watching for errors and leaks.
+
+This process runs the system under test:
+
+* an origin server that answers ``GET <file> <offset> <count>`` requests with
+  an 8-byte length and then the byte range, sent with ``zerocopy.send_file``
+  (one thread per connection, persistent connections);
+* a proxy that relays each accepted connection to the origin with
+  ``zerocopy.relay`` (one thread per connection).
+
+A client process (this script with ``--client``) opens ``--connections``
+persistent connections, half straight to the origin and half through the
+proxy (``--mode`` picks one kind only), and sends random range requests until
+``--duration`` is over, checking every byte it receives against the files'
+known contents.  Every second the server side prints its throughput, its CPU
+time per GiB, its resident set size, open fds and threads; at the end it
+checks that errors are zero and that fds and threads are back where they
+started (idle pooled pipes aside), and prints the RSS trend.
+
+Only loopback addresses are used.  Examples::
+
+    python benchmarks/soak.py --quick                          # 3 s, 8 connections
+    python benchmarks/soak.py --connections 50 --duration 20
+    python benchmarks/soak.py --connections 200 --duration 60 --json soak.json
+
+The exit status is 0 when the run had no error and no leak, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+#: The files served: name -> size.  Odd sizes on purpose (not page multiples).
+FILES = {"4k": 4 * KiB, "64k": 64 * KiB + 1, "1m": MiB - 7, "8m": 8 * MiB + 3}
+HEADER = struct.Struct(">Q")
+LOOPBACK = "127.0.0.1"
+
+
+def file_bytes(name: str, seed: int) -> bytes:
+    """The deterministic contents of file *name* (the client rebuilds them to check)."""
+    return random.Random(f"{seed}:{name}").randbytes(FILES[name])
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) - 1  # the listing's own
+
+
+# --- the server side ----------------------------------------------------------------------
+
+
+class Stats:
+    """Counters shared by the server threads (a lock: += is not atomic across threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent = 0  # bytes the origin put on its sockets with send_file
+        self.relayed = 0  # bytes the proxy delivered, both directions
+        self.requests = 0
+        self.connections = 0
+        self.errors: list[str] = []
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, n in counts.items():
+                setattr(self, key, getattr(self, key) + n)
+
+    def error(self, where: str, exc: BaseException) -> None:
+        with self.lock:
+            self.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _read_line(sock: socket.socket, buf: bytearray) -> bytes | None:
+    while b"\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return None
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    buf[:] = rest
+    return line
+
+
+def origin_connection(sock: socket.socket, files: dict[str, Any], stats: Stats) -> None:
+    import zerocopy
+
+    buf = bytearray()
+    try:
+        with sock:
+            while (line := _read_line(sock, buf)) is not None:
+                name, offset, count = line.decode().split()
+                f = files[name]
+                sock.sendall(HEADER.pack(int(count)))
+                sent = zerocopy.send_file(sock, f, int(offset), int(count))
+                if sent != int(count):
+                    raise RuntimeError(f"send_file sent {sent} of {count} bytes")
+                stats.add(sent=sent, requests=1)
+    except Exception as exc:  # counted: the soak's point is that there are none
+        stats.error("origin", exc)
+
+
+def proxy_connection(client: socket.socket, origin: tuple[str, int], stats: Stats) -> None:
+    import zerocopy
+
+    try:
+        with client, nodelay(socket.create_connection(origin)) as upstream:
+            up, down = zerocopy.relay(client, upstream, timeout=30)
+            stats.add(relayed=up + down)
+    except Exception as exc:
+        stats.error("proxy", exc)
+
+
+def nodelay(sock: socket.socket) -> socket.socket:
+    """Turn Nagle off, as servers do: a response's last partial segment would wait for
+    the peer's delayed ACK (up to 40 ms) behind the 8-byte header."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def serve(listener: socket.socket, handle: Any, threads: list[threading.Thread]) -> None:
+    """Accept until the listener is closed; one thread per connection."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+            nodelay(conn)
+        except OSError:
+            return
+        t = threading.Thread(target=handle, args=(conn,), daemon=True)
+        t.start()
+        threads.append(t)
+
+
+# --- the client side -----------------------------------------------------------------------
+
+
+def client_main(args: argparse.Namespace) -> int:
+    """Run the connections; print one JSON line per second and a final one."""
+    contents = {name: file_bytes(name, args.seed) for name in FILES}
+    names = sorted(FILES)
+    lock = threading.Lock()
+    totals = {"direct": 0, "relay": 0, "requests": 0, "errors": 0}
+    errors: list[str] = []
+    deadline = time.monotonic() + args.duration
+    start = time.monotonic()
+
+    def connection(i: int) -> None:
+        kind = (
+            "direct"
+            if args.mode == "send_file" or (args.mode == "both" and i % 2 == 0)
+            else "relay"
+        )
+        port = args.origin_port if kind == "direct" else args.proxy_port
+        rnd = random.Random(args.seed * 100_003 + i)
+        view = memoryview(bytearray(MiB))
+        try:
+            with nodelay(socket.create_connection((LOOPBACK, port))) as sock:
+                while time.monotonic() < deadline:
+                    name = rnd.choice(names)
+                    data = contents[name]
+                    offset = rnd.randrange(len(data))
+                    count = rnd.randrange(1, len(data) - offset + 1)
+                    sock.sendall(f"{name} {offset} {count}\n".encode())
+                    header = sock.recv(HEADER.size, socket.MSG_WAITALL)
+                    if len(header) != HEADER.size or HEADER.unpack(header)[0] != count:
+                        raise RuntimeError(f"bad header {header!r} for {count} bytes")
+                    pos = offset
+                    end = offset + count
+                    while pos < end:
+                        n = sock.recv_into(view, min(len(view), end - pos))
+                        if not n:
+                            raise RuntimeError(f"connection ended {end - pos} bytes short")
+                        if bytes(view[:n]) != data[pos : pos + n]:  # memcmp: the cheapest check
+                            raise RuntimeError(f"wrong bytes at {name}[{pos}:{pos + n}]")
+                        pos += n
+                    with lock:
+                        totals[kind] += count
+                        totals["requests"] += 1
+                sock.shutdown(socket.SHUT_WR)
+                if sock.recv(1):
+                    raise RuntimeError("bytes after the last response")
+        except Exception as exc:
+            with lock:
+                totals["errors"] += 1
+                errors.append(f"client {i} ({kind}): {type(exc).__name__}: {exc}")
+
+    mine = range(args.first, args.connections, args.step)
+    threads = [threading.Thread(target=connection, args=(i,)) for i in mine]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        time.sleep(args.interval / 4)  # fresh figures whenever the driver samples
+        with lock:
+            line = dict(totals, t=round(time.monotonic() - start, 2))
+        print(json.dumps(line), flush=True)
+    for t in threads:
+        t.join()
+    print(
+        json.dumps(
+            dict(totals, t=round(time.monotonic() - start, 2), final=True, errors_text=errors)
+        ),
+        flush=True,
+    )
+    return 0
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--connections", type=int, default=200, help="concurrent connections (default 200)"
+    )
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    p.add_argument(
+        "--mode",
+        choices=["both", "send_file", "relay"],
+        default="both",
+        help="what the connections exercise: half and half (default), or one only",
+    )
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between report lines")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--backend", choices=["auto", "cffi", "os"], default=None, help="ZEROCOPY_BACKEND"
+    )
+    p.add_argument("--quick", action="store_true", help="smoke run: 3 s, 8 connections")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        help="client processes sharing the connections (default 2)",
+    )
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--step", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--origin-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--proxy-port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.backend:
+        os.environ["ZEROCOPY_BACKEND"] = args.backend
+    if args.client:
+        return client_main(args)
+    if args.quick:
+        args.duration, args.connections = 3.0, 8
+    return driver(args)
+
+
+def driver(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common
+
+    import zerocopy
+    from zerocopy._pipes import default_pool
+
+    info = _common.machine_info()
+    _common.print_machine(info)
+    print(
+        f"soak: {args.connections} connections ({args.mode}) for {args.duration:.0f} s "
+        f"on {LOOPBACK}, backend {zerocopy.BACKEND}\n"
+    )
+    # Every connection costs fds on both sides of the loopback (and a proxy's
+    # connection four, plus two pooled pipes): make room where the limit allows.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 16 * args.connections + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    stats = Stats()
+    workdir = tempfile.mkdtemp(prefix="zerocopy-soak-")
+    files: dict[str, Any] = {}
+    for name in FILES:
+        path = os.path.join(workdir, name)
+        with open(path, "wb") as f:
+            f.write(file_bytes(name, args.seed))
+        # Shared by every connection (send_file uses offsets, not positions);
+        # closed at the end of the run.
+        files[name] = open(path, "rb")  # noqa: SIM115
+    handlers: list[threading.Thread] = []
+    base_fds, base_threads = open_fds(), threading.active_count()
+    origin = socket.create_server((LOOPBACK, 0), backlog=4096)
+    proxy = socket.create_server((LOOPBACK, 0), backlog=4096)
+    origin_addr = origin.getsockname()
+    acceptors = [
+        threading.Thread(
+            target=serve,
+            args=(origin, lambda c: origin_connection(c, files, stats), handlers),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=serve,
+            args=(proxy, lambda c: proxy_connection(c, origin_addr, stats), handlers),
+            daemon=True,
+        ),
+    ]
+    for t in acceptors:
+        t.start()
+
+    # Checking every byte costs the clients CPU: they run in their own
+    # processes, so that this one's RSS, fds and CPU are the server's alone.
+    procs = max(1, min(args.client_procs, args.connections))
+    clients = []
+    for k in range(procs):
+        share = range(k, args.connections, procs)
+        clients.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    f"--first={share.start}",
+                    f"--step={share.step}",
+                    f"--connections={args.connections}",
+                    f"--duration={args.duration}",
+                    f"--mode={args.mode}",
+                    f"--interval={args.interval}",
+                    f"--seed={args.seed}",
+                    f"--origin-port={origin_addr[1]}",
+                    f"--proxy-port={proxy.getsockname()[1]}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    latest: list[dict[str, Any]] = [{} for _ in clients]
+    finals: list[dict[str, Any]] = [{} for _ in clients]
+
+    def follow(k: int) -> None:
+        stdout = clients[k].stdout
+        assert stdout is not None
+        for line in stdout:
+            row = json.loads(line)
+            (finals if row.get("final") else latest)[k] = row
+
+    readers = [threading.Thread(target=follow, args=(k,), daemon=True) for k in range(procs)]
+    for t in readers:
+        t.start()
+
+    def total(rows: list[dict[str, Any]], key: str) -> int:
+        return sum(int(r.get(key, 0)) for r in rows)
+
+    samples: list[dict[str, Any]] = []
+    cpu0 = _cpu()
+    t0 = time.monotonic()
+    last = {"t": 0.0, "direct": 0, "relay": 0, "cpu": 0.0, "requests": 0}
+    print(
+        f"{'t (s)':>6} {'direct MiB/s':>13} {'relay MiB/s':>12} {'req/s':>8} "
+        f"{'CPU s/GiB':>10} {'RSS MiB':>8} {'fds':>6} {'threads':>8} {'errors':>7}"
+    )
+    while any(t.is_alive() for t in readers):
+        time.sleep(args.interval)
+        now = {
+            "t": time.monotonic() - t0,
+            "direct": total(latest, "direct"),
+            "relay": total(latest, "relay"),
+            "requests": total(latest, "requests"),
+            "cpu": _cpu() - cpu0,
+        }
+        dt = max(now["t"] - last["t"], 1e-9)
+        moved = now["direct"] - last["direct"] + now["relay"] - last["relay"]
+        sample = {
+            "t": round(now["t"], 2),
+            "direct_mib_s": (now["direct"] - last["direct"]) / dt / MiB,
+            "relay_mib_s": (now["relay"] - last["relay"]) / dt / MiB,
+            "requests_s": (now["requests"] - last["requests"]) / dt,
+            "cpu_s_per_gib": (now["cpu"] - last["cpu"]) / (moved / GiB) if moved else None,
+            "rss_mib": rss() / MiB,
+            "fds": open_fds(),
+            "threads": threading.active_count(),
+            "errors": total(latest, "errors") + len(stats.errors),
+        }
+        per_gib = sample["cpu_s_per_gib"]
+        print(
+            f"{sample['t']:6.1f} {sample['direct_mib_s']:13.1f} {sample['relay_mib_s']:12.1f} "
+            f"{sample['requests_s']:8.0f} {'-' if per_gib is None else f'{per_gib:.2f}':>10} "
+            f"{sample['rss_mib']:8.1f} {sample['fds']:6d} {sample['threads']:8d} "
+            f"{sample['errors']:7d}",
+            flush=True,
+        )
+        samples.append(sample)
+        last = now
+    returncodes = []
+    for c in clients:
+        returncodes.append(c.wait(timeout=60))
+        assert c.stdout is not None
+        c.stdout.close()
+    final = {
+        "direct": total(finals, "direct"),
+        "relay": total(finals, "relay"),
+        "requests": total(finals, "requests"),
+        "errors": total(finals, "errors") + sum(1 for f in finals if not f),
+        "errors_text": [text for f in finals for text in f.get("errors_text", [])],
+        "t": max((float(f.get("t", 0)) for f in finals), default=args.duration),
+    }
+
+    # The clients closed their connections: every handler thread must end.
+    for t in list(handlers):
+        t.join(timeout=30)
+    stuck = sum(t.is_alive() for t in handlers)
+    for listener in (origin, proxy):
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        listener.close()
+    for t in acceptors:
+        t.join(timeout=5)
+    pooled = 2 * len(default_pool())
+    end_fds = open_fds() - pooled
+    end_threads = threading.active_count()
+    cpu_total = _cpu() - cpu0
+    for f in files.values():
+        f.close()
+    for name in FILES:
+        os.unlink(os.path.join(workdir, name))
+    os.rmdir(workdir)
+
+    client_errors = final.get("errors", -1)
+    errors = client_errors + len(stats.errors)
+    moved = final.get("direct", 0) + final.get("relay", 0)
+    seconds = final.get("t", args.duration)
+    steady = [s["rss_mib"] for s in samples[len(samples) // 5 :]] or [rss() / MiB]
+    summary = {
+        "machine": info,
+        "connections": args.connections,
+        "mode": args.mode,
+        "duration_s": seconds,
+        "requests": final.get("requests", 0),
+        "bytes": {"direct": final.get("direct", 0), "relay": final.get("relay", 0)},
+        "throughput_mib_s": {
+            "direct": final.get("direct", 0) / seconds / MiB,
+            "relay": final.get("relay", 0) / seconds / MiB,
+            "total": moved / seconds / MiB,
+        },
+        "server_cpu_s": cpu_total,
+        "server_cpu_s_per_gib": cpu_total / (moved / GiB) if moved else None,
+        "rss_mib": {
+            "start": samples[0]["rss_mib"] if samples else None,
+            "steady_min": min(steady),
+            "steady_max": max(steady),
+            "end": rss() / MiB,
+        },
+        "fds": {"before": base_fds, "after": end_fds},
+        "threads": {"before": base_threads, "after": end_threads, "stuck_handlers": stuck},
+        "errors": errors,
+        "error_samples": (final.get("errors_text", []) + stats.errors)[:10],
+        "samples": samples,
+    }
+    print()
+    print(f"requests        {summary['requests']}")
+    print(
+        "throughput      "
+        f"direct {summary['throughput_mib_s']['direct']:.1f} MiB/s, "
+        f"relay {summary['throughput_mib_s']['relay']:.1f} MiB/s, "
+        f"total {summary['throughput_mib_s']['total']:.1f} MiB/s"
+    )
+    per_gib = summary["server_cpu_s_per_gib"]
+    print(
+        f"server CPU      {cpu_total:.1f} s ({per_gib:.2f} s/GiB)"
+        if per_gib
+        else "server CPU      -"
+    )
+    r = summary["rss_mib"]
+    print(
+        f"RSS (MiB)       start {r['start']:.1f}, "
+        f"steady {r['steady_min']:.1f}..{r['steady_max']:.1f}, end {r['end']:.1f}"
+    )
+    print(f"fds             {base_fds} before, {end_fds} after (idle pooled pipes aside)")
+    print(f"threads         {base_threads} before, {end_threads} after, {stuck} handlers stuck")
+    print(f"errors          {errors}")
+    for text in summary["error_samples"]:
+        print(f"  {text}")
+    if args.json:
+        _common.write_json(args.json, summary)
+    leak = end_fds > base_fds or end_threads > base_threads or stuck
+    ok = errors == 0 and not leak and not any(returncodes)
+    print("\nRESULT          " + ("PASS: no error, no leak" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+if __name__ == "__main__":
+    sys.exit(main())
