@@ -699,6 +699,29 @@ class TestRelay:
         assert read <= exc.a_to_b < len(data)
         assert exc.b_to_a == 0
 
+    def test_reset_after_half_close_is_noticed(
+        self, backend: ModuleType, run: Runner, no_fd_leak: None, sockets: list[socket.socket]
+    ) -> None:
+        """A client that half-closed, then resets, stops the relay (no idle timeout wait)."""
+        r = Relayed("tcp", sockets)
+
+        async def main() -> tuple[Any, float]:
+            task = asyncio.ensure_future(aio.relay(r.a, r.b, timeout=3))
+            await send_and_shut(r.client, b"request")
+            assert await recv_all(r.server) == b"request"
+            t0 = time.monotonic()
+            # The server stays silent: only the reset, on the side whose
+            # direction has ended, can end the relay before its timeout.
+            sockets.remove(r.client)
+            reset(r.client)
+            results = await asyncio.gather(task, return_exceptions=True)
+            return results[0], time.monotonic() - t0
+
+        exc, elapsed = run(main())
+        assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
+        assert elapsed < 2
+        assert getattr(exc, "bytes_transferred", None) == (7, 0)  # (a_to_b, b_to_a)
+
     def test_idle_timeout(
         self, backend: ModuleType, run: Runner, sockets: list[socket.socket]
     ) -> None:

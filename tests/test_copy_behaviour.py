@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 import zerocopy
 from conftest import hang_guard
-from zerocopy import _lowlevel, _pipes
+from zerocopy import _backend, _pipes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -316,7 +316,7 @@ class FailOnce:
         cap: int | None = None,
         when: Callable[[Any, Any], bool] | None = None,
     ) -> None:
-        self.real = getattr(_lowlevel, name)
+        self.real = getattr(_backend.current(), name)
         # sendfile(out_fd, in_fd, offset, count); the others (src, dst, count, ...)
         self.count_at = 3 if name == "sendfile" else 2
         self.result = result
@@ -343,9 +343,9 @@ class FailOnce:
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, name: str, *args: Any, **kw: Any) -> FailOnce:
-    """Replace ``zerocopy._lowlevel.<name>`` with a FailOnce for this test."""
+    """Replace the active backend's ``<name>`` with a FailOnce for this test."""
     stand_in = FailOnce(name, *args, **kw)
-    monkeypatch.setattr(_lowlevel, name, stand_in)
+    monkeypatch.setattr(_backend.current(), name, stand_in)
     return stand_in
 
 
@@ -730,9 +730,9 @@ class TestChangingSource:
     ) -> None:
         """A thread truncating and regrowing the source meanwhile: every copy ends, consistent."""
         if path != "copy_file_range":
-            monkeypatch.setattr(_lowlevel, "copy_file_range", _always_fail(errno.EXDEV))
+            monkeypatch.setattr(_backend.current(), "copy_file_range", _always_fail(errno.EXDEV))
         if path == "readinto":
-            monkeypatch.setattr(_lowlevel, "sendfile", _always_fail(errno.EINVAL))
+            monkeypatch.setattr(_backend.current(), "sendfile", _always_fail(errno.EINVAL))
         data = payload(4 * MiB)
         src = tmp_path / "changing"
         src.write_bytes(data)
@@ -1005,7 +1005,7 @@ def assert_arrived(content: bytes, dst_kind: str, expected: bytes) -> None:
 def _break_also_cfr(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     # To reach sendfile on file->file, copy_file_range has to give up first.
     if path == "file->file:sendfile-too":
-        monkeypatch.setattr(_lowlevel, "copy_file_range", _always_fail(errno.EXDEV))
+        monkeypatch.setattr(_backend.current(), "copy_file_range", _always_fail(errno.EXDEV))
 
 
 class TestFallback:

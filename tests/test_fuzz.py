@@ -13,11 +13,9 @@ non-blocking, and files live on a small tmpfs so that no call can fill the
 disk.  After every example the fixture checks that no fd of the zoo was
 closed or replaced behind the test's back.
 
-A few inputs that fail today have their own tests (:class:`TestFoundByFuzzing`)
+The inputs that found bugs have their own tests (:class:`TestFoundByFuzzing`)
 and are left out of the strategies, so each finding shows in exactly one
-test.  Those tests are strict expected failures (``known_bug``): the suite
-stays green while the bug is there, and the fix makes the test XPASS, which
-fails the run until the mark is removed.
+test, which keeps it fixed.
 """
 
 from __future__ import annotations
@@ -636,8 +634,8 @@ class TestCopy:
         src=OBJ_SRC,
         dst=OBJ_DST,
         length=LENGTHS,
-        # Counts beyond memory (2**40, 2**63...) with a negative length fail
-        # today: TestFoundByFuzzing.test_copyfileobj_huge_count.
+        # Counts beyond memory (2**40, 2**63...) with a negative length have
+        # their own test: TestFoundByFuzzing.test_copyfileobj_huge_count.
         count=st.one_of(st.none(), NUMBERS.filter(lambda c: not isinstance(c, int) or c <= 2**32)),
         progress=PROGRESS,
     )
@@ -1011,20 +1009,7 @@ class TestAio:
             assert all(n >= 0 for n in result)
 
 
-# --- inputs that fail today, one test each ------------------------------------------------
-
-TIMEOUT_BUG = "_net.py/_zc.py: a timeout above 2**31 ms reaches poll(2) as an int: OverflowError"
-
-
-def known_bug(
-    request: pytest.FixtureRequest,
-    backend: ModuleType,
-    reason: str,
-    backends: tuple[str, ...] = ("cffi", "os"),
-) -> None:
-    """Mark this run as a strict xfail: the bug is reported, and a fix makes it XPASS (fail)."""
-    if backend.NAME in backends:
-        request.applymarker(pytest.mark.xfail(reason=f"bug: {reason}", strict=True))
+# --- inputs that found bugs, one test each -----------------------------------------------
 
 
 _CYCLE_CHILD = textwrap.dedent(
@@ -1093,15 +1078,8 @@ LONG = 30 * 24 * 3600.0  # 30 days: more milliseconds than poll(2)'s int takes
 
 
 class TestFoundByFuzzing:
-    def test_relay_accepts_a_long_idle_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_relay_accepts_a_long_idle_timeout(self, backend: ModuleType) -> None:
         """relay(timeout=30 days) waits like any other timeout instead of raising OverflowError."""
-        known_bug(
-            request,
-            backend,
-            TIMEOUT_BUG,
-        )
         c, a = socket.socketpair()
         b, s = socket.socketpair()
         timer = threading.Timer(
@@ -1116,11 +1094,8 @@ class TestFoundByFuzzing:
             for x in (a, b, c, s):
                 x.close()
 
-    def test_relay_infinite_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_relay_infinite_timeout(self, backend: ModuleType) -> None:
         """relay(timeout=inf) means no timeout (or is a ValueError), not OverflowError."""
-        known_bug(request, backend, "_net.py _relay_loop: int(inf * 1000) raises OverflowError")
         c, a = socket.socketpair()
         b, s = socket.socketpair()
         timer = threading.Timer(
@@ -1139,14 +1114,9 @@ class TestFoundByFuzzing:
                 x.close()
 
     def test_send_file_on_a_socket_with_a_long_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType, tmp_path: Path
+        self, backend: ModuleType, tmp_path: Path
     ) -> None:
         """send_file on a socket with a 30-day timeout waits for a slow reader, no OverflowError."""
-        known_bug(
-            request,
-            backend,
-            TIMEOUT_BUG,
-        )
         data = os.urandom(4 * MiB)
         (tmp_path / "src").write_bytes(data)
         a, b = socket.socketpair()
@@ -1170,16 +1140,8 @@ class TestFoundByFuzzing:
             b.close()
         assert bytes(got) == data
 
-    def test_zerocopy_sender_on_a_socket_with_a_long_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_zerocopy_sender_on_a_socket_with_a_long_timeout(self, backend: ModuleType) -> None:
         """ZeroCopySender.sendall, 30-day socket timeout, slow reader: no OverflowError."""
-        known_bug(
-            request,
-            backend,
-            TIMEOUT_BUG,
-            backends=("cffi",),
-        )
         data = os.urandom(16 * MiB)
         with socket.create_server(("127.0.0.1", 0)) as listener:
             a = socket.create_connection(listener.getsockname())
@@ -1230,9 +1192,8 @@ class TestFoundByFuzzing:
         )
         assert proc.stdout.split() == ["survived", "200"]
 
-    def test_buffer_pool_too_big(self, request: pytest.FixtureRequest, backend: ModuleType) -> None:
+    def test_buffer_pool_too_big(self, backend: ModuleType) -> None:
         """A BufferPool too big to map raises ValueError or OSError (ENOMEM), not OverflowError."""
-        known_bug(request, backend, "_bufpool.py: mmap's OverflowError escapes BufferPool()")
         with pytest.raises((ValueError, OSError)):
             zerocopy.BufferPool(2**62, 2)  # 2**63 bytes: mmap's length overflows
 
@@ -1241,14 +1202,11 @@ class TestFoundByFuzzing:
         [("raw", 2**40), ("bytesio", 2**63)],
         ids=["MemoryError", "OverflowError"],
     )
-    def test_copyfileobj_huge_count(
-        self, request: pytest.FixtureRequest, backend: ModuleType, source: str, count: int
-    ) -> None:
+    def test_copyfileobj_huge_count(self, backend: ModuleType, source: str, count: int) -> None:
         """A count larger than memory (or 2**63) copies everything, whatever the length."""
-        known_bug(request, backend, "_copy.py _shutil_loop: read(count) with length < 0")
-        # On the plain path with length < 0, the whole remaining count is
-        # passed to read(): FileIO allocates it up front (MemoryError), and
-        # 2**63 does not fit a Py_ssize_t (OverflowError).  In a child: under
+        # On the plain path with length < 0, the whole remaining count was
+        # once passed to read(): FileIO allocates it up front (MemoryError),
+        # and 2**63 does not fit a Py_ssize_t (OverflowError).  In a child: under
         # AddressSanitizer (scripts/sanitize) a 1 TiB malloc aborts the process.
         code = f"""
 import io, tempfile, zerocopy
@@ -1265,13 +1223,10 @@ with tempfile.TemporaryFile() as f:
 """
         assert _child(code, backend) == "3000 True"
 
-    def test_buffer_pool_release_of_a_non_buffer(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_buffer_pool_release_of_a_non_buffer(self, backend: ModuleType) -> None:
         """BufferPool.release of something that is no memoryview raises TypeError or ValueError."""
-        known_bug(request, backend, "_bufpool.py pool_slot: view.obj on a non-memoryview")
         pool = zerocopy.BufferPool(4096, 1)
-        for foreign in (bytearray(10), b"x", None, 5):  # AttributeError ('obj') today
+        for foreign in (bytearray(10), b"x", None, 5):  # once AttributeError ('obj')
             with pytest.raises((TypeError, ValueError)):
                 pool.release(foreign)
 
@@ -1311,11 +1266,8 @@ print(*kinds)
                             kinds.append(type(exc))
                 assert kinds[0] is kinds[1], (junk, side, kinds)
 
-    def test_buffer_pool_acquire_nan_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_buffer_pool_acquire_nan_timeout(self, backend: ModuleType) -> None:
         """BufferPool.acquire(timeout=nan) on an exhausted pool returns or raises, never hangs."""
-        known_bug(request, backend, "_bufpool.py acquire: a nan deadline never passes")
         pool = zerocopy.BufferPool(4096, 1)
         view = pool.acquire()
         hung = False
@@ -1330,11 +1282,8 @@ print(*kinds)
             _hung("BufferPool.acquire(timeout=nan) never returned")
 
     @pytest.mark.parametrize("api", ["send_file", "aio.send_file"])
-    def test_send_file_offset_past_int64(
-        self, request: pytest.FixtureRequest, backend: ModuleType, api: str
-    ) -> None:
+    def test_send_file_offset_past_int64(self, backend: ModuleType, api: str) -> None:
         """An offset of 2**63 or more is a ValueError for every kind of file, not OverflowError."""
-        known_bug(request, backend, "_net.py/aio.py: file.seek(2**63) raises OverflowError")
         a, b = socket.socketpair()
         if api == "aio.send_file":
             a.setblocking(False)
@@ -1348,11 +1297,8 @@ print(*kinds)
                 with pytest.raises(ValueError, match="offset"):
                     send(a, file, 2**63)
 
-    def test_aio_relay_nan_timeout(
-        self, request: pytest.FixtureRequest, backend: ModuleType
-    ) -> None:
+    def test_aio_relay_nan_timeout(self, backend: ModuleType) -> None:
         """aio.relay(timeout=nan) is refused (ValueError) as relay does, not waited on forever."""
-        known_bug(request, backend, "aio.py relay: a nan timeout never expires")
         c, a = socket.socketpair()
         b, s = socket.socketpair()
         with a, b, c, s:

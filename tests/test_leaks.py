@@ -396,17 +396,13 @@ class TestHighLevel:
         gc.collect()
         assert len(_bufpool._pools) <= 1
 
-    @pytest.mark.xfail(
-        reason="bug: _copy.py _buffer() zero-fills a buffer of the caller's length and keeps "
-        "it for the thread's lifetime",
-        strict=True,
-    )
     def test_a_large_length_is_not_kept(self, backend: ModuleType, tmp_path: Path) -> None:
         """copyfileobj(tiny, dst, length=256 MiB) leaves no 256 MiB buffer behind in the thread."""
         # shutil reads with read(length), which allocates lazily and frees at
-        # once; zerocopy's readinto loop zero-fills a buffer of that size and
-        # keeps it for the thread's next copy (for a server's worker threads,
-        # for ever).  Measured in a fresh thread, while it is still alive.
+        # once; zerocopy's readinto loop once zero-filled a buffer of that
+        # size and kept it for the thread's next copy (for a server's worker
+        # threads, for ever).  Measured in a fresh thread, while it is still
+        # alive.
         (tmp_path / "src").write_bytes(b"abc")
         grown: list[int] = []
         go_on = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import select
+import sys
 import threading
 import time
 import weakref
@@ -18,6 +19,8 @@ from collections import deque
 from typing import Any
 
 import cffi
+
+from ._fd import check_timeout, poll_ms
 
 __all__ = ["BufferPool", "PoolExhausted", "pool_slot"]
 
@@ -62,6 +65,11 @@ class BufferPool:
         self.buffer_size = buffer_size
         self.count = count
         self.stride = -(-buffer_size // mmap.PAGESIZE) * mmap.PAGESIZE
+        if self.stride * count > sys.maxsize:
+            # mmap() would raise OverflowError: say which arguments are wrong.
+            raise ValueError(
+                f"a pool of {count} buffers of {buffer_size} bytes is too large to map"
+            )
         self._map = mmap.mmap(-1, self.stride * count)
         self._base = _address(memoryview(self._map))
         self._whole = memoryview(self._map)
@@ -80,6 +88,10 @@ class BufferPool:
             return len(self._free)
 
     def _index(self, view: memoryview) -> int:
+        if not isinstance(view, memoryview):
+            raise TypeError(
+                f"release() takes a memoryview from acquire(), not {type(view).__name__}"
+            )
         slot = pool_slot(view)
         if slot is None or slot[0] is not self:
             raise ValueError("this memoryview was not handed out by this pool")
@@ -90,8 +102,10 @@ class BufferPool:
 
         When none is free: with *blocking* false raise :class:`PoolExhausted`;
         else wait (polling the senders that hold buffers for completions) up
-        to *timeout* seconds, then raise :class:`TimeoutError`.
+        to *timeout* seconds (None or ``inf``: as long as it takes; NaN is a
+        :class:`ValueError`), then raise :class:`TimeoutError`.
         """
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
@@ -123,7 +137,7 @@ class BufferPool:
             poller = select.poll()
             for sender in senders:
                 poller.register(sender.sock.fileno(), 0)
-            ready = poller.poll(int(left * 1000) or 1)
+            ready = poller.poll(poll_ms(left))
         if not senders or any(not ev & select.POLLERR for _, ev in ready):
             # No sender to wake us, or one whose socket hung up (POLLHUP is
             # reported at once, every time): wait out the slice instead.

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import oserror
+from ._tally import Tally
 
 try:
     from ._zerocopy_cffi import ffi, lib
@@ -49,12 +50,13 @@ _NULL = ffi.NULL
 Completion = tuple[int, int, int, int, int]
 
 
-def _retry(call: str, fn: Callable[..., int], *args: Any) -> int:
+def _retry(call: str, fn: Callable[..., int], *args: Any, tally: Tally | None = None) -> int:
     # PEP 475 for our own calls: retry on EINTR.  The loop's backward jump is
     # where CPython runs pending signal handlers, so a handler that raises ends
-    # the call with its exception, as the os module's calls do.
+    # the call with its exception, as the os module's calls do.  A tally
+    # records a result before any handler can run (see _tally).
     while True:
-        result = fn(*args)
+        result = fn(*args) if tally is None else tally.call(fn, args)
         if result >= 0:
             return int(result)
         err = ffi.errno
@@ -66,12 +68,22 @@ def _offset_ptr(offset: int | None) -> Any:
     return _NULL if offset is None else ffi.new("int64_t *", offset)
 
 
-def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-    return _retry("sendfile", lib.zc_sendfile, out_fd, in_fd, _offset_ptr(offset), count)
+def sendfile(
+    out_fd: int, in_fd: int, offset: int | None, count: int, tally: Tally | None = None
+) -> int:
+    return _retry(
+        "sendfile", lib.zc_sendfile, out_fd, in_fd, _offset_ptr(offset), count, tally=tally
+    )
 
 
 def splice(
-    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None, flags: int
+    src: int,
+    dst: int,
+    count: int,
+    offset_src: int | None,
+    offset_dst: int | None,
+    flags: int,
+    tally: Tally | None = None,
 ) -> int:
     return _retry(
         "splice",
@@ -82,6 +94,7 @@ def splice(
         _offset_ptr(offset_dst),
         count,
         flags,
+        tally=tally,
     )
 
 
@@ -107,7 +120,12 @@ def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
 
 
 def copy_file_range(
-    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None
+    src: int,
+    dst: int,
+    count: int,
+    offset_src: int | None,
+    offset_dst: int | None,
+    tally: Tally | None = None,
 ) -> int:
     return _retry(
         "copy_file_range",
@@ -118,13 +136,14 @@ def copy_file_range(
         _offset_ptr(offset_dst),
         count,
         0,
+        tally=tally,
     )
 
 
-def send(fd: int, buf: Any, flags: int) -> int:
+def send(fd: int, buf: Any, flags: int, tally: Tally | None = None) -> int:
     """One send(2) of *buf* with *flags* (e.g. MSG_ZEROCOPY), retried on EINTR."""
     with ffi.from_buffer(buf) as view:  # released at once (see vmsplice)
-        return _retry("send", lib.zc_send, fd, view, len(view), flags)
+        return _retry("send", lib.zc_send, fd, view, len(view), flags, tally=tally)
 
 
 def _records(out: Any, n: int) -> list[Completion]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from . import _kernel
 from ._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
+from ._tally import Tally
 
 __all__ = ["COPY_BUFSIZE", "copyfileobj", "last_method"]
 
@@ -60,6 +61,15 @@ def last_method() -> str | None:
 def _buffer(size: int) -> memoryview:
     # One buffer per thread, reused across copies: allocating (and faulting
     # in) a fresh megabyte per call would cost small copies more than they move.
+    if size > _BUFSIZE:
+        # A larger length is only a chunk size: a buffer of it would be
+        # zero-filled and then kept for the thread's lifetime (a server's
+        # worker: for ever).  shutil's read(length) allocates length bytes
+        # up front, though, so an absurd length must fail as it does there
+        # (MemoryError, OverflowError): bytes(size) is calloc'd, so its pages
+        # are never touched, and it is freed at once.
+        bytes(size)
+        size = _BUFSIZE
     buf = getattr(_local, "buf", None)
     if buf is None or len(buf) < size:
         buf = _local.buf = memoryview(bytearray(size))
@@ -67,15 +77,21 @@ def _buffer(size: int) -> memoryview:
 
 
 class Transfer:
-    """Running state of one copy: bytes delivered, limit, progress callback."""
+    """Running state of one copy: bytes delivered, limit, progress callback.
 
-    __slots__ = ("limit", "method", "progress", "total")
+    ``total`` is the running count; ``tally`` logs the calls that delivered
+    bytes on the fd paths, and is the exact count after an exception (see
+    :mod:`zerocopy._tally`).
+    """
+
+    __slots__ = ("limit", "method", "progress", "tally", "total")
 
     def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
         self.limit = limit
         self.progress = progress
         self.total = 0
         self.method = "none"
+        self.tally = Tally()
 
     def chunk(self, want: int) -> int:
         """Bytes to ask one kernel call for: smaller when someone watches progress."""
@@ -91,6 +107,7 @@ class Transfer:
 
     def add(self, n: int) -> None:
         self.total += n
+        self.tally.fold()
         if self.progress is not None:
             self.progress(self.total)
 
@@ -109,7 +126,11 @@ def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
             want = t.limit - t.total if length < 0 else t.room(length)
             if want <= 0:
                 break
-        buf = fsrc_read(want)
+        # length < 0 reads everything, bounded here by the count left; but
+        # read(want) would allocate all of it up front (MemoryError for 2**40
+        # and a 3-byte file, OverflowError from 2**63) where shutil's
+        # read(-1) grows as it reads: gather a large count in chunks.
+        buf = _read_upto(fsrc_read, want) if length < 0 and want > _BUFSIZE else fsrc_read(want)
         if not buf:
             break
         if t.limit is not None and len(buf) > want:
@@ -118,9 +139,33 @@ def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         t.add(len(buf))
 
 
-def _write_all(write: Callable[[Any], int | None], view: memoryview) -> None:
+def _read_upto(read: Callable[[int], Any], n: int) -> Any:
+    """What ``read(n)`` returns, gathered a chunk at a time instead of allocated at once.
+
+    Chunks are read until *n* are in, or until one comes back short or
+    empty: where ``read(n)`` itself stops (end of input; for a raw stream,
+    what was available).  Reading all of it before the caller writes keeps
+    read-everything semantics, which a file copied onto itself depends on.
+    """
+    parts = []
+    got = 0
+    while True:
+        ask = min(n - got, _BUFSIZE)
+        part = read(ask)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+        if len(part) < ask or got >= n:
+            break
+    if len(parts) <= 1:
+        return parts[0] if parts else part  # as read() gave it, None and b"" included
+    return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
+
+
+def _write_all(write: Callable[[Any], int | None], view: memoryview, tally: Tally) -> None:
     while view:
-        n = write(view)
+        n = tally.call(write, (view,))
         if n is None:
             raise BlockingIOError(11, "write would block", None)
         view = view[n:]
@@ -138,7 +183,7 @@ def _readinto_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         n = readinto(mv[:want])
         if not n:
             break
-        _write_all(write, mv[:n])
+        _write_all(write, mv[:n], t.tally)
         t.add(n)
 
 
@@ -230,7 +275,9 @@ def copyfileobj(
         _copy(fsrc, fdst, length, t)
     except BaseException as exc:
         # Any failure, a signal handler's exception included, says how far
-        # the copy got.
+        # the copy got: exactly, from the tally, where writes went through it.
+        if t.tally.log:
+            t.total = t.tally.total()
         exc.bytes_transferred = t.total  # type: ignore[attr-defined]
         raise
     finally:

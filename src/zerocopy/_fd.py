@@ -1,9 +1,10 @@
-"""File descriptors: turning arguments into fds, and validating numbers."""
+"""File descriptors: turning arguments into fds, and validating numbers and timeouts."""
 
 from __future__ import annotations
 
 import fcntl
 import io
+import math
 import operator
 import os
 import socket
@@ -15,15 +16,19 @@ __all__ = [
     "check_count",
     "check_flags",
     "check_offset",
+    "check_timeout",
     "fileno",
     "is_append",
     "kind_of",
+    "poll_ms",
     "read_past_urgent_mark",
     "stream_fd",
 ]
 
 _INT64_MAX = 2**63 - 1
 _UINT_MAX = 2**32 - 1
+#: poll(2) takes its timeout as a C int of milliseconds (about 24.8 days).
+_POLL_MAX_MS = 2**31 - 1
 
 
 class _HasFileno(Protocol):
@@ -105,6 +110,38 @@ def check_flags(value: Any, allowed: int, name: str = "flags") -> int:
     if flags < 0 or flags & ~allowed:
         raise ValueError(f"{name} has unknown bits: {flags:#x} (allowed: {allowed:#x})")
     return flags
+
+
+def check_timeout(value: Any, name: str = "timeout", *, negative: bool = True) -> Any:
+    """Validate an optional timeout in seconds and return it.
+
+    NaN is refused (:class:`ValueError`): it compares false with everything,
+    so a deadline made of it never passes and a wait on it never ends.  With
+    *negative* false, a negative timeout is refused too; otherwise it means
+    "already expired", as it did before.  ``inf`` is accepted: no time limit.
+    Other types pass through, for the caller's own arithmetic to reject.
+    """
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds or None, not nan")
+    if not negative and value is not None and value < 0:
+        raise ValueError(f"{name} must be >= 0 or None, not {value}")
+    return value
+
+
+def poll_ms(seconds: float | None) -> int | None:
+    """Turn a wait of *seconds* into ``select.poll().poll()``'s milliseconds.
+
+    None and ``inf`` wait for ever (None).  A finite wait is rounded up, so it
+    never ends just before its deadline (and a positive one is never 0, a
+    busy loop), and is clamped to the C int poll(2) takes: a longer wait ends
+    early, and callers re-check their deadline after every wait.
+    """
+    if seconds is None or seconds == math.inf:
+        return None
+    if seconds <= 0:
+        return 0
+    ms = seconds * 1000  # compared as a float first: ceil() of 1e308 * 1000 would overflow
+    return _POLL_MAX_MS if ms >= _POLL_MAX_MS else math.ceil(ms)
 
 
 # --- What a Python file object's fd carries -----------------------------------

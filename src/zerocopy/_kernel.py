@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _lowlevel
+from . import _backend
 from ._constants import MAX_RW_COUNT
 from ._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
 from ._pipes import default_pool
@@ -81,19 +81,20 @@ def _starting(exc: OSError, moved: int) -> None:
 def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
     while view:
         if cur.d_off is not None:
-            n = os.pwrite(dfd, view, cur.d_off)
+            n = t.tally.call(os.pwrite, (dfd, view, cur.d_off))
             cur.d_off += n
         else:
-            n = os.write(dfd, view)
+            n = t.tally.call(os.write, (dfd, view))
         view = view[n:]
         t.add(n)
 
 
 def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     moved = 0
+    cfr = _backend.current().copy_file_range
     while want := t.chunk(_CFR_CHUNK):
         try:
-            n = _lowlevel.copy_file_range(sfd, dfd, want, cur.s_off, cur.d_off)
+            n = cfr(sfd, dfd, want, cur.s_off, cur.d_off, t.tally)
         except OSError as exc:
             _starting(exc, moved)
         if n == 0:
@@ -101,8 +102,8 @@ def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
                 raise GiveUp("copy_file_range moved nothing")  # procfs, sysfs
             return
         moved += n
-        cur.s_off += n  # type: ignore[operator]
-        cur.d_off += n  # type: ignore[operator]
+        cur.s_off += n
+        cur.d_off += n
         t.add(n)
 
 
@@ -112,9 +113,10 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     if cur.d_off is not None:
         os.lseek(dfd, cur.d_off, os.SEEK_SET)
     moved = 0
+    sendfile = _backend.current().sendfile
     while want := t.chunk(MAX_RW_COUNT):
         try:
-            n = _lowlevel.sendfile(dfd, sfd, cur.s_off, want)
+            n = sendfile(dfd, sfd, cur.s_off, want, t.tally)
         except OSError as exc:
             _starting(exc, moved)
         if n == 0:
@@ -122,7 +124,7 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
                 raise GiveUp("sendfile moved nothing")
             return
         moved += n
-        cur.s_off += n  # type: ignore[operator]
+        cur.s_off += n
         if cur.d_off is not None:
             cur.d_off += n
         t.add(n)
@@ -131,9 +133,10 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
 def _splice_direct(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     # One end is a pipe: splice straight across.  0 means end of input.
     moved = 0
+    splice = _backend.current().splice
     while want := t.chunk(MAX_RW_COUNT):
         try:
-            n = _lowlevel.splice(sfd, dfd, want, cur.s_off, cur.d_off)
+            n = splice(sfd, dfd, want, cur.s_off, cur.d_off, 0, t.tally)
         except OSError as exc:
             _starting(exc, moved)
         if n == 0:
@@ -159,10 +162,12 @@ def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     except OSError as exc:  # EMFILE/ENFILE: no fds for a pipe, copy by hand
         raise GiveUp(exc.errno) from exc
     moved = 0
+    splice = _backend.current().splice
     try:
         while want := t.room(pipe.size):
             try:
-                n = _lowlevel.splice(sfd, pipe.w, want)
+                # Into the pipe: not delivered yet, so not in the tally.
+                n = splice(sfd, pipe.w, want, None, None, 0)
             except OSError as exc:
                 _starting(exc, moved)
             if n == 0:
@@ -174,7 +179,7 @@ def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
                 continue
             while n:
                 try:
-                    m = _lowlevel.splice(pipe.r, dfd, n, None, cur.d_off)
+                    m = splice(pipe.r, dfd, n, None, cur.d_off, 0, t.tally)
                 except OSError as exc:
                     if moved == 0 and exc.errno in FALLBACK_ERRNOS:
                         # The destination takes no splice, but the bytes
@@ -262,11 +267,21 @@ def copy(
     if type(fdst) not in _RAW:
         fdst.flush()  # its buffered bytes come before ours
     cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
+    start = Cursor(cur.s_off, cur.d_off)
     try:
         _copy_fds(fsrc, sfd, skind, dfd, dkind, cur, t, buffer)
-    except OSError as exc:
+    except BaseException as exc:
+        # Every delivering call went through t.tally: take the count from
+        # there (a signal handler may have raised between a call and its
+        # bookkeeping) and put both files just past the delivered bytes, so
+        # that a retry neither loses nor repeats any.
+        t.total = done = t.tally.total()
+        if start.s_off is not None:
+            cur.s_off = start.s_off + done
+        if start.d_off is not None:
+            cur.d_off = start.d_off + done
         # Our own system calls' errors name the files, as shutil's do.
-        if exc.errno is not None and exc.filename is None:
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
             exc.filename = _name(fsrc)
             exc.filename2 = _name(fdst)
         raise

@@ -11,12 +11,13 @@ import stat
 import time
 from typing import Any
 
-from . import _lowlevel
+from . import _backend
 from ._constants import MAX_RW_COUNT
 from ._errors import oserror
-from ._fd import stream_fd
+from ._fd import check_timeout, poll_ms, stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._relay import Direction, annotate
+from ._tally import Tally
 
 __all__ = ["relay", "send_file"]
 
@@ -38,6 +39,10 @@ def _check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
         raise TypeError(f"offset must be an int, not {type(offset).__name__}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0, not {offset}")
+    if offset >= 2**63:
+        # No file has bytes there (off_t is 64-bit signed), and seek() would
+        # raise OverflowError for it rather than the ValueError of bad input.
+        raise ValueError(f"offset must be < 2**63, not {offset}")
     if count is not None:
         if isinstance(count, bool) or not isinstance(count, int):
             raise TypeError(f"count must be a positive integer (got {count!r})")
@@ -48,11 +53,16 @@ def _check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
 def _wait(fd: int, events: int, timeout: float | None, call: str, sent: int) -> None:
     poller = select.poll()
     poller.register(fd, events)
-    ms = None if timeout is None else max(0, int(timeout * 1000))
-    if not poller.poll(ms):
-        exc = TimeoutError(errno.ETIMEDOUT, f"{call}: timed out")
-        exc.bytes_transferred = sent  # type: ignore[attr-defined]
-        raise exc
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            exc = TimeoutError(errno.ETIMEDOUT, f"{call}: timed out")
+            exc.bytes_transferred = sent  # type: ignore[attr-defined]
+            raise exc
+        # poll_ms clamps a timeout longer than poll(2) takes: loop until the deadline.
+        if poller.poll(poll_ms(left)):
+            return
 
 
 def _regular_fd(file: Any) -> int | None:
@@ -75,6 +85,9 @@ class _GiveUp(Exception):
 
 def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) -> int:
     timeout = sock.gettimeout()
+    sendfile = _backend.current().sendfile
+    out = sock.fileno()
+    tally = Tally()  # the exact count if an exception cuts the loop short
     sent = 0
     try:
         while True:
@@ -82,7 +95,7 @@ def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) 
             if want <= 0:
                 return sent
             try:
-                n = _lowlevel.sendfile(sock, fd, offset + sent, min(want, MAX_RW_COUNT))
+                n = sendfile(out, fd, offset + sent, min(want, MAX_RW_COUNT), tally)
             except BlockingIOError:
                 _wait(sock.fileno(), select.POLLOUT, timeout, "send_file", sent)
                 continue
@@ -97,11 +110,12 @@ def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) 
                     raise _GiveUp
                 return sent  # end of file: it may have shrunk since we began
             sent += n
+            tally.fold()
     except _GiveUp:
         raise
     except BaseException as exc:
         # Any failure, a signal handler's exception too, says how far it got.
-        exc.bytes_transferred = sent  # type: ignore[attr-defined]
+        exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
         raise
 
 
@@ -118,28 +132,31 @@ def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None) ->
             raise ValueError(f"offset {offset} given for a file that cannot seek")
         file.seek(offset)
     sent = 0
+    tally = Tally()  # the exact count if an exception cuts the loop short
     buf = memoryview(bytearray(_COPY_CHUNK))
     readinto = getattr(file, "readinto", None)
-    while True:
-        want = _COPY_CHUNK if count is None else min(count - sent, _COPY_CHUNK)
-        if want <= 0:
-            return sent
-        if readinto is not None:
-            n = readinto(buf[:want])
-            data = buf[: n or 0]
-        else:
-            data = memoryview(file.read(want))
-            n = len(data)
-        if not n:
-            return sent
-        while data:
-            try:
-                k = sock.send(data)
-            except BaseException as exc:
-                exc.bytes_transferred = sent  # type: ignore[attr-defined]
-                raise
-            data = data[k:]
-            sent += k
+    send = sock.send
+    try:
+        while True:
+            want = _COPY_CHUNK if count is None else min(count - sent, _COPY_CHUNK)
+            if want <= 0:
+                return sent
+            if readinto is not None:
+                n = readinto(buf[:want])
+                data = buf[: n or 0]
+            else:
+                data = memoryview(file.read(want))
+                n = len(data)
+            if not n:
+                return sent
+            while data:
+                k = tally.call(send, (data,))
+                data = data[k:]
+                sent += k
+            tally.fold()
+    except BaseException as exc:
+        exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
+        raise
 
 
 def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None = None) -> int:
@@ -200,12 +217,13 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     the other direction carries on.  Returns ``(a_to_b, b_to_a)``.
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
-    that long, :class:`TimeoutError` is raised.  A reset or error on either
-    side stops both directions and raises it (``ConnectionResetError``,
-    ``BrokenPipeError``...).  Every exception out of ``relay`` carries the
-    bytes delivered so far as ``a_to_b`` and ``b_to_a`` (and the pair as
-    ``bytes_transferred``).  The sockets are left open, their blocking mode
-    restored; the caller closes them.
+    that long, :class:`TimeoutError` is raised (``inf``, like None, never
+    expires; a negative or NaN timeout is a :class:`ValueError`).  A reset or
+    error on either side stops both directions and raises it
+    (``ConnectionResetError``, ``BrokenPipeError``...).  Every exception out
+    of ``relay`` carries the bytes delivered so far as ``a_to_b`` and
+    ``b_to_a`` (and the pair as ``bytes_transferred``).  The sockets are left
+    open, their blocking mode restored; the caller closes them.
     """
     for name, sock in (("a", a), ("b", b)):
         if not isinstance(sock, socket.socket):
@@ -215,8 +233,7 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
             raise TypeError(f"{name} must be a plain socket.socket, not {type(sock).__name__}")
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+    check_timeout(timeout, negative=False)
     saved = (a.gettimeout(), b.gettimeout())
     ab = Direction(a, b)
     ba = Direction(b, a)
@@ -277,7 +294,7 @@ def _relay_loop(ab: Direction, ba: Direction, timeout: float | None) -> None:
             left = timeout - (time.monotonic() - last_progress)
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
-            ms = max(1, int(left * 1000))
+            ms = poll_ms(left)  # None for inf; a long wait is cut short and re-checked
         for fd, revents in poller.poll(ms):
             if wants.get(fd):
                 continue  # a direction waits on it: its next step sees any error

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._constants import SPLICE_F_NONBLOCK
 from ._errors import UnsupportedOperation, oserror, reraise_as
+from ._tally import Tally
 
 __all__ = [
     "NAME",
@@ -34,18 +35,31 @@ __all__ = [
 NAME = "os"
 
 
-def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+def _call(tally: Tally | None, fn: Any, *args: Any) -> int:
+    # os's calls retry EINTR themselves (PEP 475); a tally records the result.
+    return fn(*args) if tally is None else tally.call(fn, args)  # type: ignore[no-any-return]
+
+
+def sendfile(
+    out_fd: int, in_fd: int, offset: int | None, count: int, tally: Tally | None = None
+) -> int:
     try:
-        return os.sendfile(out_fd, in_fd, offset, count)
+        return _call(tally, os.sendfile, out_fd, in_fd, offset, count)
     except OSError as exc:
         raise reraise_as(exc, "sendfile") from None
 
 
 def splice(
-    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None, flags: int
+    src: int,
+    dst: int,
+    count: int,
+    offset_src: int | None,
+    offset_dst: int | None,
+    flags: int,
+    tally: Tally | None = None,
 ) -> int:
     try:
-        return os.splice(src, dst, count, offset_src, offset_dst, flags)
+        return _call(tally, os.splice, src, dst, count, offset_src, offset_dst, flags)
     except OSError as exc:
         raise reraise_as(exc, "splice") from None
 
@@ -55,10 +69,15 @@ def tee(src: int, dst: int, count: int, flags: int) -> int:
 
 
 def copy_file_range(
-    src: int, dst: int, count: int, offset_src: int | None, offset_dst: int | None
+    src: int,
+    dst: int,
+    count: int,
+    offset_src: int | None,
+    offset_dst: int | None,
+    tally: Tally | None = None,
 ) -> int:
     try:
-        return os.copy_file_range(src, dst, count, offset_src, offset_dst)
+        return _call(tally, os.copy_file_range, src, dst, count, offset_src, offset_dst)
     except OSError as exc:
         raise reraise_as(exc, "copy_file_range") from None
 
@@ -101,11 +120,11 @@ def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
         raise reraise_as(exc, "vmsplice") from None
 
 
-def send(fd: int, buf: Any, flags: int) -> int:
+def send(fd: int, buf: Any, flags: int, tally: Tally | None = None) -> int:
     """One ``send(2)`` through a borrowed :class:`socket.socket`."""
     sock = socket.socket(fileno=fd)
     try:
-        return sock.send(buf, flags)
+        return _call(tally, sock.send, buf, flags)
     except OSError as exc:
         raise reraise_as(exc, "send") from None
     finally:

@@ -18,10 +18,11 @@ import os
 import select
 import socket
 
-from . import _lowlevel
+from . import _backend
 from ._constants import SPLICE_F_NONBLOCK
 from ._fd import read_past_urgent_mark
 from ._pipes import Pipe, PipePool, default_pool
+from ._tally import Tally
 
 __all__ = ["Direction", "annotate"]
 
@@ -39,11 +40,11 @@ class Direction:
         "eof",
         "family",
         "in_pipe",
-        "moved",
         "pipe",
         "pool",
         "src",
         "src_fd",
+        "tally",
         "waiting",
     )
 
@@ -56,7 +57,7 @@ class Direction:
         self.pool = pool if pool is not None else default_pool()
         self.pipe: Pipe | None = None
         self.in_pipe = 0  # bytes read from src that dst has not taken yet
-        self.moved = 0  # bytes delivered to dst
+        self.tally = Tally()  # the splices that delivered to dst
         self.eof = False
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
@@ -70,13 +71,16 @@ class Direction:
         if self.pipe is None:
             self.pipe = self.pool.acquire()
         pipe = self.pipe
+        splice = _backend.current().splice
+        tally = self.tally
+        tally.fold()
         progressed = False
         budget = _STEP_BUDGET
         while budget > 0:
             if self.in_pipe:
                 try:
-                    n = _lowlevel.splice(
-                        pipe.r, self.dst_fd, self.in_pipe, None, None, SPLICE_F_NONBLOCK
+                    n = splice(
+                        pipe.r, self.dst_fd, self.in_pipe, None, None, SPLICE_F_NONBLOCK, tally
                     )
                 except BlockingIOError:
                     self.waiting = (self.dst_fd, select.POLLOUT)
@@ -84,7 +88,6 @@ class Direction:
                 if n == 0:  # a stream socket never takes 0 bytes; do not spin
                     raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
                 self.in_pipe -= n
-                self.moved += n
                 budget -= n
                 progressed = True
                 continue
@@ -92,7 +95,7 @@ class Direction:
                 self._finish()
                 return True
             try:
-                n = _lowlevel.splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
+                n = splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 n = -1
             if n <= 0:
@@ -112,6 +115,11 @@ class Direction:
                 self.eof = True
             self.in_pipe = n
         return progressed
+
+    @property
+    def moved(self) -> int:
+        """Bytes delivered to dst; exact even if a signal handler's exception ended the step."""
+        return self.tally.total()
 
     def _finish(self) -> None:
         # End of stream from src: pass the half-close on; the other direction

@@ -37,6 +37,8 @@ from ._constants import (
     SO_ZEROCOPY,
 )
 from ._errors import oserror
+from ._fd import check_timeout, poll_ms
+from ._tally import Tally
 
 __all__ = ["CompletionTracker", "SenderStats", "ZeroCopySender"]
 
@@ -264,23 +266,25 @@ class ZeroCopySender:
         return revents
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every zero-copy send has completed; TimeoutError after *timeout* s."""
+        """Wait until every zero-copy send has completed; TimeoutError after *timeout* s.
+
+        None or ``inf`` waits as long as it takes; NaN is a :class:`ValueError`.
+        """
+        check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = [0.001]
         while True:
             self.poll()
             if not self.pending:
                 return
-            if deadline is None:
-                ms = 1000
-            else:
-                left = deadline - time.monotonic()
+            left = 1.0  # wait in slices of at most 1 s, deadline or not
+            if deadline is not None:
+                left = min(left, deadline - time.monotonic())
                 if left <= 0:
                     raise TimeoutError(
                         errno.ETIMEDOUT, f"flush: {self.pending} sends still in flight"
                     )
-                ms = max(1, min(1000, int(left * 1000)))
-            self._wait_event(0, ms, backoff)  # POLLERR is always reported
+            self._wait_event(0, poll_ms(left), backoff)  # POLLERR is always reported
 
     # -- sending -------------------------------------------------------------
 
@@ -296,41 +300,64 @@ class ZeroCopySender:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(errno.ETIMEDOUT, "send: timed out")
-                ms = max(1, int(left * 1000))
+                ms = poll_ms(left)  # clamped to what poll(2) takes; the loop re-checks
             # POLLERR (completions queued) is drained and waited past: only
             # room to write, or a hang-up the send itself will report, ends it.
             if self._wait_event(select.POLLOUT, ms, backoff) & (select.POLLOUT | select.POLLHUP):
                 return
 
-    def _send_zerocopy(self, view: memoryview, on_release: Any) -> int | None:
+    def _send_zerocopy(self, view: memoryview, on_release: Any, tally: Tally) -> int | None:
         # The send and the sequence number it earns happen under one lock, so
         # concurrent senders cannot disagree with the kernel about numbers.
+        # On an exception *on_release* is called here, unless the send went
+        # out: then it is held until its completion like any other.
         backend = _backend.current()
+        tracker = self._tracker
         retried = False
-        while True:
+        seq, mark = tracker.next_seq, len(tally.log)
+        try:
+            while True:
+                with self._lock:
+                    seq, mark = tracker.next_seq, len(tally.log)
+                    try:
+                        n = int(backend.send(self._fd, view, MSG_ZEROCOPY | _MSG_DONTWAIT, tally))
+                    except BlockingIOError:
+                        n = -1
+                    except OSError as exc:
+                        if exc.errno != errno.ENOBUFS:
+                            raise
+                        # optmem or RLIMIT_MEMLOCK exhausted: free what completed,
+                        # retry once, then copy; never wait for a wake-up here.
+                        self.stats.enobufs_retries += 1
+                        self.poll()
+                        if retried:
+                            return None
+                        retried = True
+                        continue
+                    if n > 0:
+                        tracker.add((view[:n].toreadonly(), on_release))
+                        self.stats.zerocopy_sends += 1
+                        return n
+                    if n == 0:
+                        return 0
+                self._wait_writable()
+        except BaseException:
             with self._lock:
-                try:
-                    n = int(backend.send(self._fd, view, MSG_ZEROCOPY | _MSG_DONTWAIT))
-                except BlockingIOError:
-                    n = -1
-                except OSError as exc:
-                    if exc.errno != errno.ENOBUFS:
-                        raise
-                    # optmem or RLIMIT_MEMLOCK exhausted: free what completed,
-                    # retry once, then copy; never wait for a wake-up here.
-                    self.stats.enobufs_retries += 1
-                    self.poll()
-                    if retried:
-                        return None
-                    retried = True
-                    continue
-                if n > 0:
-                    self._tracker.add((view[:n].toreadonly(), on_release))
-                    self.stats.zerocopy_sends += 1
-                    return n
-                if n == 0:
-                    return 0
-            self._wait_writable()
+                self._settle(view, on_release, tally.log[mark:], seq)
+            raise
+
+    def _settle(self, view: memoryview, on_release: Any, results: list[Any], seq: int) -> None:
+        # A failed attempt releases at once.  But a signal handler can raise
+        # after send() returned and before the send was tracked: the kernel
+        # numbered it all the same, so track it under its number, or every
+        # later completion would free the wrong buffer.
+        if not any(n is not None and n > 0 for n in results):
+            if on_release is not None:
+                on_release()
+        elif self._tracker.next_seq == seq:
+            self._tracker.add((view[: results[-1]].toreadonly(), on_release))
+            self.stats.zerocopy_sends += 1
+        # else: tracked already; its completion calls on_release.
 
     def send(self, data: Any, *, on_release: Any = None) -> int:
         """Send once (like :meth:`socket.socket.send`); return the bytes sent.
@@ -339,7 +366,9 @@ class ZeroCopySender:
         send's pages: at its completion for a zero-copy send, at once for a
         plain one or a failed one.
         """
-        view = memoryview(data).cast("B")
+        return self._send(memoryview(data).cast("B"), on_release, Tally())
+
+    def _send(self, view: memoryview, on_release: Any, tally: Tally) -> int:
         if self.zerocopy and len(view) >= self.threshold:
             # Read what completed first: releases buffers promptly, and a
             # "copied" completion turns zero-copy off before this send.
@@ -351,22 +380,17 @@ class ZeroCopySender:
                 pool, index = slot
                 pool.hold(index, self)
                 on_release = _chain(on_release, pool.unhold, index)
-            try:
-                n = self._send_zerocopy(view, on_release)
-            except BaseException:
-                if on_release is not None:
-                    on_release()
-                raise
-            if n:
-                return n
+            zc_sent = self._send_zerocopy(view, on_release, tally)
+            if zc_sent:
+                return zc_sent
             # ENOBUFS twice (None) or nothing sent (0): the plain path below.
         try:
-            n = self.sock.send(view)
+            sent: int = tally.call(self.sock.send, (view,))
             self.stats.plain_sends += 1
         finally:
             if on_release is not None:
                 on_release()
-        return n
+        return sent
 
     def sendall(self, data: Any, *, on_release: Any = None) -> None:
         """Send all of *data*; *on_release* is called once every part is released.
@@ -375,18 +399,19 @@ class ZeroCopySender:
         kernel accepted before it.
         """
         view = memoryview(data).cast("B")
-        sent = 0
+        tally = Tally()  # what the kernel accepted, exact whatever raises
         if not self.zerocopy or len(view) < self.threshold:
             # Nothing to track: plain sends, counted so a failure can say
             # how far it got (socket.sendall cannot).
+            send = self.sock.send
             try:
                 while view:
-                    n = self.sock.send(view)
-                    sent += n
+                    n = tally.call(send, (view,))
                     view = view[n:]
+                    tally.fold()
                 self.stats.plain_sends += 1
             except BaseException as exc:
-                exc.bytes_transferred = sent  # type: ignore[attr-defined]
+                exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
                 raise
             finally:
                 if on_release is not None:
@@ -395,12 +420,12 @@ class ZeroCopySender:
         parts = _Countdown(on_release)
         try:
             while view:
+                tally.fold()
                 parts.more()
-                n = self.send(view, on_release=parts.done)
-                sent += n
+                n = self._send(view, parts.done, tally)
                 view = view[n:]
         except BaseException as exc:
-            exc.bytes_transferred = sent  # type: ignore[attr-defined]
+            exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
             raise
         finally:
             parts.seal()

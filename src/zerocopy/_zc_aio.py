@@ -32,7 +32,9 @@ import ssl
 from types import TracebackType
 from typing import Any
 
+from ._fd import check_timeout
 from ._relay import _STEP_BUDGET
+from ._tally import Tally
 from ._zc import SenderStats, ZeroCopySender, _Countdown
 
 __all__ = ["AsyncZeroCopySender"]
@@ -221,13 +223,16 @@ class AsyncZeroCopySender:
         view = memoryview(data).cast("B")
         ready = self._readiness()
         try:
-            return await self._send(view, on_release, ready)
+            return await self._send(view, on_release, ready, Tally())
         finally:
             ready.close()
 
-    async def _send(self, view: memoryview, on_release: Any, ready: _Readiness) -> int:
+    async def _send(
+        self, view: memoryview, on_release: Any, ready: _Readiness, tally: Tally
+    ) -> int:
         relay = None if on_release is None else _Relay(on_release)
         woken = False
+        mark = len(tally.log)
         try:
             while True:
                 if self.sender.pending:
@@ -236,8 +241,9 @@ class AsyncZeroCopySender:
                     # It also clears the EPOLLERR a queued completion raises,
                     # which would wake the writer below at once.
                     self.sender.poll()
+                mark = len(tally.log)
                 try:
-                    n = self.sender.send(view, on_release=relay)
+                    n = self.sender._send(view, relay, tally)
                 except BlockingIOError:
                     # Nothing went out (ZeroCopySender raises only before any
                     # byte moved): wait for room, then try again.
@@ -255,7 +261,12 @@ class AsyncZeroCopySender:
                 return n
         except BaseException:
             if relay is not None:
-                relay.failed()
+                if any(k is not None and k > 0 for k in tally.log[mark:]):
+                    # It went out before the exception (a signal handler's,
+                    # say): released already, or held until its completion.
+                    relay.sent()
+                else:
+                    relay.failed()
             raise
 
     async def sendall(self, data: Any, *, on_release: Any = None) -> None:
@@ -268,18 +279,20 @@ class AsyncZeroCopySender:
         view = memoryview(data).cast("B")
         parts = _Countdown(on_release)
         ready = self._readiness()
+        tally = Tally()  # what the kernel accepted, exact whatever raises
         sent = since_yield = 0
         try:
             while sent < len(view):
+                tally.fold()
                 parts.more()
-                n = await self._send(view[sent:], parts.done, ready)
+                n = await self._send(view[sent:], parts.done, ready, tally)
                 sent += n
                 since_yield += n
                 if since_yield >= _STEP_BUDGET:  # a fast peer must not starve the loop
                     since_yield = 0
                     await asyncio.sleep(0)
         except BaseException as exc:
-            exc.bytes_transferred = sent  # type: ignore[attr-defined]
+            exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
             raise
         finally:
             ready.close()
@@ -289,8 +302,10 @@ class AsyncZeroCopySender:
         """Wait until every zero-copy send has completed; TimeoutError after *timeout* s.
 
         Completions are read as soon as epoll reports the socket's error
-        queue non-empty, and at least every few tens of milliseconds.
+        queue non-empty, and at least every few tens of milliseconds.  None
+        or ``inf`` waits as long as it takes; NaN is a :class:`ValueError`.
         """
+        check_timeout(timeout)
         if not self.sender.pending:
             return
         loop = asyncio.get_running_loop()

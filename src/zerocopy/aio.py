@@ -28,12 +28,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _copy, _copyfile, _lowlevel
+from . import _backend, _copy, _copyfile
 from ._constants import MAX_RW_COUNT
-from ._fd import FILE, kind_of, stream_fd
+from ._errors import oserror
+from ._fd import FILE, check_timeout, kind_of, stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._net import _check_params, _seekable
 from ._relay import _STEP_BUDGET, Direction, annotate
+from ._tally import Tally
 from ._zc_aio import AsyncZeroCopySender
 
 __all__ = ["AsyncZeroCopySender", "copyfile", "copyfileobj", "relay", "send_file"]
@@ -105,6 +107,63 @@ class _Waiter:
             self._remove(key)
 
 
+class _ErrorWatch:
+    """Errors on the socket of a relay direction that has ended, without reading it.
+
+    That socket is at end of stream, hence readable for good: a reader on it
+    would fire on every round.  So it goes alone into a private epoll set
+    with no events asked, which reports only errors and hang-ups, and the
+    loop watches that set's own fd, readable while it has one to report.
+    """
+
+    __slots__ = ("epoll", "hung_up", "sock")
+
+    def __init__(self) -> None:
+        self.epoll: select.epoll | None = None
+        self.sock: socket.socket | None = None  # the one watched now
+        self.hung_up: set[int] = set()
+
+    @property
+    def key(self) -> _Key | None:
+        """The waiter key of the epoll set while a socket is watched, else None."""
+        if self.epoll is None or self.sock is None:
+            return None
+        return (self.epoll.fileno(), select.POLLIN)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Watch *sock* (None: nothing), unless it already showed a hang-up."""
+        if sock is not None and sock.fileno() in self.hung_up:
+            sock = None
+        if sock is self.sock:
+            return
+        if self.epoll is None:
+            self.epoll = select.epoll()
+        if self.sock is not None:
+            self.epoll.unregister(self.sock.fileno())
+        if sock is not None:
+            self.epoll.register(sock.fileno(), 0)  # EPOLLERR and EPOLLHUP come anyway
+        self.sock = sock
+
+    def check(self) -> None:
+        """Raise the watched socket's pending error; stop watching a mere hang-up."""
+        if self.epoll is None or self.sock is None or not self.epoll.poll(0):
+            return
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise oserror(err, "relay")
+        # A hang-up alone (or an error a step already took) is reported on
+        # every poll: watching on would wake the loop for ever.
+        self.hung_up.add(self.sock.fileno())
+        self.watch(None)
+
+    def close(self) -> None:
+        """Close the epoll set (after the loop stopped watching its fd)."""
+        self.sock = None
+        if self.epoll is not None:
+            self.epoll.close()
+            self.epoll = None
+
+
 def _check_socket(sock: Any, name: str) -> None:
     if isinstance(sock, ssl.SSLSocket):
         # The kernel would put plaintext on a TLS connection; asyncio's sock_*
@@ -115,14 +174,19 @@ def _check_socket(sock: Any, name: str) -> None:
 
 
 class _Sender:
-    """One send_file call: its loop, socket, waiter and the bytes sent so far."""
+    """One send_file call: its loop, socket, waiter and the bytes sent so far.
 
-    __slots__ = ("loop", "sent", "sock", "waiter")
+    ``sent`` is the running count; ``tally`` logs every call that sent, and
+    is the exact count after an exception (see :mod:`zerocopy._tally`).
+    """
+
+    __slots__ = ("loop", "sent", "sock", "tally", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self.loop = loop
         self.sock = sock
         self.sent = 0
+        self.tally = Tally()
         self.waiter = _Waiter(loop)
 
     async def writable(self) -> None:
@@ -132,12 +196,15 @@ class _Sender:
     async def via_sendfile(self, fd: int, offset: int, count: int | None) -> bool:
         """Send with sendfile; False if it cannot start here (nothing sent)."""
         since_yield = 0
+        sendfile = _backend.current().sendfile
+        out = self.sock.fileno()
         while True:
             want = _SEND_CHUNK if count is None else min(count - self.sent, _SEND_CHUNK)
             if want <= 0:
                 return True
+            self.tally.fold()
             try:
-                n = _lowlevel.sendfile(self.sock, fd, offset + self.sent, min(want, MAX_RW_COUNT))
+                n = sendfile(out, fd, offset + self.sent, min(want, MAX_RW_COUNT), self.tally)
             except BlockingIOError:
                 await self.writable()
                 since_yield = 0
@@ -157,9 +224,10 @@ class _Sender:
                 await asyncio.sleep(0)
 
     async def send_all(self, data: memoryview) -> None:
+        self.tally.fold()
         while data:
             try:
-                k = self.sock.send(data)
+                k = self.tally.call(self.sock.send, (data,))
             except BlockingIOError:
                 await self.writable()
                 continue
@@ -225,6 +293,7 @@ async def send_file(
         await sender.via_send(file, offset, count, threaded=fd is not None and not regular)
         return sender.sent
     except BaseException as exc:
+        sender.sent = sender.tally.total()  # exact, whatever raised where
         exc.bytes_transferred = sender.sent  # type: ignore[attr-defined]
         raise
     finally:
@@ -245,8 +314,10 @@ async def relay(
     ``(a_to_b, b_to_a)``.  Readiness comes from the running loop.
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
-    that long, :class:`TimeoutError` is raised.  A reset on either side raises
-    the original :class:`OSError` subclass.  Every exception out of ``relay``,
+    that long, :class:`TimeoutError` is raised (``inf``, like None, never
+    expires; a negative or NaN timeout is a :class:`ValueError`).  A reset on
+    either side raises the original :class:`OSError` subclass, also on a side
+    whose direction has already ended.  Every exception out of ``relay``,
     :class:`asyncio.CancelledError` included, carries ``a_to_b``, ``b_to_a``
     and ``bytes_transferred``.  The sockets stay open and non-blocking; the
     caller closes them.
@@ -257,19 +328,20 @@ async def relay(
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
         _check_socket(sock, name)
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+    check_timeout(timeout, negative=False)
     loop = asyncio.get_running_loop()
     ab = Direction(a, b)
     ba = Direction(b, a)
     waiter = _Waiter(loop)
+    errors = _ErrorWatch()
     try:
-        await _relay_loop(loop, waiter, ab, ba, timeout)
+        await _relay_loop(loop, waiter, errors, ab, ba, timeout)
     except BaseException as exc:
         annotate(exc, ab, ba)
         raise
     finally:
         waiter.close()
+        errors.close()  # after the waiter: its reader is on the epoll fd
         ab.close()
         ba.close()
     return ab.moved, ba.moved
@@ -278,12 +350,15 @@ async def relay(
 async def _relay_loop(
     loop: asyncio.AbstractEventLoop,
     waiter: _Waiter,
+    errors: _ErrorWatch,
     ab: Direction,
     ba: Direction,
     timeout: float | None,
 ) -> None:
     last_progress = loop.time()
     while True:
+        if errors.key in waiter.fired:
+            errors.check()
         progressed = False
         for d in (ab, ba):
             # Step a direction only when what it waits for fired (or it waits on
@@ -296,7 +371,14 @@ async def _relay_loop(
         if progressed:
             last_progress = loop.time()
         live = [d for d in (ab, ba) if not d.done]
-        waiter.watch({d.waiting for d in live if d.waiting is not None})
+        wanted = {d.waiting for d in live if d.waiting is not None}
+        # As in the threaded relay, a side whose direction ended is still
+        # watched for errors: a reset there must end the relay now, not after
+        # the idle timeout (or never, without one).
+        errors.watch(ab.src if ab.done else ba.src if ba.done else None)
+        if errors.key is not None:
+            wanted.add(errors.key)
+        waiter.watch(wanted)
         if any(d.waiting is None for d in live):
             await asyncio.sleep(0)  # out of budget, not blocked: let other tasks run
             continue
