@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _backend, _copy, _copyfile
+from ._aiowait import ErrorWatch, Waiter
 from ._constants import MAX_RW_COUNT
-from ._errors import oserror
 from ._fd import FILE, check_timeout, kind_of, stream_fd
 from ._kernel import FALLBACK_ERRNOS
 from ._net import _check_params, _seekable
@@ -43,125 +43,6 @@ __all__ = ["AsyncZeroCopySender", "copyfile", "copyfileobj", "relay", "send_file
 _PathT = TypeVar("_PathT")
 _SEND_CHUNK = 1 << 30  # like socket.sendfile: at most 1 GiB per call
 _COPY_CHUNK = 256 * 1024
-_Key = tuple[int, int]  # (fd, select.POLLIN or select.POLLOUT)
-
-
-class _Waiter:
-    """Readiness of a few ``(fd, event)`` pairs, through the loop's reader and writer callbacks.
-
-    Registrations persist across waits and change only when what is wanted
-    changes (each change is an ``epoll_ctl``).  asyncio allows one reader and
-    one writer per fd; keys are ``(fd, event)`` pairs in a set, so a second
-    reader on one fd cannot happen.
-    """
-
-    __slots__ = ("fired", "future", "loop", "registered")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.registered: set[_Key] = set()
-        self.fired: set[_Key] = set()
-        self.future: asyncio.Future[None] | None = None
-
-    def _wake(self, key: _Key | None) -> None:
-        if key is not None:
-            self.fired.add(key)
-        fut = self.future
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def watch(self, wanted: set[_Key]) -> None:
-        """Register exactly the keys in *wanted*."""
-        for key in self.registered - wanted:
-            self._remove(key)
-        for key in wanted - self.registered:
-            fd, event = key
-            if event == select.POLLIN:
-                self.loop.add_reader(fd, self._wake, key)
-            else:
-                self.loop.add_writer(fd, self._wake, key)
-            self.registered.add(key)
-
-    def _remove(self, key: _Key) -> None:
-        self.registered.discard(key)
-        fd, event = key
-        if event == select.POLLIN:
-            self.loop.remove_reader(fd)
-        else:
-            self.loop.remove_writer(fd)
-
-    async def wait(self, timeout: float | None = None) -> None:
-        """Return when a watched key fires (or after *timeout* seconds)."""
-        self.future = fut = self.loop.create_future()
-        timer = None if timeout is None else self.loop.call_later(timeout, self._wake, None)
-        try:
-            await fut
-        finally:
-            self.future = None
-            if timer is not None:
-                timer.cancel()
-
-    def close(self) -> None:
-        """Remove every callback this waiter added."""
-        for key in list(self.registered):
-            self._remove(key)
-
-
-class _ErrorWatch:
-    """Errors on the socket of a relay direction that has ended, without reading it.
-
-    That socket is at end of stream, hence readable for good: a reader on it
-    would fire on every round.  So it goes alone into a private epoll set
-    with no events asked, which reports only errors and hang-ups, and the
-    loop watches that set's own fd, readable while it has one to report.
-    """
-
-    __slots__ = ("epoll", "hung_up", "sock")
-
-    def __init__(self) -> None:
-        self.epoll: select.epoll | None = None
-        self.sock: socket.socket | None = None  # the one watched now
-        self.hung_up: set[int] = set()
-
-    @property
-    def key(self) -> _Key | None:
-        """The waiter key of the epoll set while a socket is watched, else None."""
-        if self.epoll is None or self.sock is None:
-            return None
-        return (self.epoll.fileno(), select.POLLIN)
-
-    def watch(self, sock: socket.socket | None) -> None:
-        """Watch *sock* (None: nothing), unless it already showed a hang-up."""
-        if sock is not None and sock.fileno() in self.hung_up:
-            sock = None
-        if sock is self.sock:
-            return
-        if self.epoll is None:
-            self.epoll = select.epoll()
-        if self.sock is not None:
-            self.epoll.unregister(self.sock.fileno())
-        if sock is not None:
-            self.epoll.register(sock.fileno(), 0)  # EPOLLERR and EPOLLHUP come anyway
-        self.sock = sock
-
-    def check(self) -> None:
-        """Raise the watched socket's pending error; stop watching a mere hang-up."""
-        if self.epoll is None or self.sock is None or not self.epoll.poll(0):
-            return
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise oserror(err, "relay")
-        # A hang-up alone (or an error a step already took) is reported on
-        # every poll: watching on would wake the loop for ever.
-        self.hung_up.add(self.sock.fileno())
-        self.watch(None)
-
-    def close(self) -> None:
-        """Close the epoll set (after the loop stopped watching its fd)."""
-        self.sock = None
-        if self.epoll is not None:
-            self.epoll.close()
-            self.epoll = None
 
 
 def _check_socket(sock: Any, name: str) -> None:
@@ -187,7 +68,7 @@ class _Sender:
         self.sock = sock
         self.sent = 0
         self.tally = Tally()
-        self.waiter = _Waiter(loop)
+        self.waiter = Waiter(loop)
 
     async def writable(self) -> None:
         self.waiter.watch({(self.sock.fileno(), select.POLLOUT)})
@@ -332,8 +213,8 @@ async def relay(
     loop = asyncio.get_running_loop()
     ab = Direction(a, b)
     ba = Direction(b, a)
-    waiter = _Waiter(loop)
-    errors = _ErrorWatch()
+    waiter = Waiter(loop)
+    errors = ErrorWatch()
     try:
         await _relay_loop(loop, waiter, errors, ab, ba, timeout)
     except BaseException as exc:
@@ -349,8 +230,8 @@ async def relay(
 
 async def _relay_loop(
     loop: asyncio.AbstractEventLoop,
-    waiter: _Waiter,
-    errors: _ErrorWatch,
+    waiter: Waiter,
+    errors: ErrorWatch,
     ab: Direction,
     ba: Direction,
     timeout: float | None,
