@@ -20,6 +20,7 @@ import contextlib
 import errno
 import faulthandler
 import fcntl
+import gc
 import io
 import json
 import os
@@ -621,6 +622,11 @@ def ticking(raise_after: int | None = None) -> Iterator[SimpleNamespace]:
             state.raised = True
             raise Stop(state.ticks)
 
+    # A handler that runs inside a garbage-collector callback (Hypothesis
+    # installs one) or a finalizer has its exception swallowed by CPython as
+    # "unraisable", whatever the library: no automatic collection meanwhile.
+    collecting = gc.isenabled()
+    gc.disable()
     old = signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
     try:
@@ -629,6 +635,8 @@ def ticking(raise_after: int | None = None) -> Iterator[SimpleNamespace]:
         state.armed = False
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, old)
+        if collecting:
+            gc.enable()
 
 
 SIG_SIZE = 8 * MiB
