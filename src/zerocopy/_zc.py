@@ -366,9 +366,11 @@ class ZeroCopySender:
         send's pages: at its completion for a zero-copy send, at once for a
         plain one or a failed one.
         """
-        return self._send(memoryview(data).cast("B"), on_release, Tally())
+        return self._send(memoryview(data).cast("B"), on_release, None)
 
-    def _send(self, view: memoryview, on_release: Any, tally: Tally) -> int:
+    def _send(self, view: memoryview, on_release: Any, tally: Tally | None) -> int:
+        # *tally*: sendall's log of what went out.  A single send needs one
+        # only for a zero-copy attempt (to track a send an exception cut off).
         if self.zerocopy and len(view) >= self.threshold:
             # Read what completed first: releases buffers promptly, and a
             # "copied" completion turns zero-copy off before this send.
@@ -380,12 +382,17 @@ class ZeroCopySender:
                 pool, index = slot
                 pool.hold(index, self)
                 on_release = _chain(on_release, pool.unhold, index)
+            if tally is None:
+                tally = Tally()
             zc_sent = self._send_zerocopy(view, on_release, tally)
             if zc_sent:
                 return zc_sent
             # ENOBUFS twice (None) or nothing sent (0): the plain path below.
         try:
-            sent: int = tally.call(self.sock.send, (view,))
+            if tally is None:
+                sent: int = self.sock.send(view)
+            else:
+                sent = tally.call(self.sock.send, (view,))
             self.stats.plain_sends += 1
         finally:
             if on_release is not None:
@@ -399,24 +406,27 @@ class ZeroCopySender:
         kernel accepted before it.
         """
         view = memoryview(data).cast("B")
-        tally = Tally()  # what the kernel accepted, exact whatever raises
         if not self.zerocopy or len(view) < self.threshold:
             # Nothing to track: plain sends, counted so a failure can say
-            # how far it got (socket.sendall cannot).
+            # how far it got (socket.sendall cannot).  Tally.call, inlined:
+            # small sends are this path's business, and a method call per
+            # send cost a tenth of a 4 KiB send's CPU.  A blocking send
+            # returns short only at a timeout or signal: the log stays short.
             send = self.sock.send
+            log: list[int] = []
             try:
                 while view:
-                    n = tally.call(send, (view,))
-                    view = view[n:]
-                    tally.fold()
+                    log.extend(map(send, (view,)))  # logged before any handler runs
+                    view = view[log[-1] :]
                 self.stats.plain_sends += 1
             except BaseException as exc:
-                exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
+                exc.bytes_transferred = sum(log)  # type: ignore[attr-defined]
                 raise
             finally:
                 if on_release is not None:
                     on_release()
             return
+        tally = Tally()  # what the kernel accepted, exact whatever raises
         parts = _Countdown(on_release)
         try:
             while view:
