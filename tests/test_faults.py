@@ -1555,7 +1555,10 @@ class TestFullPipes:
             cpu = time.thread_time()
             assert zerocopy.relay(a, b, timeout=20) == (len(data), 0)
             cpu = time.thread_time() - cpu
-            b.shutdown(socket.SHUT_WR)
+            # relay passed the half-close on already; once both FINs are
+            # acknowledged the connection is closed and shutdown() says ENOTCONN.
+            with contextlib.suppress(OSError):
+                b.shutdown(socket.SHUT_WR)
             assert peer.finish() == data
         finally:
             for sock in (a, b, c, s):
