@@ -50,16 +50,14 @@ def _check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
             raise ValueError(f"count must be a positive integer (got {count!r})")
 
 
-def _wait(fd: int, events: int, timeout: float | None, call: str, sent: int) -> None:
+def _wait(fd: int, events: int, timeout: float | None, call: str) -> None:
     poller = select.poll()
     poller.register(fd, events)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            exc = TimeoutError(errno.ETIMEDOUT, f"{call}: timed out")
-            exc.bytes_transferred = sent  # type: ignore[attr-defined]
-            raise exc
+            raise TimeoutError(errno.ETIMEDOUT, f"{call}: timed out")
         # poll_ms clamps a timeout longer than poll(2) takes: loop until the deadline.
         if poller.poll(poll_ms(left)):
             return
@@ -97,7 +95,7 @@ def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) 
             try:
                 n = sendfile(out, fd, offset + sent, min(want, MAX_RW_COUNT), tally)
             except BlockingIOError:
-                _wait(sock.fileno(), select.POLLOUT, timeout, "send_file", sent)
+                _wait(out, select.POLLOUT, timeout, "send_file")
                 continue
             except OSError as exc:
                 if sent == 0 and exc.errno in FALLBACK_ERRNOS:
