@@ -475,6 +475,38 @@ class TestBufferLifetime:
         # or a buffer it waits for is never reused.
         assert called == [1]
 
+    def test_on_release_when_reading_completions_fails(
+        self,
+        cffi_backend: ModuleType,
+        pair: tuple[socket.socket, ...],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A send that fails reading completions before it sends still calls on_release."""
+        a, b = pair
+        s = zerocopy.ZeroCopySender(a, stop_on_copied=False)
+        s.send(bytearray(64 * KiB))  # pending, so the next send reads completions first
+        assert s.pending == 1
+
+        def broken(fd: int, max_records: int = 16) -> list[Any]:
+            raise OSError(errno.EIO, "recvmsg: injected")
+
+        monkeypatch.setattr(cffi_backend, "recv_completions", broken)
+        called: list[str] = []
+        with pytest.raises(OSError, match="injected"):
+            s.send(bytearray(64 * KiB), on_release=lambda: called.append("single"))
+        with pytest.raises(OSError, match="injected") as info:
+            s.sendall(bytearray(64 * KiB), on_release=lambda: called.append("all"))
+        assert info.value.bytes_transferred == 0  # type: ignore[attr-defined]
+        # Nothing of either went out: released at once, each exactly once.
+        assert called == ["single", "all"]
+        monkeypatch.undo()
+        drain = Drain(b)
+        drain.start()
+        s.flush(timeout=10)
+        a.shutdown(socket.SHUT_WR)
+        drain.finish()
+        assert drain.total == 64 * KiB  # the first send only
+
 
 class TestCompletionsReadBetweenSends:
     """Completions already queued are read as sends go on, not only at flush() (BUG today)."""

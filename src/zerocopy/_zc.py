@@ -374,7 +374,12 @@ class ZeroCopySender:
         if self.zerocopy and len(view) >= self.threshold:
             # Read what completed first: releases buffers promptly, and a
             # "copied" completion turns zero-copy off before this send.
-            self.poll()
+            try:
+                self.poll()
+            except BaseException:
+                if on_release is not None:
+                    on_release()  # nothing of this send is in flight
+                raise
         if self.zerocopy and len(view) >= self.threshold:
             slot = pool_slot(view)
             if slot is not None:
