@@ -273,16 +273,17 @@ def copyfileobj(
     t = Transfer(limit, progress)
     try:
         _copy(fsrc, fdst, length, t)
+        if progress is not None:
+            progress(t.total)
+        log.debug("copyfileobj: %d bytes by %s", t.total, t.method)
     except BaseException as exc:
-        # Any failure, a signal handler's exception included, says how far
-        # the copy got: exactly, from the tally, where writes went through it.
+        # Any failure, a signal handler's exception or the progress
+        # callback's included, says how far the copy got: exactly, from the
+        # tally, where writes went through it.
         if t.tally.log:
             t.total = t.tally.total()
         exc.bytes_transferred = t.total  # type: ignore[attr-defined]
         raise
     finally:
         _local.method = t.method
-    if progress is not None:
-        progress(t.total)
-    log.debug("copyfileobj: %d bytes by %s", t.total, t.method)
     return t.total

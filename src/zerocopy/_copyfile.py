@@ -60,16 +60,35 @@ def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
     if not follow_symlinks and _islink(src):
         os.symlink(os.readlink(src), dst)  # type: ignore[arg-type]
         return dst
-    with open(src, "rb") as fsrc:
-        try:
-            with open(dst, "wb") as fdst:  # type: ignore[call-overload]
-                copyfileobj(fsrc, fdst)
-        except IsADirectoryError as exc:
-            # As shutil (bpo-43219): a missing directory is the clearer error.
-            if not os.path.exists(dst):  # type: ignore[arg-type]
-                raise FileNotFoundError(f"Directory does not exist: {dst}") from exc
-            raise
+    copied = 0
+    opened = False
+    try:
+        with open(src, "rb") as fsrc:
+            try:
+                with open(dst, "wb") as fdst:  # type: ignore[call-overload]
+                    opened = True
+                    copied = copyfileobj(fsrc, fdst)
+            except IsADirectoryError as exc:
+                # As shutil (bpo-43219): a missing directory is the clearer error.
+                if not os.path.exists(dst):  # type: ignore[arg-type]
+                    raise FileNotFoundError(f"Directory does not exist: {dst}") from exc
+                raise
+    except BaseException as exc:
+        # copyfileobj's failures say how far they got; anything else (an
+        # open, a close whose flush failed, a signal handler between the
+        # steps) says what *dst* holds: it was written from its start.
+        if getattr(exc, "bytes_transferred", None) is None:
+            exc.bytes_transferred = _delivered(dst, copied) if opened else 0  # type: ignore[attr-defined]
+        raise
     return dst
+
+
+def _delivered(dst: Any, copied: int) -> int:
+    try:
+        st = os.stat(dst)
+    except (OSError, TypeError, ValueError):
+        return copied
+    return st.st_size if stat.S_ISREG(st.st_mode) else copied
 
 
 class ShutilPatch:
