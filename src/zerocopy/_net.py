@@ -183,28 +183,35 @@ def send_file(sock: socket.socket, file: Any, offset: int = 0, count: int | None
     fd = _regular_fd(file) if type(sock) is socket.socket else None
     sent = 0
     try:
-        if fd is not None:
-            try:
-                sent = _via_sendfile(sock, fd, offset, count)
-                return sent
-            except _GiveUp:
-                # Nothing went out; if the send path finds nothing either,
-                # the position stays where it was, as with sendfile.
-                start = file.tell()
-                sent = _via_send(sock, file, offset, count)
-                if sent == 0:
-                    file.seek(start)
-                return sent
-        sent = _via_send(sock, file, offset, count)
-        return sent
+        try:
+            if fd is not None:
+                try:
+                    sent = _via_sendfile(sock, fd, offset, count)
+                    return sent
+                except _GiveUp:
+                    # Nothing went out; if the send path finds nothing either,
+                    # the position stays where it was, as with sendfile.
+                    start = file.tell()
+                    sent = _via_send(sock, file, offset, count)
+                    if sent == 0:
+                        file.seek(start)
+                    return sent
+            sent = _via_send(sock, file, offset, count)
+            return sent
+        except BaseException as exc:
+            sent = getattr(exc, "bytes_transferred", sent)
+            raise
+        finally:
+            # As socket.sendfile: the position follows what was sent (pipes and
+            # other streams that cannot seek are simply read).
+            if sent > 0 and _seekable(file):
+                file.seek(offset + sent)
     except BaseException as exc:
-        sent = getattr(exc, "bytes_transferred", sent)
+        # Whatever raised, wherever (a signal handler during the seek above,
+        # say), the exception says how far the send got.
+        if getattr(exc, "bytes_transferred", None) is None:
+            exc.bytes_transferred = sent  # type: ignore[attr-defined]
         raise
-    finally:
-        # As socket.sendfile: the position follows what was sent (pipes and
-        # other streams that cannot seek are simply read).
-        if sent > 0 and _seekable(file):
-            file.seek(offset + sent)
 
 
 def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -> tuple[int, int]:
@@ -233,20 +240,24 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
     check_timeout(timeout, negative=False)
     saved = (a.gettimeout(), b.gettimeout())
-    ab = Direction(a, b)
-    ba = Direction(b, a)
+    ab: Direction | None = None
+    ba: Direction | None = None
     try:
-        a.setblocking(False)
-        b.setblocking(False)
-        _relay_loop(ab, ba, timeout)
+        ab = Direction(a, b)
+        ba = Direction(b, a)
+        try:
+            a.setblocking(False)
+            b.setblocking(False)
+            _relay_loop(ab, ba, timeout)
+        finally:
+            ab.close()
+            ba.close()
+            a.settimeout(saved[0])
+            b.settimeout(saved[1])
     except BaseException as exc:
+        # Also what the clean-up raised (a signal handler, say): counts on all.
         annotate(exc, ab, ba)
         raise
-    finally:
-        ab.close()
-        ba.close()
-        a.settimeout(saved[0])
-        b.settimeout(saved[1])
     return ab.moved, ba.moved
 
 

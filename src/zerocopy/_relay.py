@@ -139,9 +139,14 @@ class Direction:
             self.pool.release(pipe)
 
 
-def annotate(exc: BaseException, ab: Direction, ba: Direction) -> BaseException:
-    """Put both directions' counts on *exc*: ``a_to_b``, ``b_to_a``, ``bytes_transferred``."""
-    exc.a_to_b = ab.moved  # type: ignore[attr-defined]
-    exc.b_to_a = ba.moved  # type: ignore[attr-defined]
-    exc.bytes_transferred = (ab.moved, ba.moved)  # type: ignore[attr-defined]
+def annotate(exc: BaseException, ab: Direction | None, ba: Direction | None) -> BaseException:
+    """Put both directions' counts on *exc*: ``a_to_b``, ``b_to_a``, ``bytes_transferred``.
+
+    A direction not made yet (None) moved nothing.
+    """
+    a_to_b = 0 if ab is None else ab.moved
+    b_to_a = 0 if ba is None else ba.moved
+    exc.a_to_b = a_to_b  # type: ignore[attr-defined]
+    exc.b_to_a = b_to_a  # type: ignore[attr-defined]
+    exc.bytes_transferred = (a_to_b, b_to_a)  # type: ignore[attr-defined]
     return exc
