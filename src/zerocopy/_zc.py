@@ -420,30 +420,32 @@ class ZeroCopySender:
             send = self.sock.send
             log: list[int] = []
             try:
-                while view:
-                    log.extend(map(send, (view,)))  # logged before any handler runs
-                    view = view[log[-1] :]
-                self.stats.plain_sends += 1
-            except BaseException as exc:
+                try:
+                    while view:
+                        log.extend(map(send, (view,)))  # logged before any handler runs
+                        view = view[log[-1] :]
+                    self.stats.plain_sends += 1
+                finally:
+                    if on_release is not None:
+                        on_release()
+            except BaseException as exc:  # the clean-up's (a handler's, say) too
                 exc.bytes_transferred = sum(log)  # type: ignore[attr-defined]
                 raise
-            finally:
-                if on_release is not None:
-                    on_release()
             return
         tally = Tally()  # what the kernel accepted, exact whatever raises
         parts = _Countdown(on_release)
         try:
-            while view:
-                tally.fold()
-                parts.more()
-                n = self._send(view, parts.done, tally)
-                view = view[n:]
-        except BaseException as exc:
+            try:
+                while view:
+                    tally.fold()
+                    parts.more()
+                    n = self._send(view, parts.done, tally)
+                    view = view[n:]
+            finally:
+                parts.seal()
+        except BaseException as exc:  # the clean-up's (a handler's, say) too
             exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
             raise
-        finally:
-            parts.seal()
 
     def __enter__(self) -> ZeroCopySender:
         return self
