@@ -44,7 +44,8 @@ def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
     for the same file, :class:`shutil.SpecialFileError` for named pipes,
     :class:`IsADirectoryError` and :class:`FileNotFoundError` as shutil raises
     them.  The bytes move with ``copy_file_range`` (then ``sendfile``, then a
-    read/write loop) through :func:`zerocopy.copyfileobj`.
+    read/write loop) through :func:`zerocopy.copyfileobj`.  Every exception
+    after the checks carries ``bytes_transferred``: the bytes *dst* holds.
     """
     sys.audit("shutil.copyfile", src, dst)
     if _samefile(src, dst):
