@@ -105,6 +105,12 @@ class Transfer:
             return want
         return max(0, min(want, self.limit - self.total))
 
+    def settle(self) -> int:
+        """Take the count from the tally, where calls went through it; return it."""
+        if self.tally.log:
+            self.total = self.tally.total()
+        return self.total
+
     def add(self, n: int) -> None:
         self.total += n
         self.tally.fold()
@@ -280,9 +286,7 @@ def copyfileobj(
         # Any failure, a signal handler's exception or the progress
         # callback's included, says how far the copy got: exactly, from the
         # tally, where writes went through it.
-        if t.tally.log:
-            t.total = t.tally.total()
-        exc.bytes_transferred = t.total  # type: ignore[attr-defined]
+        exc.bytes_transferred = t.settle()  # type: ignore[attr-defined]
         raise
     finally:
         _local.method = t.method

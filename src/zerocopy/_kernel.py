@@ -275,7 +275,7 @@ def copy(
         # there (a signal handler may have raised between a call and its
         # bookkeeping) and put both files just past the delivered bytes, so
         # that a retry neither loses nor repeats any.
-        t.total = done = t.tally.total()
+        done = t.settle()
         if start.s_off is not None:
             cur.s_off = start.s_off + done
         if start.d_off is not None:

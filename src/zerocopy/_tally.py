@@ -44,12 +44,12 @@ class Tally:
         log.extend(starmap(fn, (args,)))
         return log[-1]
 
-    def total(self) -> int:
-        """The bytes the logged calls moved."""
-        return sum(n for n in self.log if n is not None and n > 0)
+    def total(self, since: int = 0) -> int:
+        """The bytes the logged calls moved (those from log index *since* on)."""
+        return sum(n for n in self.log[since:] if n is not None and n > 0)
 
     def fold(self) -> None:
-        """Keep the log short; call between system calls, never between a call and its use."""
+        """Keep the log short; never between noting ``len(log)`` and reading ``total(since=)``."""
         log = self.log
         if len(log) > _FOLD_AT:
             # Computed first, stored in one step: a handler raising in

@@ -343,19 +343,19 @@ class ZeroCopySender:
                 self._wait_writable()
         except BaseException:
             with self._lock:
-                self._settle(view, on_release, tally.log[mark:], seq)
+                self._settle(view, on_release, tally.total(since=mark), seq)
             raise
 
-    def _settle(self, view: memoryview, on_release: Any, results: list[Any], seq: int) -> None:
-        # A failed attempt releases at once.  But a signal handler can raise
-        # after send() returned and before the send was tracked: the kernel
-        # numbered it all the same, so track it under its number, or every
-        # later completion would free the wrong buffer.
-        if not any(n is not None and n > 0 for n in results):
+    def _settle(self, view: memoryview, on_release: Any, sent: int, seq: int) -> None:
+        # A failed attempt (*sent* 0) releases at once.  But a signal handler
+        # can raise after send() returned and before the send was tracked:
+        # the kernel numbered it all the same, so track it under its number,
+        # or every later completion would free the wrong buffer.
+        if not sent:
             if on_release is not None:
                 on_release()
         elif self._tracker.next_seq == seq:
-            self._tracker.add((view[: results[-1]].toreadonly(), on_release))
+            self._tracker.add((view[:sent].toreadonly(), on_release))
             self.stats.zerocopy_sends += 1
         # else: tracked already; its completion calls on_release.
 

@@ -261,7 +261,7 @@ class AsyncZeroCopySender:
                 return n
         except BaseException:
             if relay is not None:
-                if any(k is not None and k > 0 for k in tally.log[mark:]):
+                if tally.total(since=mark):
                     # It went out before the exception (a signal handler's,
                     # say): released already, or held until its completion.
                     relay.sent()
