@@ -52,6 +52,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+def _default_sigint() -> None:
+    # A shell without job control starts background commands with SIGINT
+    # ignored, and a child inherits that: its Python would then install no
+    # KeyboardInterrupt handler and the Ctrl-C tests would wait forever.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 RunCli = Callable[..., "subprocess.Popen[bytes]"]
 
 
@@ -70,6 +77,7 @@ def run_cli(backend: ModuleType) -> Iterator[RunCli]:
             stderr=subprocess.PIPE,
             env=env,
             cwd=cwd,
+            preexec_fn=_default_sigint,
         )
         procs.append(proc)
         if port is not None:
