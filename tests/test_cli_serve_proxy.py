@@ -290,6 +290,29 @@ class TestProxy:
         assert _round_trip(port, b"") == b""
         assert _round_trip(port, b"x") == b"x"
 
+    def test_ctrl_c_reaches_the_accepting_thread(self, run_cli: RunCli, echo: EchoServer) -> None:
+        """Workers block SIGINT, so Ctrl-C interrupts accept() instead of being lost.
+
+        A process-directed signal goes to any thread that does not block it;
+        had a worker taken it, the main thread would sleep on in accept().
+        That happened about once in 140 runs under load before the fix.
+        """
+        port = _free_port()
+        proc = run_cli("proxy", f"127.0.0.1:{port}", f"127.0.0.1:{echo.port}", port=port)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(b"ping")
+            assert sock.recv(4) == b"ping"  # a worker is relaying this connection now
+            tasks = Path(f"/proc/{proc.pid}/task")
+            workers = [t for t in tasks.iterdir() if t.name != str(proc.pid)]
+            assert workers
+            for task in workers:
+                status = (task / "status").read_text()
+                blocked = int(status.split("SigBlk:")[1].split()[0], 16)
+                assert blocked & (1 << (signal.SIGINT - 1)), f"thread {task.name} takes SIGINT"
+            code, _, err = _interrupt(proc)
+        assert code in (0, 130), err
+        assert "Traceback" not in err
+
     def test_unreachable_target_closes_client(self, run_cli: RunCli) -> None:
         """When TARGET refuses, the client's connection is closed and the proxy carries on."""
         port, dead = _free_port(), _free_port()

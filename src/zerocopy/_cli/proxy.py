@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import threading
 from typing import Any
@@ -21,6 +22,20 @@ from .. import relay
 __all__ = ["add_parser", "parse_address", "run", "serve"]
 
 log = logging.getLogger("zerocopy.proxy")
+
+# Every signal but those the kernel raises in the faulting thread itself
+# (blocking those is undefined) and SIGKILL/SIGSTOP (which cannot be).
+_ASYNC_SIGNALS = signal.valid_signals() - {
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGFPE,
+    signal.SIGILL,
+    signal.SIGABRT,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGKILL,
+    signal.SIGSTOP,
+}
 
 
 def parse_address(text: str, *, default_host: str | None = None) -> tuple[str, int]:
@@ -91,16 +106,29 @@ def serve(
     connect_timeout: float = 10.0,
     idle_timeout: float | None = None,
 ) -> None:
-    """Accept on *listener* forever, forwarding each connection to *target* in its own thread."""
+    """Accept on *listener* forever, forwarding each connection to *target* in its own thread.
+
+    The threads start with asynchronous signals blocked, so the kernel
+    delivers Ctrl-C (and any other signal with a Python handler) to the
+    calling thread: blocked in ``accept()``, it gets ``EINTR`` and Python
+    runs the handler at once.  Were the signal delivered to a worker, only
+    the handler's flag would be set and ``accept()`` would sleep on.
+    """
     while True:
         client, peer = listener.accept()
         name = f"{peer[0]}:{peer[1]}"
-        threading.Thread(
+        worker = threading.Thread(
             target=_forward,
             args=(client, name, target, connect_timeout, idle_timeout),
             name=f"proxy {name}",
             daemon=True,
-        ).start()
+        )
+        # A new thread inherits its creator's signal mask.
+        saved = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved)
 
 
 def run(args: argparse.Namespace) -> int:
