@@ -77,22 +77,24 @@ def _fd_closed(fd: int) -> bool:
     return False
 
 
-def _open_fds() -> set[int]:
+def open_fds() -> set[int]:
+    """The fds open in this process, less the default pipe pool's idle pipes.
+
+    Those are kept for reuse, not leaked; every leak check compares two of
+    these sets.
+    """
+    pooled = {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
     # The listing's own directory fd is closed again by the time we look: drop it.
-    return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))}
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
+    return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))} - pooled
 
 
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves fds (pooled idle pipes aside) or threads behind."""
     threads = set(threading.enumerate())
-    before = _open_fds() - _pool_fds()
+    before = open_fds()
     yield
-    leaked = _open_fds() - _pool_fds() - before
+    leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
     extra = [t for t in threading.enumerate() if t not in threads]
     assert not extra, f"threads left running: {extra}"

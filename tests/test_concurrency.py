@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 import zerocopy
+from conftest import open_fds
 from zerocopy._pipes import default_pool
 
 KiB = 1 << 10
@@ -36,26 +37,13 @@ MiB = 1 << 20
 THREADS = 16
 
 
-def _open_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.fstat(int(name))
-            fds.add(int(name))
-    return fds
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves fds (idle pooled pipes aside) or threads behind."""
     threads = set(threading.enumerate())
-    before = _open_fds() - _pool_fds()
+    before = open_fds()
     yield
-    leaked = _open_fds() - _pool_fds() - before
+    leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
     extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
     assert not extra, f"threads left running: {extra}"

@@ -44,7 +44,7 @@ import pytest
 
 import zerocopy
 import zerocopy.aio
-from zerocopy._pipes import default_pool
+from conftest import open_fds
 from zerocopy._tally import Tally
 
 KiB = 1 << 10
@@ -53,24 +53,11 @@ MiB = 1 << 20
 # --- leak checks and a watchdog ----------------------------------------------
 
 
-def _open_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.fstat(int(name))  # the listing's own fd is closed by now
-            fds.add(int(name))
-    return fds
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves fds (idle pooled pipes aside) or threads behind; kill a hang."""
     threads = set(threading.enumerate())
-    before = _open_fds() - _pool_fds()
+    before = open_fds()
     # A hang is the one failure an assertion cannot catch: dump every
     # thread's stack and end the run rather than wait forever.
     faulthandler.dump_traceback_later(120, exit=True)
@@ -78,7 +65,7 @@ def no_leaks() -> Iterator[None]:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
-    leaked = _open_fds() - _pool_fds() - before
+    leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)} -> {[_describe(fd) for fd in leaked]}"
     extra = [t for t in threading.enumerate() if t not in threads]
     assert not extra, f"threads left running: {extra}"

@@ -50,6 +50,7 @@ from hypothesis import strategies as st
 
 import zerocopy
 import zerocopy.aio
+from conftest import open_fds
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -65,6 +66,31 @@ FUZZ = settings(
 
 class Hang(BaseException):
     """Raised by the watchdog: a BaseException, so no ``except Exception`` swallows it."""
+
+
+@contextlib.contextmanager
+def _late_reader(a: socket.socket, b: socket.socket) -> Iterator[bytearray]:
+    """Read *b* to its end in a thread that starts 50 ms late (the sender finds it full).
+
+    Yields the bytes read so far; on exit half-closes *a*, waits for the
+    reader and closes both sockets.
+    """
+    got = bytearray()
+
+    def read() -> None:
+        time.sleep(0.05)
+        while chunk := b.recv(1 << 20):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        yield got
+    finally:
+        a.shutdown(socket.SHUT_WR)
+        reader.join()
+        a.close()
+        b.close()
 
 
 @contextlib.contextmanager
@@ -271,26 +297,12 @@ def fresh(zoo: Zoo) -> Iterator[Zoo]:
     zoo.check()
 
 
-def _open_fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.fstat(int(name))
-            fds.add(int(name))
-    return fds
-
-
 @pytest.fixture(autouse=True)
 def no_fd_leak(zoo: Zoo) -> Iterator[None]:
     """Fail a test that leaves fds behind (the zoo and idle pooled pipes aside)."""
-    from zerocopy._pipes import default_pool
-
-    def pooled() -> set[int]:
-        return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-    before = _open_fds() - pooled()
+    before = open_fds()
     yield
-    leaked = _open_fds() - pooled() - before
+    leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
 
 
@@ -1121,23 +1133,8 @@ class TestFoundByFuzzing:
         (tmp_path / "src").write_bytes(data)
         a, b = socket.socketpair()
         a.settimeout(LONG)
-        got = bytearray()
-
-        def read() -> None:
-            time.sleep(0.05)
-            while chunk := b.recv(1 << 20):
-                got.extend(chunk)
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        try:
-            with watchdog(20), open(tmp_path / "src", "rb") as f:
-                assert zerocopy.send_file(a, f) == len(data)
-        finally:
-            a.shutdown(socket.SHUT_WR)
-            reader.join()
-            a.close()
-            b.close()
+        with _late_reader(a, b) as got, watchdog(20), open(tmp_path / "src", "rb") as f:
+            assert zerocopy.send_file(a, f) == len(data)
         assert bytes(got) == data
 
     def test_zerocopy_sender_on_a_socket_with_a_long_timeout(self, backend: ModuleType) -> None:
@@ -1147,25 +1144,10 @@ class TestFoundByFuzzing:
             a = socket.create_connection(listener.getsockname())
             b, _ = listener.accept()
         a.settimeout(LONG)
-        got = bytearray()
-
-        def read() -> None:
-            time.sleep(0.05)
-            while chunk := b.recv(1 << 20):
-                got.extend(chunk)
-
-        reader = threading.Thread(target=read)
-        reader.start()
-        try:
-            with watchdog(20):
-                zc = zerocopy.ZeroCopySender(a, threshold=0, stop_on_copied=False)
-                zc.sendall(data)
-                zc.flush(timeout=10)
-        finally:
-            a.shutdown(socket.SHUT_WR)
-            reader.join()
-            a.close()
-            b.close()
+        with _late_reader(a, b) as got, watchdog(20):
+            zc = zerocopy.ZeroCopySender(a, threshold=0, stop_on_copied=False)
+            zc.sendall(data)
+            zc.flush(timeout=10)
         assert bytes(got) == data
 
     @pytest.mark.parametrize("call", ["vmsplice", "ZeroCopySender.send"])

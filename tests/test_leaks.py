@@ -14,7 +14,6 @@ quarantine, so RSS grows by design: there, fds are checked and RSS is not.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import io
 import os
@@ -30,6 +29,7 @@ from types import ModuleType
 import pytest
 
 import zerocopy
+from conftest import open_fds
 from zerocopy import _lowlevel
 from zerocopy._pipes import default_pool
 
@@ -55,15 +55,6 @@ def _rss() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-def _fds() -> set[int]:
-    fds = set()
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.fstat(int(name))
-            fds.add(int(name))
-    return fds - {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
 class Flat:
     """Checks fds and RSS around a batch of operations."""
 
@@ -73,12 +64,12 @@ class Flat:
         for i in range(warmup):
             op(i)
         gc.collect()
-        fds, rss = _fds(), _rss()
+        fds, rss = open_fds(), _rss()
         for i in range(n):
             op(i)
         gc.collect()
         grown = _rss() - rss
-        leaked = _fds() - fds
+        leaked = open_fds() - fds
         assert not leaked, f"{name}: fds left open: {sorted(leaked)}"
         if SANITIZED:
             return  # ASan's quarantine holds freed memory: RSS says nothing here

@@ -15,27 +15,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from conftest import open_fds
 from zerocopy import _pipes
 from zerocopy._pipes import PipePool, default_pool
 
 MiB = 1 << 20
 
 
-def _open_fds() -> set[int]:
-    # The directory's own fd shows in the listing but is closed by now: drop it.
-    return {int(x) for x in os.listdir("/proc/self/fd") if not _closed(int(x))}
-
-
-def _pool_fds() -> set[int]:
-    return {fd for p in list(default_pool()._idle) for fd in (p.r, p.w)}
-
-
 @pytest.fixture(autouse=True)
 def no_fd_leak() -> Iterator[None]:
     """Fail a test that leaves fds open, not counting the default pool's idle pipes."""
-    before = _open_fds() - _pool_fds()
+    before = open_fds()
     yield
-    leaked = _open_fds() - _pool_fds() - before
+    leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)}"
 
 
