@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import select
 import socket
 import threading
 from typing import Any
@@ -23,19 +23,8 @@ __all__ = ["add_parser", "parse_address", "run", "serve"]
 
 log = logging.getLogger("zerocopy.proxy")
 
-# Every signal but those the kernel raises in the faulting thread itself
-# (blocking those is undefined) and SIGKILL/SIGSTOP (which cannot be).
-_ASYNC_SIGNALS = signal.valid_signals() - {
-    signal.SIGSEGV,
-    signal.SIGBUS,
-    signal.SIGFPE,
-    signal.SIGILL,
-    signal.SIGABRT,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-    signal.SIGKILL,
-    signal.SIGSTOP,
-}
+#: How long serve() waits for a connection before it looks for signals again.
+_WAKE_MS = 500
 
 
 def parse_address(text: str, *, default_host: str | None = None) -> tuple[str, int]:
@@ -108,27 +97,31 @@ def serve(
 ) -> None:
     """Accept on *listener* forever, forwarding each connection to *target* in its own thread.
 
-    The threads start with asynchronous signals blocked, so the kernel
-    delivers Ctrl-C (and any other signal with a Python handler) to the
-    calling thread: blocked in ``accept()``, it gets ``EINTR`` and Python
-    runs the handler at once.  Were the signal delivered to a worker, only
-    the handler's flag would be set and ``accept()`` would sleep on.
+    The wait for a connection wakes every half second, as
+    :meth:`socketserver.BaseServer.serve_forever` does, so that a signal
+    handler's exception (Ctrl-C's :class:`KeyboardInterrupt`) is raised here
+    within that time whichever thread the kernel delivered the signal to.  A
+    bare blocking ``accept()`` would sleep on: Python runs handlers in the
+    main thread only, and an ``accept()`` that the signal did not interrupt
+    (it went to a connection thread, or came just before the call) does not
+    return until the next client.
     """
+    waiter = select.poll()
+    waiter.register(listener, select.POLLIN)
     while True:
-        client, peer = listener.accept()
+        if not waiter.poll(_WAKE_MS):
+            continue
+        try:
+            client, peer = listener.accept()
+        except BlockingIOError:
+            continue  # the client went away first (non-blocking listener)
         name = f"{peer[0]}:{peer[1]}"
-        worker = threading.Thread(
+        threading.Thread(
             target=_forward,
             args=(client, name, target, connect_timeout, idle_timeout),
             name=f"proxy {name}",
             daemon=True,
-        )
-        # A new thread inherits its creator's signal mask.
-        saved = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
-        try:
-            worker.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+        ).start()
 
 
 def run(args: argparse.Namespace) -> int:
