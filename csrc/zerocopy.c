@@ -135,7 +135,11 @@ static int zc_parse_completions(const void *control, size_t controllen,
             out[n].err = (int32_t)ee.ee_errno;
             n++;
         }
-        if (CMSG_ALIGN(hdr.cmsg_len) >= controllen - off) {
+        /* A length that claims every byte left (or more) ends the walk before
+         * it is aligned: CMSG_ALIGN of a length near SIZE_MAX wraps to a small
+         * number, and `off += 0` would loop for ever where no signal reaches. */
+        if (hdr.cmsg_len >= controllen - off ||
+            CMSG_ALIGN(hdr.cmsg_len) >= controllen - off) {
             break;
         }
         off += CMSG_ALIGN(hdr.cmsg_len);

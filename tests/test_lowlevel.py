@@ -1421,6 +1421,43 @@ class TestCompletionParser:
         """Arbitrary bytes never make the parser read outside the buffer."""
         self._parse(compiled, control, len(control))
 
+    @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        st.integers(0, 64).map(lambda k: 2**64 - 1 - k) | st.integers(2**63, 2**64 - 1),
+        st.sampled_from(
+            [(_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR), (socket.SOL_SOCKET, 1), (1, 1)]
+        ),
+        st.lists(records, max_size=2),
+        records,
+    )
+    def test_huge_cmsg_len_ends_the_walk(
+        self,
+        compiled: ModuleType,
+        cmsg_len: int,
+        level_type: tuple[int, int],
+        before: list,
+        rec: tuple[int, int, int, int, int],
+    ) -> None:
+        """A cmsg_len near SIZE_MAX (matching level or not) ends the walk instead of looping."""
+        level, kind = level_type
+        control = b"".join(_cmsg(_SOL_IP, _IP_RECVERR, _ee(*r)) for r in before)
+        control += struct.pack("@Nii", cmsg_len, level, kind) + _ee(*rec)
+        expected = [(i, d, c, o, e) for (e, o, c, i, d) in before]
+        if level_type in ((_SOL_IP, _IP_RECVERR), (_SOL_IPV6, _IPV6_RECVERR)):
+            err, origin, code, info, data = rec
+            expected.append((info, data, code, origin, err))  # cut short, but whole
+        # The C call releases the GIL: a parser that loops for ever would
+        # hold its thread, not the test, which fails instead of hanging.
+        result: list[list] = []
+        worker = threading.Thread(
+            target=lambda: result.append(self._parse(compiled, control, len(control))),
+            daemon=True,
+        )
+        worker.start()
+        worker.join(5)
+        assert not worker.is_alive(), f"zc_parse_completions did not return (cmsg_len {cmsg_len})"
+        assert result == [expected]
+
     def test_empty_and_null(self, compiled: ModuleType) -> None:
         """No control data, a NULL buffer or no room give 0 records."""
         ffi, lib = compiled.ffi, compiled.lib
