@@ -9,8 +9,10 @@ reason otherwise.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from types import FrameType, ModuleType
@@ -29,18 +31,55 @@ _WANTED = os.environ.get(_backend.ENV_VAR, "auto").strip().lower() or "auto"
 BACKENDS = list(_backend.NAMES) if _WANTED == "auto" else [_WANTED]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
-    """The backend under test, made current for the duration of the test."""
-    name = request.param
+def _load_or_skip(name: str) -> ModuleType:
     try:
-        module = _backend.load(name)
+        return _backend.load(name)
     except ImportError as exc:
         if os.environ.get("ZEROCOPY_REQUIRE_EXTENSION", "") not in ("", "0"):
             pytest.fail(f"backend {name} is required but does not load: {exc}")
         pytest.skip(f"backend {name} does not load here: {exc}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    """The backend under test, made current for the duration of the test."""
+    name = request.param
+    module = _load_or_skip(name)
     with _backend.use(name):
         yield module
+
+
+def only_backend(name: str) -> Iterator[ModuleType]:
+    """Make backend *name* current, for behaviour that exists on one backend only.
+
+    Skipped, with the reason, when ``ZEROCOPY_BACKEND`` excludes that backend
+    (a run with ``ZEROCOPY_BACKEND=os`` has no cffi backend to test).
+    """
+    if _WANTED not in ("auto", name):
+        pytest.skip(f"{_backend.ENV_VAR}={_WANTED} excludes the {name} backend")
+    module = _load_or_skip(name)
+    with _backend.use(name):
+        yield module
+
+
+# --- sockets --------------------------------------------------------------------
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected pair of blocking TCP sockets on loopback: (client, server)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def stream_pair(kind: str) -> tuple[socket.socket, socket.socket]:
+    """A connected pair of stream sockets of *kind* ``"tcp"`` or ``"unix"``."""
+    if kind == "tcp":
+        return tcp_pair()
+    if kind == "unix":
+        return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    raise ValueError(f"unknown socket kind {kind!r}")
 
 
 @contextlib.contextmanager
@@ -57,16 +96,6 @@ def hang_guard(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture
-def fd_count() -> Iterator[None]:
-    """Fail the test if it leaves more fds open than it found."""
-    before = set(os.listdir("/proc/self/fd"))
-    yield
-    after = set(os.listdir("/proc/self/fd"))
-    leaked = after - before
-    assert not leaked, f"leaked fds: {sorted(leaked)}"
 
 
 def _fd_closed(fd: int) -> bool:
@@ -88,15 +117,31 @@ def open_fds() -> set[int]:
     return {int(x) for x in os.listdir("/proc/self/fd") if not _fd_closed(int(x))} - pooled
 
 
+def describe_fd(fd: int) -> str:
+    """What fd *fd* refers to, for a leak report."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
 @pytest.fixture
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves fds (pooled idle pipes aside) or threads behind."""
+    """Fail a test that leaves fds (pooled idle pipes aside) or threads behind; end a hang.
+
+    A hang is the one failure an assertion cannot catch: after 120 s every
+    thread's stack is dumped and the run ends rather than wait for ever.
+    """
     threads = set(threading.enumerate())
     before = open_fds()
-    yield
+    faulthandler.dump_traceback_later(120, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     leaked = open_fds() - before
-    assert not leaked, f"leaked fds: {sorted(leaked)}"
-    extra = [t for t in threading.enumerate() if t not in threads]
+    assert not leaked, f"leaked fds: {sorted(leaked)} -> {[describe_fd(fd) for fd in leaked]}"
+    extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
     assert not extra, f"threads left running: {extra}"
 
 

@@ -69,7 +69,7 @@ def _empty_pool() -> None:
 
 
 @pytest.fixture
-def no_fd_leak(fd_count: None) -> Iterator[None]:
+def no_fd_leak(no_leaks: None) -> Iterator[None]:
     """Fail on leaked fds; idle pooled pipes must be empty and are closed before the count."""
     yield
     pool = default_pool()

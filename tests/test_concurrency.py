@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 
 import zerocopy
-from conftest import open_fds
 from zerocopy._pipes import default_pool
 
 KiB = 1 << 10
@@ -37,16 +36,7 @@ MiB = 1 << 20
 THREADS = 16
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves fds (idle pooled pipes aside) or threads behind."""
-    threads = set(threading.enumerate())
-    before = open_fds()
-    yield
-    leaked = open_fds() - before
-    assert not leaked, f"leaked fds: {sorted(leaked)}"
-    extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
-    assert not extra, f"threads left running: {extra}"
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 def _payload(n: int, seed: int) -> bytes:

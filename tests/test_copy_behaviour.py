@@ -1608,7 +1608,7 @@ class TestNoFdLeaks:
     def test_no_leak(
         self,
         backend: ModuleType,
-        fd_count: None,
+        no_leaks: None,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
         path: str,

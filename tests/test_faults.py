@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import faulthandler
 import fcntl
 import gc
 import io
@@ -44,38 +43,12 @@ import pytest
 
 import zerocopy
 import zerocopy.aio
-from conftest import open_fds
 from zerocopy._tally import Tally
 
 KiB = 1 << 10
 MiB = 1 << 20
 
-# --- leak checks and a watchdog ----------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves fds (idle pooled pipes aside) or threads behind; kill a hang."""
-    threads = set(threading.enumerate())
-    before = open_fds()
-    # A hang is the one failure an assertion cannot catch: dump every
-    # thread's stack and end the run rather than wait forever.
-    faulthandler.dump_traceback_later(120, exit=True)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-    leaked = open_fds() - before
-    assert not leaked, f"leaked fds: {sorted(leaked)} -> {[_describe(fd) for fd in leaked]}"
-    extra = [t for t in threading.enumerate() if t not in threads]
-    assert not extra, f"threads left running: {extra}"
-
-
-def _describe(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return "?"
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # --- helpers ------------------------------------------------------------------

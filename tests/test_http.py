@@ -5,7 +5,7 @@ Each test runs a :class:`http.server.ThreadingHTTPServer` on 127.0.0.1, port
 raw sockets and ``curl``.  The reference for every body is the file's bytes
 (slices of them); the reference for everything but ranges is the stdlib's
 :class:`~http.server.SimpleHTTPRequestHandler` on the same tree.  The server
-is shut down, its handler threads joined, before ``fd_count`` looks for
+is shut down, its handler threads joined, before ``no_leaks`` looks for
 leaked descriptors.
 """
 
@@ -34,7 +34,7 @@ import zerocopy
 import zerocopy.http
 from zerocopy.http import ZeroCopyHTTPRequestHandler
 
-pytestmark = pytest.mark.usefixtures("fd_count")
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 MiB = 1 << 20
 SIZES = {"empty.bin": 0, "one.bin": 1, "mid.bin": MiB + 3, "big.bin": 64 * MiB}
@@ -67,7 +67,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, byte
 
 class _Server(http.server.ThreadingHTTPServer):
     # Join the handler threads on server_close, so that every connection is
-    # closed before fd_count looks; a deep backlog for the concurrency test.
+    # closed before no_leaks looks; a deep backlog for the concurrency test.
     daemon_threads = False
     block_on_close = True
     request_queue_size = 256

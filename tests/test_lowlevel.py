@@ -33,40 +33,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zerocopy
+from conftest import only_backend
 from zerocopy import _backend
 
-pytestmark = pytest.mark.usefixtures("fd_count")
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 SIZE = 50_000  # below the default pipe capacity (64 KiB), not page aligned
-
-_WANTED = os.environ.get(_backend.ENV_VAR, "auto").strip().lower() or "auto"
-
-
-def _only(name: str) -> Iterator[ModuleType]:
-    # For behaviour that exists on one backend only (tee works on cffi, is
-    # refused on os): run it when the environment allows that backend.
-    if _WANTED not in ("auto", name):
-        pytest.skip(f"{_backend.ENV_VAR}={_WANTED} excludes the {name} backend")
-    try:
-        module = _backend.load(name)
-    except ImportError as exc:
-        if os.environ.get("ZEROCOPY_REQUIRE_EXTENSION", "") not in ("", "0"):
-            pytest.fail(f"backend {name} is required but does not load: {exc}")
-        pytest.skip(f"backend {name} does not load here: {exc}")
-    with _backend.use(name):
-        yield module
 
 
 @pytest.fixture
 def cffi_backend() -> Iterator[ModuleType]:
     """The cffi backend, made current."""
-    yield from _only("cffi")
+    yield from only_backend("cffi")
 
 
 @pytest.fixture
 def os_backend() -> Iterator[ModuleType]:
     """The os backend, made current."""
-    yield from _only("os")
+    yield from only_backend("os")
 
 
 # --- helpers ---------------------------------------------------------------

@@ -927,7 +927,7 @@ class TestENOBUFS:
 
 class TestNoLeaks:
     def test_100k_sends_flat(
-        self, backend: ModuleType, pair: tuple[socket.socket, ...], fd_count: None
+        self, backend: ModuleType, pair: tuple[socket.socket, ...], no_leaks: None
     ) -> None:
         """100,000 zero-copy sends leave no memoryviews or memory behind."""
         a, b = pair
@@ -987,7 +987,7 @@ def run(request: pytest.FixtureRequest) -> Runner:
             pytest.skip("uvloop is not installed")
         factory = uvloop.new_event_loop
         # uvloop opens a few process-wide fds on first use: open them before
-        # any fd_count fixture takes its census.
+        # any no_leaks fixture takes its census.
         with asyncio.Runner(loop_factory=factory) as r:
             r.run(asyncio.sleep(0))
 
@@ -1044,7 +1044,7 @@ class TestAsync:
     )  # fmt: skip
     def test_byte_exact(
         self, backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...], size: int,
-        fd_count: None,
+        no_leaks: None,
     ) -> None:  # fmt: skip
         """await sendall() over loopback delivers every byte; async with flushes."""
         a, b = apair
@@ -1191,7 +1191,7 @@ class TestAsync:
         assert cpu < 0.25, f"sendall used {cpu:.2f} s of CPU waiting 1 s for room"
 
     def test_cancel_carries_bytes_and_leaves_nothing_registered(
-        self, backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...], fd_count: None
+        self, backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...], no_leaks: None
     ) -> None:
         """A cancelled sendall says how far it got; its fds and callbacks are gone."""
         a, b = apair
