@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 import zerocopy
-from zerocopy._zc_aio import AsyncZeroCopySender
+from zerocopy.aio import AsyncZeroCopySender
 
 KiB = 1024
 MiB = 1024 * KiB

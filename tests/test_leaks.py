@@ -373,7 +373,7 @@ class TestHighLevel:
 
     def test_buffer_pools(self, backend: ModuleType) -> None:
         """1,000 BufferPools made, used and dropped leave no mapping and no registry entry."""
-        from zerocopy import _bufpool
+        from zerocopy._msg_zerocopy import bufpool as _bufpool
 
         def op(i: int) -> None:
             pool = zerocopy.BufferPool(64 * KiB, 4)

@@ -26,7 +26,7 @@ import pytest
 
 import zerocopy
 from zerocopy._pipes import PipePool, default_pool
-from zerocopy._relay import Direction
+from zerocopy._relay.direction import Direction
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -207,12 +207,12 @@ class TestSizes:
         self, backend: ModuleType, make_file: Callable[[bytes], Path], monkeypatch: Any
     ) -> None:
         """A regular file goes through sendfile, not read and send."""
-        from zerocopy import _net
+        from zerocopy._send_file import blocking as send_file_blocking
 
         def no_send(*args: Any) -> int:
             raise AssertionError("the send fallback was used for a regular file")
 
-        monkeypatch.setattr(_net, "_via_send", no_send)
+        monkeypatch.setattr(send_file_blocking, "_via_send", no_send)
         data = _payload(ODD)
         with open(make_file(data), "rb") as f:
             sent, got = _run(zerocopy.send_file, "tcp", f)

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 
 import zerocopy
 from zerocopy._constants import SO_EE_CODE_ZEROCOPY_COPIED, SO_EE_ORIGIN_ZEROCOPY
-from zerocopy._zc import CompletionTracker
-from zerocopy._zc_aio import AsyncZeroCopySender
+from zerocopy._msg_zerocopy.tracker import CompletionTracker
+from zerocopy.aio import AsyncZeroCopySender
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -16,7 +16,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from . import _backend
-from ._bufpool import BufferPool, PoolExhausted
 from ._constants import (
     MSG_ZEROCOPY,
     SO_ZEROCOPY,
@@ -25,12 +24,12 @@ from ._constants import (
     SPLICE_F_MOVE,
     SPLICE_F_NONBLOCK,
 )
-from ._copy import copyfileobj, last_method
-from ._copyfile import ShutilPatch, copyfile, patch_shutil
-from ._errors import UnsupportedOperation
+from ._copy import ShutilPatch, copyfile, copyfileobj, last_method, patch_shutil
+from ._errors import UnsupportedOperation, bytes_transferred, relay_counts
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
-from ._net import relay, send_file
-from ._zc import SenderStats, ZeroCopySender
+from ._msg_zerocopy import BufferPool, PoolExhausted, SenderStats, ZeroCopySender
+from ._relay import relay
+from ._send_file import send_file
 
 __all__ = [
     "BACKEND",
@@ -48,12 +47,14 @@ __all__ = [
     "UnsupportedOperation",
     "ZeroCopySender",
     "__version__",
+    "bytes_transferred",
     "copy_file_range",
     "copyfile",
     "copyfileobj",
     "last_method",
     "patch_shutil",
     "relay",
+    "relay_counts",
     "send_file",
     "sendfile",
     "splice",

@@ -1,20 +1,35 @@
 """Waiting on the running event loop: fd readiness, and errors on a finished relay side.
 
-Used by :mod:`zerocopy.aio`: the loop's ``add_reader``/``add_writer``
+Shared by the asyncio forms of send_file, relay and the zero-copy sender.
+
+Used by the asyncio forms of send_file and relay: the loop's ``add_reader``/``add_writer``
 callbacks tell a transfer when a non-blocking call is worth trying again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import socket
+import ssl
+from typing import Any
 
 from ._errors import oserror
 
-__all__ = ["ErrorWatch", "Key", "Waiter"]
+__all__ = ["DupReadiness", "ErrorWatch", "Key", "Waiter", "check_nonblocking_socket"]
 
 Key = tuple[int, int]  # (fd, select.POLLIN or select.POLLOUT)
+
+
+def check_nonblocking_socket(sock: Any, name: str) -> None:
+    """Refuse a TLS socket (TypeError) or a blocking one (ValueError), as the loop's sock_* do."""
+    if isinstance(sock, ssl.SSLSocket):
+        # The kernel would put plaintext on a TLS connection; asyncio's sock_*
+        # methods refuse SSL sockets with TypeError too.
+        raise TypeError(f"{name} must not be an ssl.SSLSocket")
+    if sock.gettimeout() != 0.0:
+        raise ValueError(f"{name} must be non-blocking (sock.setblocking(False))")
 
 
 class Waiter:
@@ -133,3 +148,49 @@ class ErrorWatch:
         if self.epoll is not None:
             self.epoll.close()
             self.epoll = None
+
+
+class DupReadiness:
+    """Waits for a private duplicate of a socket's fd to become readable or writable.
+
+    The duplicate is made on the first wait and closed by :meth:`close`.
+    """
+
+    __slots__ = ("dup", "fd", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.dup = -1
+
+    async def wait(self, *, writable: bool, timeout: float | None) -> bool:
+        """True if the fd became ready, False if *timeout* seconds passed first."""
+        if self.dup < 0:
+            self.dup = os.dup(self.fd)  # non-inheritable, as every fd Python makes
+        fd = self.dup
+        fut: asyncio.Future[bool] = self.loop.create_future()
+
+        def wake(ready: bool) -> None:
+            if not fut.done():
+                fut.set_result(ready)
+
+        if writable:
+            self.loop.add_writer(fd, wake, True)
+        else:
+            self.loop.add_reader(fd, wake, True)
+        timer = None if timeout is None else self.loop.call_later(timeout, wake, False)
+        try:
+            return await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if writable:
+                self.loop.remove_writer(fd)
+            else:
+                self.loop.remove_reader(fd)
+
+    def close(self) -> None:
+        """Close the duplicate fd, if one was made."""
+        if self.dup >= 0:
+            fd, self.dup = self.dup, -1
+            os.close(fd)

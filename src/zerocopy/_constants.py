@@ -36,3 +36,8 @@ FEATURE_NAMES = frozenset(
 # is fine, it is simply clamped by the kernel.  We clamp first so the value
 # always fits size_t and Py_ssize_t.
 MAX_RW_COUNT = 0x7FFFF000
+
+# Most bytes one step of a transfer moves before it lets others run: a relay
+# direction before the other direction's turn, an asyncio transfer before it
+# yields to the loop, so one fast peer cannot starve the rest.
+STEP_BUDGET = 4 * 1024 * 1024

@@ -1,4 +1,10 @@
-"""Exceptions, and the one helper that turns an errno into the right one."""
+"""Errors: the exception types, the errnos that mean "not here", and byte counts on exceptions.
+
+Every capability uses these and nothing else to say why a kernel path cannot
+start (:class:`GiveUp`, :data:`FALLBACK_ERRNOS`) and how far a transfer got
+before it failed (:func:`set_transferred`, read back with the public
+:func:`bytes_transferred` and :func:`relay_counts`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,52 @@ import errno as _errno
 import os
 from typing import Any
 
-__all__ = ["UnsupportedOperation", "oserror", "reraise_as"]
+__all__ = [
+    "FALLBACK_ERRNOS",
+    "GiveUp",
+    "UnsupportedOperation",
+    "bytes_transferred",
+    "give_up_or_raise",
+    "oserror",
+    "relay_counts",
+    "reraise_as",
+    "set_relay_counts",
+    "set_transferred",
+]
+
+#: Errnos that mean "this method does not work for these fds": try the next
+#: one, if nothing has moved yet.  EBADF is what copy_file_range says for an
+#: O_APPEND destination; ENODATA and EIO come from odd filesystems (FUSE,
+#: network, overlay); EPERM from seccomp filters.  ENOSPC, EFBIG, EPIPE and
+#: ECONNRESET are real failures and are not here.
+FALLBACK_ERRNOS = frozenset(
+    {
+        _errno.EINVAL,
+        _errno.ENOSYS,
+        _errno.EXDEV,
+        _errno.EOPNOTSUPP,
+        _errno.ENOTSUP,
+        _errno.EPERM,
+        _errno.EBADF,
+        _errno.ENODATA,
+        _errno.EIO,
+    }
+)
+
+
+class GiveUp(Exception):
+    """A kernel method could not start here and moved nothing: try the next one.
+
+    Private to the library, as CPython's ``shutil._GiveupOnFastCopy``: it
+    never reaches a caller.
+    """
+
+
+def give_up_or_raise(exc: OSError, moved: int) -> None:
+    """Raise :class:`GiveUp` for a "not supported here" error before any byte moved, else *exc*."""
+    if moved == 0 and exc.errno in FALLBACK_ERRNOS:
+        raise GiveUp(exc.errno) from exc
+    raise exc
 
 
 class UnsupportedOperation(OSError, NotImplementedError):
@@ -23,6 +74,44 @@ class UnsupportedOperation(OSError, NotImplementedError):
 
 
 UnsupportedOperation.__module__ = "zerocopy"
+
+
+def set_transferred(exc: BaseException, count: int) -> None:
+    """Record on *exc* that *count* bytes reached the destination before it."""
+    setattr(exc, "bytes_transferred", count)  # noqa: B010 - no such attribute in the type
+
+
+def set_relay_counts(exc: BaseException, a_to_b: int, b_to_a: int) -> None:
+    """Record a relay's two directions on *exc* (and the pair as ``bytes_transferred``)."""
+    setattr(exc, "a_to_b", a_to_b)  # noqa: B010 - no such attribute in the type
+    setattr(exc, "b_to_a", b_to_a)  # noqa: B010
+    setattr(exc, "bytes_transferred", (a_to_b, b_to_a))  # noqa: B010
+
+
+def bytes_transferred(exc: BaseException) -> int | None:
+    """How many bytes a failed transfer delivered before *exc*; None if it says nothing.
+
+    Every exception out of :func:`zerocopy.copyfileobj`, :func:`zerocopy.copyfile`,
+    :func:`zerocopy.send_file`, :meth:`zerocopy.ZeroCopySender.sendall` and
+    their asyncio forms carries the exact count as an attribute,
+    ``exc.bytes_transferred``; this reads it with a type a checker knows.
+    For an exception out of a relay it is the sum of both directions (see
+    :func:`relay_counts` for each).  None means the call failed before it
+    began to move bytes.
+    """
+    value = getattr(exc, "bytes_transferred", None)
+    if isinstance(value, tuple):
+        return int(sum(value))
+    return value if isinstance(value, int) else None
+
+
+def relay_counts(exc: BaseException) -> tuple[int, int] | None:
+    """``(a_to_b, b_to_a)``: what a relay delivered each way before *exc*; None if not a relay's."""
+    a_to_b = getattr(exc, "a_to_b", None)
+    b_to_a = getattr(exc, "b_to_a", None)
+    if isinstance(a_to_b, int) and isinstance(b_to_a, int):
+        return a_to_b, b_to_a
+    return None
 
 
 def oserror(
@@ -49,7 +138,7 @@ def oserror(
     else:
         exc = OSError(err, message)
     if bytes_transferred is not None:
-        exc.bytes_transferred = bytes_transferred  # type: ignore[attr-defined]
+        set_transferred(exc, bytes_transferred)
     return exc
 
 

@@ -177,7 +177,7 @@ def stream_fd(obj: Any, reading: bool) -> int | None:
         return None
     raw_kind = type(raw)
     if raw_kind is socket.SocketIO:
-        sock = raw._sock
+        sock = raw._sock  # noqa: SLF001 - SocketIO has no public way to its socket
         if type(sock) is not socket.socket or sock.type != socket.SOCK_STREAM:
             return None
         if sock.gettimeout() is not None:

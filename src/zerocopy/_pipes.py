@@ -141,7 +141,7 @@ def _after_fork() -> None:
     global _default
     pool, _default = _default, None
     if pool is not None:
-        for pipe in list(pool._idle):
+        for pipe in list(pool._idle):  # noqa: SLF001 - clear() would take the lock
             pipe.close()
 
 

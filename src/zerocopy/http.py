@@ -19,7 +19,7 @@ import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
-from ._net import send_file
+from ._send_file import send_file
 
 __all__ = ["ZeroCopyHTTPRequestHandler"]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _lowlevel
+from .._msg_zerocopy import ZeroCopySender
 from .._pipes import default_pool
-from .._zc import ZeroCopySender
 
 __all__ = ["METHODS", "Method"]
 

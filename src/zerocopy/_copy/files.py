@@ -10,11 +10,13 @@ import threading
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._copy import copyfileobj
+from .._errors import set_transferred
+from .._types import StrOrBytesPath
+from .fileobj import copyfileobj
 
 __all__ = ["ShutilPatch", "copyfile", "patch_shutil"]
 
-_PathT = TypeVar("_PathT")
+_PathT = TypeVar("_PathT", bound=StrOrBytesPath)
 
 
 def _samefile(src: Any, dst: Any) -> bool:
@@ -37,7 +39,7 @@ def _islink(fn: Any) -> bool:
     return fn.is_symlink() if isinstance(fn, os.DirEntry) else os.path.islink(fn)
 
 
-def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
+def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
     """Copy the contents of file *src* to *dst*, like :func:`shutil.copyfile`.
 
     Same return value (*dst*) and the same errors: :class:`shutil.SameFileError`
@@ -50,7 +52,8 @@ def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
     sys.audit("shutil.copyfile", src, dst)
     if _samefile(src, dst):
         raise shutil.SameFileError(f"{src!r} and {dst!r} are the same file")
-    for fn in (src, dst):
+    names: tuple[Any, ...] = (src, dst)  # shutil's messages format them as they are
+    for fn in names:
         try:
             st = _stat(fn)
         except OSError:
@@ -59,27 +62,27 @@ def copyfile(src: Any, dst: _PathT, *, follow_symlinks: bool = True) -> _PathT:
             fn = fn.path if isinstance(fn, os.DirEntry) else fn
             raise shutil.SpecialFileError(f"`{fn}` is a named pipe")
     if not follow_symlinks and _islink(src):
-        os.symlink(os.readlink(src), dst)  # type: ignore[arg-type]
+        os.symlink(os.readlink(names[0]), dst)
         return dst
     copied = 0
     opened = False
     try:
         with open(src, "rb") as fsrc:
             try:
-                with open(dst, "wb") as fdst:  # type: ignore[call-overload]
+                with open(dst, "wb") as fdst:
                     opened = True
                     copied = copyfileobj(fsrc, fdst)
             except IsADirectoryError as exc:
                 # As shutil (bpo-43219): a missing directory is the clearer error.
-                if not os.path.exists(dst):  # type: ignore[arg-type]
-                    raise FileNotFoundError(f"Directory does not exist: {dst}") from exc
+                if not os.path.exists(dst):
+                    raise FileNotFoundError(f"Directory does not exist: {names[1]}") from exc
                 raise
     except BaseException as exc:
         # copyfileobj's failures say how far they got; anything else (an
         # open, a close whose flush failed, a signal handler between the
         # steps) says what *dst* holds: it was written from its start.
         if getattr(exc, "bytes_transferred", None) is None:
-            exc.bytes_transferred = _delivered(dst, copied) if opened else 0  # type: ignore[attr-defined]
+            set_transferred(exc, _delivered(dst, copied) if opened else 0)
         raise
     return dst
 
@@ -100,8 +103,9 @@ class ShutilPatch:
     def __init__(self) -> None:
         with self._lock:
             self._saved = {"copyfileobj": shutil.copyfileobj, "copyfile": shutil.copyfile}
-            shutil.copyfileobj = copyfileobj  # type: ignore[assignment]
-            shutil.copyfile = copyfile
+            # setattr: ours return the count where shutil's copyfileobj returns None.
+            setattr(shutil, "copyfileobj", copyfileobj)  # noqa: B010
+            setattr(shutil, "copyfile", copyfile)  # noqa: B010
         self.active = True
 
     def undo(self) -> None:

@@ -1,7 +1,7 @@
 """One direction of a relay: socket -> pipe -> socket, never blocking.
 
-Shared by the threaded :func:`zerocopy.relay` (which waits with ``poll``) and
-:func:`zerocopy.aio.relay` (which waits on the event loop).  Both sockets must
+Shared by the threaded relay (:mod:`.blocking`, which waits with ``poll``)
+and the asyncio one (:mod:`.aio`, which waits on the event loop).  Both sockets must
 be non-blocking; :meth:`Direction.step` moves what it can and then says, in
 :attr:`Direction.waiting`, which fd and event it needs next.
 
@@ -17,17 +17,16 @@ import errno
 import os
 import select
 import socket
+from collections.abc import Callable
 
-from . import _backend
-from ._constants import SPLICE_F_NONBLOCK
-from ._fd import read_past_urgent_mark
-from ._pipes import Pipe, PipePool, default_pool
-from ._tally import Tally
+from .. import _backend
+from .._constants import SPLICE_F_NONBLOCK, STEP_BUDGET
+from .._errors import set_relay_counts
+from .._fd import read_past_urgent_mark
+from .._pipes import Pipe, PipePool, default_pool
+from .._tally import Tally
 
 __all__ = ["Direction", "annotate"]
-
-# Move at most this much per step, so one busy direction cannot starve the other.
-_STEP_BUDGET = 4 * 1024 * 1024
 
 
 class Direction:
@@ -75,7 +74,7 @@ class Direction:
         tally = self.tally
         tally.fold()
         progressed = False
-        budget = _STEP_BUDGET
+        budget = STEP_BUDGET
         while budget > 0:
             if self.in_pipe:
                 try:
@@ -94,19 +93,7 @@ class Direction:
             if self.eof:
                 self._finish()
                 return True
-            try:
-                n = splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
-            except BlockingIOError:
-                n = -1
-            if n <= 0:
-                # EAGAIN or 0 can also mean "stopped at TCP urgent data".
-                urgent = read_past_urgent_mark(self.src_fd, self.family)
-                if urgent:
-                    self.in_pipe = os.write(pipe.w, urgent)  # the pipe is empty
-                    progressed = True
-                    continue
-                if urgent is not None:
-                    n = -1  # past the urgent byte, nothing after it yet
+            n = self._fill(pipe, splice)
             if n < 0:
                 self.waiting = (self.src_fd, select.POLLIN)
                 return progressed
@@ -115,6 +102,21 @@ class Direction:
                 self.eof = True
             self.in_pipe = n
         return progressed
+
+    def _fill(self, pipe: Pipe, splice: Callable[..., int]) -> int:
+        """Read src into the (empty) pipe: bytes read, 0 at end of stream, -1 if src is empty."""
+        try:
+            n = splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            n = -1
+        if n <= 0:
+            # EAGAIN or 0 can also mean "stopped at TCP urgent data".
+            urgent = read_past_urgent_mark(self.src_fd, self.family)
+            if urgent:
+                return os.write(pipe.w, urgent)  # the pipe is empty
+            if urgent is not None:
+                return -1  # past the urgent byte, nothing after it yet
+        return n
 
     @property
     def moved(self) -> int:
@@ -146,7 +148,5 @@ def annotate(exc: BaseException, ab: Direction | None, ba: Direction | None) -> 
     """
     a_to_b = 0 if ab is None else ab.moved
     b_to_a = 0 if ba is None else ba.moved
-    exc.a_to_b = a_to_b  # type: ignore[attr-defined]
-    exc.b_to_a = b_to_a  # type: ignore[attr-defined]
-    exc.bytes_transferred = (a_to_b, b_to_a)  # type: ignore[attr-defined]
+    set_relay_counts(exc, a_to_b, b_to_a)
     return exc

@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 import ssl
 from types import TracebackType
 from typing import Any
 
-from ._fd import check_timeout
-from ._relay import _STEP_BUDGET
-from ._tally import Tally
-from ._zc import SenderStats, ZeroCopySender, _Countdown
+from .._aiowait import DupReadiness
+from .._constants import STEP_BUDGET
+from .._errors import set_transferred
+from .._fd import check_timeout
+from .._tally import Tally
+from .release import Countdown, OnceAcrossRetries
+from .sender import SenderStats, ZeroCopySender, send_once
 
 __all__ = ["AsyncZeroCopySender"]
 
@@ -43,96 +45,6 @@ __all__ = ["AsyncZeroCopySender"]
 #: (a safety net: the reader normally wakes first) and while it is off.
 _TICK_WITH_READER = 0.05
 _TICK_TIMER_ONLY = 0.02
-
-# States of one send's on_release relay (see _Relay).
-_IDLE, _CALLED, _LIVE, _FIRED = range(4)
-
-
-class _Relay:
-    """Passes the sync sender's *on_release* call on to the caller's, exactly once.
-
-    :meth:`ZeroCopySender.send` calls *on_release* also when it fails, and a
-    send that meets a full socket fails with :class:`BlockingIOError` and is
-    retried here: that call must not reach the caller, the one from the
-    attempt that succeeds (at its completion, or at once for a plain send) must.
-    """
-
-    __slots__ = ("state", "target")
-
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        self.state = _IDLE
-
-    def __call__(self) -> None:
-        if self.state == _LIVE:
-            self._fire()
-        elif self.state == _IDLE:
-            self.state = _CALLED
-
-    def _fire(self) -> None:
-        self.state = _FIRED
-        self.target()
-
-    def retry(self) -> None:
-        """The attempt raised BlockingIOError: forget its release call."""
-        self.state = _IDLE
-
-    def sent(self) -> None:
-        """The attempt moved bytes: release now if it already was, else at completion."""
-        if self.state == _CALLED:
-            self._fire()
-        else:
-            self.state = _LIVE
-
-    def failed(self) -> None:
-        """The send ended with an exception: nothing of it is in flight."""
-        if self.state in (_IDLE, _CALLED):
-            self._fire()
-
-
-class _Readiness:
-    """Waits for a private duplicate of a socket's fd to become readable or writable.
-
-    The duplicate is made on the first wait and closed by :meth:`close`.
-    """
-
-    __slots__ = ("dup", "fd", "loop")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self.loop = loop
-        self.fd = fd
-        self.dup = -1
-
-    async def wait(self, *, writable: bool, timeout: float | None) -> bool:
-        """True if the fd became ready, False if *timeout* seconds passed first."""
-        if self.dup < 0:
-            self.dup = os.dup(self.fd)  # non-inheritable, as every fd Python makes
-        fd = self.dup
-        fut: asyncio.Future[bool] = self.loop.create_future()
-
-        def wake(ready: bool) -> None:
-            if not fut.done():
-                fut.set_result(ready)
-
-        if writable:
-            self.loop.add_writer(fd, wake, True)
-        else:
-            self.loop.add_reader(fd, wake, True)
-        timer = None if timeout is None else self.loop.call_later(timeout, wake, False)
-        try:
-            return await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if writable:
-                self.loop.remove_writer(fd)
-            else:
-                self.loop.remove_reader(fd)
-
-    def close(self) -> None:
-        if self.dup >= 0:
-            fd, self.dup = self.dup, -1
-            os.close(fd)
 
 
 class AsyncZeroCopySender:
@@ -211,8 +123,8 @@ class AsyncZeroCopySender:
 
     # -- sending -------------------------------------------------------------
 
-    def _readiness(self) -> _Readiness:
-        return _Readiness(asyncio.get_running_loop(), self.sender.sock.fileno())
+    def _readiness(self) -> DupReadiness:
+        return DupReadiness(asyncio.get_running_loop(), self.sender.sock.fileno())
 
     async def send(self, data: Any, *, on_release: Any = None) -> int:
         """Send once, waiting for room while the socket is full; return the bytes sent.
@@ -228,9 +140,9 @@ class AsyncZeroCopySender:
             ready.close()
 
     async def _send(
-        self, view: memoryview, on_release: Any, ready: _Readiness, tally: Tally
+        self, view: memoryview, on_release: Any, ready: DupReadiness, tally: Tally
     ) -> int:
-        relay = None if on_release is None else _Relay(on_release)
+        relay = None if on_release is None else OnceAcrossRetries(on_release)
         woken = False
         mark = len(tally.log)
         try:
@@ -243,7 +155,7 @@ class AsyncZeroCopySender:
                     self.sender.poll()
                 mark = len(tally.log)
                 try:
-                    n = self.sender._send(view, relay, tally)
+                    n = send_once(self.sender, view, relay, tally)
                 except BlockingIOError:
                     # Nothing went out (ZeroCopySender raises only before any
                     # byte moved): wait for room, then try again.
@@ -277,7 +189,7 @@ class AsyncZeroCopySender:
         ``bytes_transferred``: the bytes that went out before it.
         """
         view = memoryview(data).cast("B")
-        parts = _Countdown(on_release)
+        parts = Countdown(on_release)
         ready = self._readiness()
         tally = Tally()  # what the kernel accepted, exact whatever raises
         sent = since_yield = 0
@@ -288,11 +200,11 @@ class AsyncZeroCopySender:
                 n = await self._send(view[sent:], parts.done, ready, tally)
                 sent += n
                 since_yield += n
-                if since_yield >= _STEP_BUDGET:  # a fast peer must not starve the loop
+                if since_yield >= STEP_BUDGET:  # a fast peer must not starve the loop
                     since_yield = 0
                     await asyncio.sleep(0)
         except BaseException as exc:
-            exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
+            set_transferred(exc, tally.total())
             raise
         finally:
             ready.close()

@@ -1,4 +1,4 @@
-"""MSG_ZEROCOPY sends with completion tracking, and a pool of pinned-safe buffers.
+"""ZeroCopySender: MSG_ZEROCOPY sends over a blocking socket, with completion tracking.
 
 With ``SO_ZEROCOPY`` set, ``send(..., MSG_ZEROCOPY)`` lets the kernel take the
 caller's pages instead of copying them.  Each such send that moves bytes gets
@@ -18,33 +18,31 @@ from __future__ import annotations
 
 import errno
 import logging
-import select
 import socket
-import sys
-import threading
 import time
-import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import _backend
-from ._bufpool import pool_slot
-from ._constants import (
+from .. import _backend
+from .._constants import (
     MSG_ZEROCOPY,
     SO_EE_CODE_ZEROCOPY_COPIED,
     SO_EE_ORIGIN_ZEROCOPY,
-    SO_ZEROCOPY,
 )
-from ._errors import oserror
-from ._fd import check_timeout, poll_ms
-from ._tally import Tally
+from .._errors import oserror, set_transferred
+from .._fd import check_timeout, poll_ms
+from .._tally import Tally
+from .bufpool import pool_slot
+from .release import Countdown, chain_calls, release_held
+from .sockopts import check_arguments, enable_zerocopy
+from .tracker import state_of
+from .waits import wait_event, wait_writable
 
-__all__ = ["CompletionTracker", "SenderStats", "ZeroCopySender"]
+__all__ = ["SenderStats", "ZeroCopySender", "send_once"]
 
 log = logging.getLogger("zerocopy")
 
-_MASK = 0xFFFFFFFF
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
 
 
@@ -57,71 +55,6 @@ class SenderStats:
     copied: int = 0  #: of those, the ones the kernel reported it copied anyway
     plain_sends: int = 0  #: sends made without MSG_ZEROCOPY
     enobufs_retries: int = 0  #: ENOBUFS met (optmem or locked-memory limit)
-
-
-class CompletionTracker:
-    """Sequence numbers of outstanding zero-copy sends and what each holds.
-
-    Pure bookkeeping, no I/O: :meth:`add` gives the next sequence number to a
-    held object, :meth:`complete` releases an inclusive, possibly wrapping
-    range and returns the objects released.
-    """
-
-    def __init__(self, first_seq: int = 0) -> None:
-        self.next_seq = first_seq & _MASK
-        self._held: dict[int, Any] = {}
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def add(self, obj: Any) -> int:
-        """Record *obj* under the next sequence number and return that number."""
-        seq = self.next_seq
-        self._held[seq] = obj
-        self.next_seq = (seq + 1) & _MASK
-        return seq
-
-    def complete(self, first: int, last: int) -> list[Any]:
-        """Release sends ``first..last`` (inclusive, modulo 2**32); return their objects.
-
-        Numbers that are not outstanding (already released, or never issued)
-        are ignored, so duplicated or overlapping notifications do no harm.
-        """
-        span = ((last - first) & _MASK) + 1
-        released = []
-        if span <= 2 * len(self._held):
-            for i in range(span):
-                obj = self._held.pop((first + i) & _MASK, None)
-                if obj is not None:
-                    released.append(obj)
-        else:
-            for seq in [s for s in self._held if ((s - first) & _MASK) < span]:
-                released.append(self._held.pop(seq))
-        return released
-
-
-class _SocketState:
-    """Per-socket bookkeeping: the kernel numbers sends per socket, not per sender."""
-
-    __slots__ = ("lock", "tracker")
-
-    def __init__(self) -> None:
-        self.tracker = CompletionTracker()
-        self.lock = threading.RLock()
-
-
-_states: weakref.WeakKeyDictionary[socket.socket, _SocketState] = weakref.WeakKeyDictionary()
-_states_lock = threading.Lock()
-
-
-def _state_of(sock: socket.socket) -> _SocketState:
-    # A second sender on the same socket must continue the kernel's numbering
-    # (and may read the first one's completions), so both share this.
-    with _states_lock:
-        state = _states.get(sock)
-        if state is None:
-            state = _states[sock] = _SocketState()
-        return state
 
 
 class ZeroCopySender:
@@ -150,49 +83,18 @@ class ZeroCopySender:
         fallback: bool = True,
         stop_on_copied: bool = True,
     ) -> None:
-        if not isinstance(sock, socket.socket):
-            raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
-        ssl = sys.modules.get("ssl")
-        if ssl is not None and isinstance(sock, ssl.SSLSocket):
-            # Its fd carries ciphertext: our sends would bypass the encryption.
-            raise TypeError("ZeroCopySender cannot send over an ssl.SSLSocket")
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError("ZeroCopySender needs a SOCK_STREAM socket")
-        if isinstance(threshold, bool) or not isinstance(threshold, int):
-            raise TypeError(f"threshold must be an int, not {type(threshold).__name__}")
-        if threshold < 0:
-            raise ValueError(f"threshold must be >= 0, not {threshold}")
+        check_arguments(sock, threshold)
         self.sock = sock
         self.threshold = threshold
         self.stop_on_copied = stop_on_copied
         self.stats = SenderStats()
-        state = _state_of(sock)
+        state = state_of(sock)
         self._tracker = state.tracker
         self._lock = state.lock
         self._fd = sock.fileno()
-        self.zerocopy = self._enable(fallback)
         #: Why zero-copy is off, or None while it is on.
-        self.disabled_reason: str | None = None if self.zerocopy else self._reason
-
-    def _enable(self, fallback: bool) -> bool:
-        backend = _backend.current()
-        if "msg_zerocopy" not in _backend.features(backend):
-            self._reason = f"the {backend.NAME} backend cannot send with MSG_ZEROCOPY"
-        else:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
-            except OSError as exc:
-                self._reason = f"SO_ZEROCOPY refused: {exc.strerror}"
-                if not fallback:
-                    raise oserror(
-                        exc.errno or errno.EOPNOTSUPP, "setsockopt(SO_ZEROCOPY)"
-                    ) from None
-            else:
-                return True
-        if not fallback:
-            raise oserror(errno.EOPNOTSUPP, f"ZeroCopySender: {self._reason}")
-        log.debug("ZeroCopySender: plain sends only: %s", self._reason)
-        return False
+        self.disabled_reason: str | None = enable_zerocopy(sock, fallback)
+        self.zerocopy = self.disabled_reason is None
 
     # -- state ---------------------------------------------------------------
 
@@ -200,12 +102,6 @@ class ZeroCopySender:
     def pending(self) -> int:
         """Zero-copy sends whose completion has not arrived yet."""
         return len(self._tracker)
-
-    def _release(self, held: list[Any]) -> None:
-        for view, on_release in held:
-            view.release()
-            if on_release is not None:
-                on_release()
 
     def _handle(self, records: list[tuple[int, int, int, int, int]]) -> int:
         released = 0
@@ -225,7 +121,7 @@ class ZeroCopySender:
                     self.zerocopy = False
                     self.disabled_reason = "the kernel copied (local receiver?)"
                     log.info("ZeroCopySender: kernel copies on this path; plain sends from now on")
-            self._release(held)
+            release_held(held)
             released += n
         return released
 
@@ -249,22 +145,6 @@ class ZeroCopySender:
                 released += self._handle(records)
         return released
 
-    def _wait_event(self, events: int, ms: int | None, backoff: list[float]) -> int:
-        """poll() for *events*; never return at once twice on a hang-up alone."""
-        poller = select.poll()
-        poller.register(self._fd, events)
-        ready = poller.poll(ms)
-        revents = ready[0][1] if ready else 0
-        if revents & select.POLLERR and self.zerocopy is not None:
-            self._drain()
-        if revents and not revents & (events | select.POLLERR):
-            # POLLHUP (peer gone) is reported whatever we ask: without a
-            # pause this would spin until the completions trickle in.
-            pause = backoff[0] if ms is None else min(backoff[0], ms / 1000)
-            time.sleep(pause)
-            backoff[0] = min(backoff[0] * 2, 0.05)
-        return revents
-
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every zero-copy send has completed; TimeoutError after *timeout* s.
 
@@ -284,27 +164,9 @@ class ZeroCopySender:
                     raise TimeoutError(
                         errno.ETIMEDOUT, f"flush: {self.pending} sends still in flight"
                     )
-            self._wait_event(0, poll_ms(left), backoff)  # POLLERR is always reported
+            wait_event(self._fd, 0, poll_ms(left), backoff, self._drain)  # POLLERR always comes
 
     # -- sending -------------------------------------------------------------
-
-    def _wait_writable(self) -> None:
-        timeout = self.sock.gettimeout()
-        if timeout == 0.0:
-            raise BlockingIOError(errno.EAGAIN, "send: socket is non-blocking and full")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = [0.001]
-        while True:
-            ms = None
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(errno.ETIMEDOUT, "send: timed out")
-                ms = poll_ms(left)  # clamped to what poll(2) takes; the loop re-checks
-            # POLLERR (completions queued) is drained and waited past: only
-            # room to write, or a hang-up the send itself will report, ends it.
-            if self._wait_event(select.POLLOUT, ms, backoff) & (select.POLLOUT | select.POLLHUP):
-                return
 
     def _send_zerocopy(self, view: memoryview, on_release: Any, tally: Tally) -> int | None:
         # The send and the sequence number it earns happen under one lock, so
@@ -340,7 +202,7 @@ class ZeroCopySender:
                         return n
                     if n == 0:
                         return 0
-                self._wait_writable()
+                wait_writable(self.sock, self._fd, self._drain)
         except BaseException:
             with self._lock:
                 self._settle(view, on_release, tally.total(since=mark), seq)
@@ -386,7 +248,7 @@ class ZeroCopySender:
                 # A pool buffer goes back only after this send's completion.
                 pool, index = slot
                 pool.hold(index, self)
-                on_release = _chain(on_release, pool.unhold, index)
+                on_release = chain_calls(on_release, pool.unhold, index)
             if tally is None:
                 tally = Tally()
             zc_sent = self._send_zerocopy(view, on_release, tally)
@@ -429,11 +291,11 @@ class ZeroCopySender:
                     if on_release is not None:
                         on_release()
             except BaseException as exc:  # the clean-up's (a handler's, say) too
-                exc.bytes_transferred = sum(log)  # type: ignore[attr-defined]
+                set_transferred(exc, sum(log))
                 raise
             return
         tally = Tally()  # what the kernel accepted, exact whatever raises
-        parts = _Countdown(on_release)
+        parts = Countdown(on_release)
         try:
             try:
                 while view:
@@ -444,7 +306,7 @@ class ZeroCopySender:
             finally:
                 parts.seal()
         except BaseException as exc:  # the clean-up's (a handler's, say) too
-            exc.bytes_transferred = tally.total()  # type: ignore[attr-defined]
+            set_transferred(exc, tally.total())
             raise
 
     def __enter__(self) -> ZeroCopySender:
@@ -459,39 +321,11 @@ class ZeroCopySender:
         self.flush()
 
 
-def _chain(first: Any, then: Any, arg: Any) -> Any:
-    def both() -> None:
-        try:
-            if first is not None:
-                first()
-        finally:
-            then(arg)
+def send_once(
+    sender: ZeroCopySender, view: memoryview, on_release: Any, tally: Tally | None
+) -> int:
+    """One send of *view* by *sender*, zero-copy or plain by its rules (for the asyncio sender).
 
-    return both
-
-
-class _Countdown:
-    """Calls *callback* once every part has reported done and no more will come."""
-
-    __slots__ = ("callback", "open", "sealed")
-
-    def __init__(self, callback: Any) -> None:
-        self.callback = callback
-        self.open = 0
-        self.sealed = False
-
-    def more(self) -> None:
-        self.open += 1
-
-    def done(self) -> None:
-        self.open -= 1
-        self._fire()
-
-    def seal(self) -> None:
-        self.sealed = True
-        self._fire()
-
-    def _fire(self) -> None:
-        if self.sealed and self.open == 0 and self.callback is not None:
-            callback, self.callback = self.callback, None
-            callback()
+    *tally* logs what went out; *on_release* is called as :meth:`ZeroCopySender.send` calls it.
+    """
+    return sender._send(view, on_release, tally)  # noqa: SLF001 - its own module's class

@@ -8,7 +8,7 @@ The strategy, in order:
 2. Known objects whose fds cannot take a kernel path here (same file on both
    sides, an ``O_APPEND`` destination, a character-device source) take a
    ``readinto`` loop over one reused buffer.
-3. Otherwise (:mod:`zerocopy._kernel`): what a buffered reader already holds
+3. Otherwise (:mod:`.kernel`): what a buffered reader already holds
    is written first, a buffered writer is flushed first, the kernel copies
    with explicit offsets, and both objects are seeked to where a plain copy
    would have left them.
@@ -20,102 +20,22 @@ import logging
 import operator
 import os
 import socket
-import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, AnyStr
 
-from . import _kernel
-from ._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
-from ._tally import Tally
+from .._errors import set_transferred
+from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
+from .._tally import Tally
+from .._types import SupportsRead, SupportsWrite
+from . import kernel
+from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, thread_buffer
 
-__all__ = ["COPY_BUFSIZE", "copyfileobj", "last_method"]
+__all__ = ["copyfileobj"]
 
 log = logging.getLogger("zerocopy")
 
-#: shutil's chunk on Linux; what ``length=0`` means for the read/write loop.
-COPY_BUFSIZE = 64 * 1024
-#: The reused buffer's size for the readinto loops.
-_BUFSIZE = 1024 * 1024
 #: Regular-file copies smaller than this go through the objects, not the kernel.
 SMALL_COPY = COPY_BUFSIZE
-
-#: Largest single kernel call while a progress callback is set, so that a
-#: progress bar moves (copy_file_range would otherwise take 1 GiB at a time).
-_PROGRESS_CHUNK = 16 * 1024 * 1024
-
-_local = threading.local()
-
-
-def last_method() -> str | None:
-    """Return how the last :func:`copyfileobj` in this thread moved its bytes.
-
-    The path the copy took, even if it found nothing to move: one of
-    ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"`` (a
-    reused-buffer loop, also used for copies under 64 KiB from a regular
-    file), ``"read"`` (shutil's own loop), ``"none"`` (``count=0``), or
-    ``None`` before the first copy in this thread.
-    """
-    return getattr(_local, "method", None)
-
-
-def _buffer(size: int) -> memoryview:
-    # One buffer per thread, reused across copies: allocating (and faulting
-    # in) a fresh megabyte per call would cost small copies more than they move.
-    if size > _BUFSIZE:
-        # A larger length is only a chunk size: a buffer of it would be
-        # zero-filled and then kept for the thread's lifetime (a server's
-        # worker: for ever).  shutil's read(length) allocates length bytes
-        # up front, though, so an absurd length must fail as it does there
-        # (MemoryError, OverflowError): bytes(size) is calloc'd, so its pages
-        # are never touched, and it is freed at once.
-        bytes(size)
-        size = _BUFSIZE
-    buf = getattr(_local, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _local.buf = memoryview(bytearray(size))
-    return buf[:size]
-
-
-class Transfer:
-    """Running state of one copy: bytes delivered, limit, progress callback.
-
-    ``total`` is the running count; ``tally`` logs the calls that delivered
-    bytes on the fd paths, and is the exact count after an exception (see
-    :mod:`zerocopy._tally`).
-    """
-
-    __slots__ = ("limit", "method", "progress", "tally", "total")
-
-    def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
-        self.limit = limit
-        self.progress = progress
-        self.total = 0
-        self.method = "none"
-        self.tally = Tally()
-
-    def chunk(self, want: int) -> int:
-        """Bytes to ask one kernel call for: smaller when someone watches progress."""
-        if self.progress is not None:
-            want = min(want, _PROGRESS_CHUNK)
-        return self.room(want)
-
-    def room(self, want: int) -> int:
-        """How many of *want* bytes the limit still allows."""
-        if self.limit is None:
-            return want
-        return max(0, min(want, self.limit - self.total))
-
-    def settle(self) -> int:
-        """Take the count from the tally, where calls went through it; return it."""
-        if self.tally.log:
-            self.total = self.tally.total()
-        return self.total
-
-    def add(self, n: int) -> None:
-        self.total += n
-        self.tally.fold()
-        if self.progress is not None:
-            self.progress(self.total)
 
 
 def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
@@ -136,7 +56,7 @@ def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         # read(want) would allocate all of it up front (MemoryError for 2**40
         # and a 3-byte file, OverflowError from 2**63) where shutil's
         # read(-1) grows as it reads: gather a large count in chunks.
-        buf = _read_upto(fsrc_read, want) if length < 0 and want > _BUFSIZE else fsrc_read(want)
+        buf = _read_upto(fsrc_read, want) if length < 0 and want > BUFSIZE else fsrc_read(want)
         if not buf:
             break
         if t.limit is not None and len(buf) > want:
@@ -156,7 +76,7 @@ def _read_upto(read: Callable[[int], Any], n: int) -> Any:
     parts = []
     got = 0
     while True:
-        ask = min(n - got, _BUFSIZE)
+        ask = min(n - got, BUFSIZE)
         part = read(ask)
         if not part:
             break
@@ -179,7 +99,7 @@ def _write_all(write: Callable[[Any], int | None], view: memoryview, tally: Tall
 
 def _readinto_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
     t.method = "readinto"
-    mv = _buffer(length if length > 0 else _BUFSIZE)
+    mv = thread_buffer(length if length > 0 else BUFSIZE)
     readinto = fsrc.readinto
     write = fdst.write
     while True:
@@ -212,7 +132,7 @@ def _same_file(fsrc: Any, fdst: Any, dfd: int, size: int, length: int, t: Transf
     if is_append(dfd):
         t.limit = remaining if t.limit is None else min(t.limit, remaining)
         return _readinto_loop(fsrc, fdst, length, t)
-    guard = remaining + 4 * max(length, COPY_BUFSIZE) + _BUFSIZE
+    guard = remaining + 4 * max(length, COPY_BUFSIZE) + BUFSIZE
     t.limit = guard if t.limit is None else min(t.limit, guard)
     return _shutil_loop(fsrc, fdst, length, t)
 
@@ -228,7 +148,7 @@ def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
     dst = os.fstat(dfd)
     skind = _kind(fsrc, sst.st_mode)
     dkind = _kind(fdst, dst.st_mode)
-    if _kernel.nonblocking(sfd, skind) or _kernel.nonblocking(dfd, dkind):
+    if kernel.nonblocking(sfd, skind) or kernel.nonblocking(dfd, dkind):
         return _shutil_loop(fsrc, fdst, length, t)
     if skind not in (FILE, PIPE, SOCKET) or dkind not in (FILE, PIPE, SOCKET, CHAR):
         return _readinto_loop(fsrc, fdst, length, t)
@@ -241,12 +161,12 @@ def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         # through the objects keeps even error timing exactly shutil's (a
         # buffered writer reports a broken pipe at close, not now).
         return _readinto_loop(fsrc, fdst, length, t)
-    _kernel.copy(fsrc, sfd, skind, fdst, dfd, dkind, t, _buffer)
+    kernel.copy(fsrc, sfd, skind, fdst, dfd, dkind, t)
 
 
 def copyfileobj(
-    fsrc: Any,
-    fdst: Any,
+    fsrc: SupportsRead[AnyStr],
+    fdst: SupportsWrite[AnyStr],
     length: int = 0,
     *,
     count: int | None = None,
@@ -286,8 +206,8 @@ def copyfileobj(
         # Any failure, a signal handler's exception or the progress
         # callback's included, says how far the copy got: exactly, from the
         # tally, where writes went through it.
-        exc.bytes_transferred = t.settle()  # type: ignore[attr-defined]
+        set_transferred(exc, t.settle())
         raise
     finally:
-        _local.method = t.method
+        note_method(t.method)
     return t.total

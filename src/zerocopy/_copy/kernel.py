@@ -14,44 +14,21 @@ import io
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import _backend
-from ._constants import MAX_RW_COUNT
-from ._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
-from ._pipes import default_pool
+from .. import _backend
+from .._constants import MAX_RW_COUNT
+from .._errors import FALLBACK_ERRNOS, GiveUp, give_up_or_raise
+from .._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
+from .._pipes import default_pool
+from .transfer import Transfer, thread_buffer
 
-if TYPE_CHECKING:
-    from ._copy import Transfer
-
-Method = Callable[[int, int, "Cursor", "Transfer"], None]
+Method = Callable[[int, int, "Cursor", Transfer], None]
 _RAW = (io.FileIO, socket.SocketIO)
 
-__all__ = ["FALLBACK_ERRNOS", "GiveUp", "copy", "nonblocking"]
-
-#: Errnos that mean "this method does not work for these fds": try the next
-#: one.  EBADF is what copy_file_range says for an O_APPEND destination;
-#: ENODATA and EIO come from odd filesystems (FUSE, network, overlay);
-#: EPERM from seccomp filters.
-FALLBACK_ERRNOS = frozenset(
-    {
-        errno.EINVAL,
-        errno.ENOSYS,
-        errno.EXDEV,
-        errno.EOPNOTSUPP,
-        errno.ENOTSUP,
-        errno.EPERM,
-        errno.EBADF,
-        errno.ENODATA,
-        errno.EIO,
-    }
-)
+__all__ = ["copy", "nonblocking"]
 
 _CFR_CHUNK = 1 << 30  # copy_file_range: chunk at 1 GiB (design, "Limits")
-
-
-class GiveUp(Exception):
-    """A method could not start here; nothing moved."""
 
 
 class Cursor:
@@ -69,13 +46,6 @@ def nonblocking(fd: int, kind: str) -> bool:
     if kind not in (PIPE, SOCKET):
         return False
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
-
-
-def _starting(exc: OSError, moved: int) -> None:
-    """Turn a "not supported here" error on a method's first call into GiveUp."""
-    if moved == 0 and exc.errno in FALLBACK_ERRNOS:
-        raise GiveUp(exc.errno) from exc
-    raise exc
 
 
 def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
@@ -96,7 +66,7 @@ def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
         try:
             n = cfr(sfd, dfd, want, cur.s_off, cur.d_off, t.tally)
         except OSError as exc:
-            _starting(exc, moved)
+            give_up_or_raise(exc, moved)
         if n == 0:
             if moved == 0:
                 raise GiveUp("copy_file_range moved nothing")  # procfs, sysfs
@@ -118,7 +88,7 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
         try:
             n = sendfile(dfd, sfd, cur.s_off, want, t.tally)
         except OSError as exc:
-            _starting(exc, moved)
+            give_up_or_raise(exc, moved)
         if n == 0:
             if moved == 0:
                 raise GiveUp("sendfile moved nothing")
@@ -138,7 +108,7 @@ def _splice_direct(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
         try:
             n = splice(sfd, dfd, want, cur.s_off, cur.d_off, 0, t.tally)
         except OSError as exc:
-            _starting(exc, moved)
+            give_up_or_raise(exc, moved)
         if n == 0:
             if cur.s_off is not None or not (urgent := read_past_urgent_mark(sfd, None)):
                 return
@@ -169,7 +139,7 @@ def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
                 # Into the pipe: not delivered yet, so not in the tally.
                 n = splice(sfd, pipe.w, want, None, None, 0)
             except OSError as exc:
-                _starting(exc, moved)
+                give_up_or_raise(exc, moved)
             if n == 0:
                 urgent = read_past_urgent_mark(sfd, None)
                 if not urgent:  # end of stream (b"": nothing after the mark)
@@ -199,11 +169,9 @@ def _splice_via_pipe(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
         pool.release(pipe)  # closes it if bytes were left in it
 
 
-def _read_write(
-    sfd: int, dfd: int, cur: Cursor, t: Transfer, buffer: Callable[[int], memoryview]
-) -> None:
+def _read_write(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     # The last resort, on fds: one reused buffer, pread/readv then write all.
-    mv = buffer(1 << 20)
+    mv = thread_buffer(1 << 20)
     while want := t.room(len(mv)):
         view = mv[:want]
         if cur.s_off is not None:
@@ -220,14 +188,14 @@ def _pending(fsrc: Any, skind: str, cur: Cursor, t: Transfer) -> bytes | None:
     """Take what a buffered reader already holds; None means end of input."""
     if type(fsrc) in _RAW:
         return b""
-    if skind == FILE:
+    if skind == FILE and cur.s_off is not None:  # a file always has its offset
         # The fd is ahead of the object by exactly its read-ahead.
-        ahead = os.lseek(fsrc.raw.fileno(), 0, os.SEEK_CUR) - cur.s_off  # type: ignore[operator]
+        ahead = os.lseek(fsrc.raw.fileno(), 0, os.SEEK_CUR) - cur.s_off
         want = t.room(ahead)
         if want <= 0:
             return b""
         data: bytes = fsrc.read(want)  # served from the buffer: no I/O
-        cur.s_off += len(data)  # type: ignore[operator]
+        cur.s_off += len(data)
         return data
     # A pipe or socket: peek() returns everything buffered without I/O, or,
     # with nothing buffered, does one read (the first chunk a plain copy
@@ -259,7 +227,6 @@ def copy(
     dfd: int,
     dkind: str,
     t: Transfer,
-    buffer: Callable[[int], memoryview],
 ) -> None:
     """Copy through the kernel, setting ``t.method`` to what moved the bulk."""
     if type(fsrc) is io.BufferedRandom:
@@ -269,7 +236,7 @@ def copy(
     cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
     start = Cursor(cur.s_off, cur.d_off)
     try:
-        _copy_fds(fsrc, sfd, skind, dfd, dkind, cur, t, buffer)
+        _copy_fds(fsrc, sfd, skind, dfd, dkind, cur, t)
     except BaseException as exc:
         # Every delivering call went through t.tally: take the count from
         # there (a signal handler may have raised between a call and its
@@ -307,7 +274,6 @@ def _copy_fds(
     dkind: str,
     cur: Cursor,
     t: Transfer,
-    buffer: Callable[[int], memoryview],
 ) -> None:
     """Write the read-ahead, then run the method chain for these fd kinds."""
     t.method = "readinto"
@@ -324,4 +290,4 @@ def _copy_fds(
             continue
         return
     t.method = "readinto"
-    _read_write(sfd, dfd, cur, t, buffer)
+    _read_write(sfd, dfd, cur, t)

@@ -18,14 +18,18 @@ import weakref
 from collections import deque
 from typing import Any
 
-import cffi
+import _cffi_backend
 
-from ._fd import check_timeout, poll_ms
+from .._fd import check_timeout, poll_ms
 
 __all__ = ["BufferPool", "PoolExhausted", "pool_slot"]
 
-_ffi = cffi.FFI()
-_pools: dict[int, weakref.ReferenceType[BufferPool]] = {}
+# The runtime's bare FFI (no cdef, so no C parser: ``cffi.FFI()`` would import
+# pycparser, a third of ``import zerocopy``).  It takes any buffer, read-only
+# views of a pool buffer included, which ctypes' from_buffer refuses.
+_ffi = _cffi_backend.FFI()
+#: id of a live pool's map -> (the pool, the address of its first byte).
+_pools: dict[int, tuple[weakref.ReferenceType[BufferPool], int]] = {}
 
 
 class PoolExhausted(Exception):
@@ -38,11 +42,11 @@ def _address(view: memoryview) -> int:
 
 def pool_slot(view: memoryview) -> tuple[BufferPool, int] | None:
     """Return ``(pool, index)`` if *view* lies in a live pool's buffer, else None."""
-    ref = _pools.get(id(view.obj))
-    pool = ref() if ref is not None else None
-    if pool is None or not len(view):
+    entry = _pools.get(id(view.obj))
+    pool = entry[0]() if entry is not None else None
+    if entry is None or pool is None or not len(view):
         return None
-    offset = _address(view) - pool._base
+    offset = _address(view) - entry[1]
     if not 0 <= offset < pool.stride * pool.count:
         return None
     return pool, offset // pool.stride
@@ -71,14 +75,13 @@ class BufferPool:
                 f"a pool of {count} buffers of {buffer_size} bytes is too large to map"
             )
         self._map = mmap.mmap(-1, self.stride * count)
-        self._base = _address(memoryview(self._map))
         self._whole = memoryview(self._map)
         self._free: deque[int] = deque(range(count))
         self._returned = [True] * count  # given back by the caller
         self._inflight = [0] * count  # zero-copy sends not yet completed
         self._cond = threading.Condition()
         self._senders: weakref.WeakSet[Any] = weakref.WeakSet()
-        _pools[id(self._map)] = weakref.ref(self)
+        _pools[id(self._map)] = (weakref.ref(self), _address(memoryview(self._map)))
         weakref.finalize(self, _pools.pop, id(self._map), None)
 
     @property

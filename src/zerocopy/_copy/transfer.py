@@ -1,0 +1,103 @@
+"""The running state of one copy, and what each thread keeps between copies.
+
+Used by both layers of the copy: :mod:`.fileobj` (the object-level loops and
+the choice of path) and :mod:`.kernel` (the fd-level kernel methods).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .._tally import Tally
+
+__all__ = ["BUFSIZE", "COPY_BUFSIZE", "Transfer", "last_method", "note_method", "thread_buffer"]
+
+#: shutil's chunk on Linux; what ``length=0`` means for the read/write loop.
+COPY_BUFSIZE = 64 * 1024
+#: The reused buffer's size for the readinto loops.
+BUFSIZE = 1024 * 1024
+
+#: Largest single kernel call while a progress callback is set, so that a
+#: progress bar moves (copy_file_range would otherwise take 1 GiB at a time).
+_PROGRESS_CHUNK = 16 * 1024 * 1024
+
+_local = threading.local()
+
+
+def last_method() -> str | None:
+    """Return how the last :func:`copyfileobj` in this thread moved its bytes.
+
+    The path the copy took, even if it found nothing to move: one of
+    ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"`` (a
+    reused-buffer loop, also used for copies under 64 KiB from a regular
+    file), ``"read"`` (shutil's own loop), ``"none"`` (``count=0``), or
+    ``None`` before the first copy in this thread.
+    """
+    return getattr(_local, "method", None)
+
+
+def note_method(method: str) -> None:
+    """Remember *method* as this thread's :func:`last_method`."""
+    _local.method = method
+
+
+def thread_buffer(size: int) -> memoryview:
+    """This thread's reused buffer, at least *size* bytes (at most :data:`BUFSIZE`)."""
+    # One buffer per thread, reused across copies: allocating (and faulting
+    # in) a fresh megabyte per call would cost small copies more than they move.
+    if size > BUFSIZE:
+        # A larger length is only a chunk size: a buffer of it would be
+        # zero-filled and then kept for the thread's lifetime (a server's
+        # worker: for ever).  shutil's read(length) allocates length bytes
+        # up front, though, so an absurd length must fail as it does there
+        # (MemoryError, OverflowError): bytes(size) is calloc'd, so its pages
+        # are never touched, and it is freed at once.
+        bytes(size)
+        size = BUFSIZE
+    buf = getattr(_local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _local.buf = memoryview(bytearray(size))
+    return buf[:size]
+
+
+class Transfer:
+    """Running state of one copy: bytes delivered, limit, progress callback.
+
+    ``total`` is the running count; ``tally`` logs the calls that delivered
+    bytes on the fd paths, and is the exact count after an exception (see
+    :mod:`zerocopy._tally`).
+    """
+
+    __slots__ = ("limit", "method", "progress", "tally", "total")
+
+    def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
+        self.limit = limit
+        self.progress = progress
+        self.total = 0
+        self.method = "none"
+        self.tally = Tally()
+
+    def chunk(self, want: int) -> int:
+        """Bytes to ask one kernel call for: smaller when someone watches progress."""
+        if self.progress is not None:
+            want = min(want, _PROGRESS_CHUNK)
+        return self.room(want)
+
+    def room(self, want: int) -> int:
+        """How many of *want* bytes the limit still allows."""
+        if self.limit is None:
+            return want
+        return max(0, min(want, self.limit - self.total))
+
+    def settle(self) -> int:
+        """Take the count from the tally, where calls went through it; return it."""
+        if self.tally.log:
+            self.total = self.tally.total()
+        return self.total
+
+    def add(self, n: int) -> None:
+        self.total += n
+        self.tally.fold()
+        if self.progress is not None:
+            self.progress(self.total)

@@ -1,0 +1,12 @@
+"""The send_file capability: a file to a stream socket, socket.sendfile's contract.
+
+- :mod:`.common`: the argument checks, chunk sizes and reads both forms share;
+- :mod:`.blocking`: :func:`send_file` for blocking sockets and sockets with a timeout;
+- :mod:`.aio`: the asyncio form, for non-blocking sockets.
+"""
+
+from __future__ import annotations
+
+from .blocking import send_file
+
+__all__ = ["send_file"]
