@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import zerocopy
+from conftest import stream_pair
 from zerocopy._pipes import PipePool, default_pool
 from zerocopy._relay.direction import Direction
 
@@ -44,19 +45,6 @@ pytestmark = pytest.mark.usefixtures("no_leaks")
 
 def _payload(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
-
-
-def _pair(kind: str) -> tuple[socket.socket, socket.socket]:
-    if kind == "tcp":
-        return _tcp_pair()
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def _is_reset(exc: BaseException) -> bool:
@@ -183,8 +171,8 @@ class Setup:
     """C <-> a [relay] b <-> S, for socket kinds "tcp", "unix" or "mixed" (a TCP, b unix)."""
 
     def __init__(self, kind: str) -> None:
-        self.C, self.a = _pair("unix" if kind == "unix" else "tcp")
-        self.b, self.S = _pair("tcp" if kind == "tcp" else "unix")
+        self.C, self.a = stream_pair("unix" if kind == "unix" else "tcp")
+        self.b, self.S = stream_pair("tcp" if kind == "tcp" else "unix")
         self.socks = [self.C, self.a, self.b, self.S]
 
     def close(self) -> None:

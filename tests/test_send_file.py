@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zerocopy
+from conftest import stream_pair, tcp_pair
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -42,20 +43,6 @@ pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
-
-
-def _pair(kind: str) -> tuple[socket.socket, socket.socket]:
-    """(sender, receiver) connected stream sockets of *kind* "tcp" or "unix"."""
-    if kind == "tcp":
-        return _tcp_pair()
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def _small_buffers(sender: socket.socket, receiver: socket.socket, size: int = 64 * KiB) -> None:
@@ -146,7 +133,7 @@ def _run(
     send: Callable[..., int], kind: str, file: Any, *args: Any, **kwargs: Any
 ) -> tuple[Any, bytes]:
     """Call ``send(sender, file, ...)`` with a receiver running; (result or exception, bytes)."""
-    sender, receiver = _pair(kind)
+    sender, receiver = stream_pair(kind)
     rx = Receiver(receiver)
     rx.start()
     try:
@@ -223,7 +210,7 @@ class TestSizes:
     ) -> None:
         """A socket with a (generous) timeout sends the whole file too."""
         data = _payload(8 * MiB, seed=4)
-        sender, receiver = _pair(kind)
+        sender, receiver = stream_pair(kind)
         sender.settimeout(10)
         _small_buffers(sender, receiver)
         rx = Receiver(receiver)
@@ -254,7 +241,7 @@ class TestHuge:
                 block = struct.pack("<Q", i) + base[8:]
                 want.update(block)
                 out.write(block)
-        sender, receiver = _tcp_pair()
+        sender, receiver = tcp_pair()
         rx = Receiver(receiver, keep=False)
         rx.start()
         try:
@@ -427,7 +414,7 @@ class TestErrorsLikeSocketSendfile:
     ) -> None:
         """A non-blocking socket is a ValueError, as in socket.sendfile."""
         path = make_file(b"x" * 100)
-        sender, receiver = _tcp_pair()
+        sender, receiver = tcp_pair()
         with sender, receiver, open(path, "rb") as f:
             sender.setblocking(False)
             assert _exc_type(sender.sendfile, f) is ValueError
@@ -443,7 +430,7 @@ class TestErrorsLikeSocketSendfile:
     def test_peer_gone(self, backend: ModuleType, make_file: Callable[[bytes], Path]) -> None:
         """A reset peer raises ConnectionResetError/BrokenPipeError with bytes_transferred."""
         path = make_file(_payload(32 * MiB))
-        sender, receiver = _tcp_pair()
+        sender, receiver = tcp_pair()
         _small_buffers(sender, receiver)
         result: dict[str, Any] = {}
 
@@ -483,7 +470,7 @@ class TestTimeout:
         """A stalled receiver gives TimeoutError whose bytes_transferred the receiver then gets."""
         data = _payload(32 * MiB, seed=7)
         path = make_file(data)
-        sender, receiver = _pair(kind)
+        sender, receiver = stream_pair(kind)
         _small_buffers(sender, receiver, 256 * KiB)
         sender.settimeout(0.3)
         try:
@@ -513,7 +500,7 @@ class TestTimeout:
     ) -> None:
         """A receiver slower than the sender but never idle for the timeout: no TimeoutError."""
         data = _payload(2 * MiB, seed=8)
-        sender, receiver = _pair(kind)
+        sender, receiver = stream_pair(kind)
         _small_buffers(sender, receiver)
         sender.settimeout(1.0)
         rx = Receiver(receiver, pause=0.01, chunk=128 * KiB)
@@ -545,7 +532,7 @@ class TestNoSpin:
         """While the receiver sleeps, the sending thread waits instead of spinning."""
         data = _payload(3 * MiB, seed=9)
         path = make_file(data)
-        sender, receiver = _pair(kind)
+        sender, receiver = stream_pair(kind)
         _small_buffers(sender, receiver)
         sender.settimeout(timeout)
         rx = Receiver(receiver, pause=0.02, chunk=64 * KiB)
@@ -676,7 +663,7 @@ class TestShrinkingFile:
         """A file truncated by another thread mid-send ends cleanly: return == bytes received."""
         data = _payload(32 * MiB, seed=15)
         path = make_file(data)
-        sender, receiver = _pair(kind)
+        sender, receiver = stream_pair(kind)
         _small_buffers(sender, receiver)
         started = threading.Event()
         truncated = threading.Event()
