@@ -652,7 +652,7 @@ class _Peers(threading.Thread):
 
     def run(self) -> None:
         sel = selectors.DefaultSelector()
-        out = {}
+        out: dict[int, memoryview] = {}
         try:
             for i, (sock, data) in enumerate(self.peers):
                 sock.setblocking(False)
@@ -662,38 +662,50 @@ class _Peers(threading.Thread):
             deadline = time.monotonic() + 120
             while open_reads and time.monotonic() < deadline:
                 for key, events in sel.select(1.0):
-                    i, sock = key.data, self.peers[key.data][0]
-                    if events & selectors.EVENT_WRITE and i in out:
-                        try:
-                            n = sock.send(out[i][: 256 * KiB])
-                        except BlockingIOError:
-                            n = 0
-                        out[i] = out[i][n:]
-                        if not out[i]:
-                            del out[i]
-                            sock.shutdown(socket.SHUT_WR)
-                            if key.events & selectors.EVENT_READ:
-                                sel.modify(sock, selectors.EVENT_READ, i)
-                            else:
-                                sel.unregister(sock)
-                    if events & selectors.EVENT_READ:
-                        try:
-                            chunk = sock.recv(256 * KiB)
-                        except BlockingIOError:
-                            continue
-                        if chunk:
-                            self.received[i] += chunk
-                        else:
-                            open_reads -= 1
-                            if i in out:  # still sending: keep only that
-                                sel.modify(sock, selectors.EVENT_WRITE, i)
-                            else:
-                                sel.unregister(sock)
+                    if events & selectors.EVENT_WRITE and key.data in out:
+                        self._send_some(sel, key, out)
+                    if events & selectors.EVENT_READ and self._recv_some(sel, key, out):
+                        open_reads -= 1
             assert open_reads == 0, f"{open_reads} peers still waiting at the deadline"
         except BaseException as exc:
             self.error = exc
         finally:
             sel.close()
+
+    def _send_some(
+        self, sel: selectors.BaseSelector, key: selectors.SelectorKey, out: dict[int, memoryview]
+    ) -> None:
+        i, sock = key.data, self.peers[key.data][0]
+        try:
+            n = sock.send(out[i][: 256 * KiB])
+        except BlockingIOError:
+            n = 0
+        out[i] = out[i][n:]
+        if not out[i]:
+            del out[i]
+            sock.shutdown(socket.SHUT_WR)
+            if key.events & selectors.EVENT_READ:
+                sel.modify(sock, selectors.EVENT_READ, i)
+            else:
+                sel.unregister(sock)
+
+    def _recv_some(
+        self, sel: selectors.BaseSelector, key: selectors.SelectorKey, out: dict[int, memoryview]
+    ) -> bool:
+        """Read what peer *key* has; True when it reached end of stream."""
+        i, sock = key.data, self.peers[key.data][0]
+        try:
+            chunk = sock.recv(256 * KiB)
+        except BlockingIOError:
+            return False
+        if chunk:
+            self.received[i] += chunk
+            return False
+        if i in out:  # still sending: keep only that
+            sel.modify(sock, selectors.EVENT_WRITE, i)
+        else:
+            sel.unregister(sock)
+        return True
 
 
 class TestConcurrent:
