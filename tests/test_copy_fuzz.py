@@ -6,8 +6,8 @@ go to the copies, on both backends.
 
 The only acceptable outcomes are a return value or one of the documented
 exceptions: :class:`TypeError`, :class:`ValueError`, :class:`OSError` and
-its subclasses, :class:`NotImplementedError`
-(:class:`zerocopy.UnsupportedOperation`).
+its subclasses (``shutil``'s errors, :class:`io.UnsupportedOperation`),
+:class:`NotImplementedError` (:class:`zerocopy.UnsupportedOperation`).
 After every example the fixture checks that no fd of the zoo was closed or
 replaced behind the test's back.
 

@@ -5,8 +5,8 @@ socket at all, the same socket twice) and bad timeouts.
 
 The only acceptable outcomes are a return value or one of the documented
 exceptions: :class:`TypeError`, :class:`ValueError`, :class:`OSError` and
-its subclasses, :class:`NotImplementedError`
-(:class:`zerocopy.UnsupportedOperation`).
+its subclasses (``shutil``'s errors, :class:`io.UnsupportedOperation`),
+:class:`NotImplementedError` (:class:`zerocopy.UnsupportedOperation`).
 
 Never a crash, never a hang: every example runs under a SIGALRM watchdog,
 every fd that could block is non-blocking, and files live on a small tmpfs

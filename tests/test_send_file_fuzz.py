@@ -6,8 +6,10 @@ directory, gzip) and bad offsets and counts.
 
 The only acceptable outcomes are a return value or one of the documented
 exceptions: :class:`TypeError`, :class:`ValueError`, :class:`OSError` and
-its subclasses, :class:`NotImplementedError`
-(:class:`zerocopy.UnsupportedOperation`).
+its subclasses (``shutil``'s errors, :class:`io.UnsupportedOperation`),
+:class:`NotImplementedError` (:class:`zerocopy.UnsupportedOperation`).
+After every example the fixture checks that no fd of the zoo was closed or
+replaced behind the test's back.
 
 Never a crash, never a hang: every example runs under a SIGALRM watchdog,
 every fd that could block is non-blocking, and files live on a small tmpfs

@@ -4,8 +4,8 @@ Sockets of every kind, bad thresholds, flags, data and flush timeouts for
 the sender; bad sizes, counts, timeouts and foreign buffers for the pool.
 The only acceptable outcomes are a return value or one of the documented
 exceptions: :class:`TypeError`, :class:`ValueError`, :class:`OSError` and
-its subclasses, :class:`NotImplementedError`
-(:class:`zerocopy.UnsupportedOperation`).
+its subclasses (``shutil``'s errors, :class:`io.UnsupportedOperation`),
+:class:`NotImplementedError` (:class:`zerocopy.UnsupportedOperation`).
 
 Never a crash, never a hang: every example runs under a SIGALRM watchdog,
 every fd that could block is non-blocking, and files live on a small tmpfs
