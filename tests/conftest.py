@@ -166,3 +166,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+# --- support modules ------------------------------------------------------------
+
+# faultkit's check functions hold test bodies shared by several capabilities'
+# files: rewrite their asserts as pytest does a test's, so that a failure
+# shows the values compared.  (Before any test module imports it.)
+pytest.register_assert_rewrite("faultkit")

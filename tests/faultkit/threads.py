@@ -1,12 +1,6 @@
-"""Concurrency: many threads copying and relaying at once, and the GIL released while blocked.
+"""Operations that 16 threads run at once, and the probe that a blocked call frees the GIL.
 
-Sixteen threads run copyfileobj (every fd-kind pair), copyfile, send_file,
-relay and ZeroCopySender at the same time, on both backends, sharing the
-process-wide pipe pool; every byte is checked.  A second group proves that a
-thread blocked in a system call (splice, sendfile, vmsplice, tee, a
-copyfileobj waiting on a socket) does not hold the GIL: while it sits in the
-kernel (``/proc/self/task/<tid>/syscall`` names the call), another thread
-keeps counting.
+Each operation returns after checking its own bytes.
 """
 
 from __future__ import annotations
@@ -14,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,31 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import pytest
-
 import zerocopy
-from zerocopy._pipes import default_pool
+from conftest import tcp_pair
+from faultkit import MiB
+from faultkit.peers import _payload
 
-KiB = 1 << 10
-MiB = 1 << 20
 THREADS = 16
-
-
-pytestmark = pytest.mark.usefixtures("no_leaks")
-
-
-def _payload(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
 
 
 def _recv_all(sock: socket.socket) -> bytes:
@@ -84,9 +60,6 @@ def _result(t: threading.Thread, box: list[Any], timeout: float = 60) -> Any:
     if isinstance(box[0], BaseException):
         raise box[0]
     return box[0]
-
-
-# --- one operation each; each returns after checking its own bytes -------------------------
 
 
 def op_file_file(tmp: Path, seed: int) -> None:
@@ -127,7 +100,7 @@ def op_file_socket(tmp: Path, seed: int) -> None:
 def op_socket_file(tmp: Path, seed: int) -> None:
     data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
     dst = tmp / f"d{seed}"
-    a, b = _tcp_pair() if seed % 2 else socket.socketpair()
+    a, b = tcp_pair() if seed % 2 else socket.socketpair()
     with a, b:
         t, box = _background(lambda: _send_all(b, data))
         with a.makefile("rb") as f, open(dst, "wb") as g:
@@ -158,7 +131,7 @@ def op_send_file(tmp: Path, seed: int) -> None:
     data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
     src = tmp / f"s{seed}"
     src.write_bytes(data)
-    a, b = _tcp_pair() if seed % 2 else socket.socketpair()
+    a, b = tcp_pair() if seed % 2 else socket.socketpair()
     with a, b:
         t, box = _background(lambda: _recv_all(b))
         with open(src, "rb") as f:
@@ -172,8 +145,8 @@ def op_relay(tmp: Path, seed: int) -> None:
     rnd = random.Random(seed)
     up = _payload(rnd.randrange(0, 2 * MiB), seed)
     down = _payload(rnd.randrange(0, 2 * MiB), seed + 1)
-    c, a = _tcp_pair() if seed % 2 else socket.socketpair()
-    b, s = socket.socketpair() if seed % 3 else _tcp_pair()
+    c, a = tcp_pair() if seed % 2 else socket.socketpair()
+    b, s = socket.socketpair() if seed % 3 else tcp_pair()
     with a, b, c, s:
         helpers = [
             _background(lambda: _send_all(c, up)),
@@ -189,7 +162,7 @@ def op_relay(tmp: Path, seed: int) -> None:
 
 def op_zerocopy_sender(tmp: Path, seed: int) -> None:
     data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
-    a, b = _tcp_pair()
+    a, b = tcp_pair()
     with a, b:
         t, box = _background(lambda: _recv_all(b))
         with zerocopy.ZeroCopySender(a, threshold=0, stop_on_copied=bool(seed % 2)) as zc:
@@ -222,71 +195,6 @@ def _run_threads(work: Callable[[int], None], n: int = THREADS) -> None:
     with ThreadPoolExecutor(max_workers=n) as pool:
         for future in [pool.submit(start, i) for i in range(n)]:
             future.result(timeout=120)
-
-
-class TestSixteenThreads:
-    def test_mixed_operations(self, backend: ModuleType, tmp_path: Path) -> None:
-        """16 threads, 4 rounds each, every operation kind at once: all byte-exact."""
-        names = sorted(OPERATIONS)
-
-        def work(i: int) -> None:
-            for round_ in range(4):
-                name = names[(i + round_) % len(names)]
-                OPERATIONS[name](tmp_path, 1000 * i + round_)
-
-        _run_threads(work)
-
-    @pytest.mark.parametrize("name", sorted(OPERATIONS))
-    def test_one_operation_sixteen_times(
-        self, backend: ModuleType, tmp_path: Path, name: str
-    ) -> None:
-        """16 threads doing the same operation at the same moment: all byte-exact."""
-        _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
-
-    def test_sixteen_relays_share_the_pipe_pool(self, backend: ModuleType) -> None:
-        """16 relays at once, more than the pool keeps: idle pipes stay bounded and empty."""
-        _run_threads(lambda i: op_relay(Path("/nonexistent"), 100 + i))
-        pool = default_pool()
-        assert len(pool) <= pool.maxsize
-        assert all(p.queued() == 0 for p in list(pool._idle))
-
-    def test_patch_shutil_from_many_threads(self, backend: ModuleType, tmp_path: Path) -> None:
-        """Nested patch_shutil blocks in 16 threads leave shutil as it was, copies exact."""
-        original = (shutil.copyfileobj, shutil.copyfile)
-
-        def work(i: int) -> None:
-            data = _payload(100 * KiB + i, i)
-            (tmp_path / f"s{i}").write_bytes(data)
-            for _ in range(5):
-                with zerocopy.patch_shutil():
-                    shutil.copyfile(tmp_path / f"s{i}", tmp_path / f"d{i}")
-                assert (tmp_path / f"d{i}").read_bytes() == data
-
-        _run_threads(work)
-        assert (shutil.copyfileobj, shutil.copyfile) == original
-
-    def test_last_method_is_per_thread(self, backend: ModuleType, tmp_path: Path) -> None:
-        """last_method() reports each thread's own copy, not another thread's."""
-        big = tmp_path / "big"
-        big.write_bytes(_payload(2 * MiB, 1))
-        results: dict[int, tuple[str | None, str]] = {}
-
-        def work(i: int) -> None:
-            for _ in range(10):
-                if i % 2:
-                    with open(big, "rb") as f, open(tmp_path / f"d{i}", "wb") as g:
-                        zerocopy.copyfileobj(f, g)
-                    expect = "copy_file_range"
-                else:
-                    import io
-
-                    zerocopy.copyfileobj(io.BytesIO(b"x" * 100), io.BytesIO())
-                    expect = "read"
-                results[i] = (zerocopy.last_method(), expect)
-
-        _run_threads(work)
-        for got, expect in results.values():
-            assert got == expect
 
 
 # --- the GIL is released while a call blocks -----------------------------------------------
@@ -385,107 +293,3 @@ def _assert_progressed(baseline: int, during: int) -> None:
     # CPUs, so the bar is a fraction of what this thread counted alone.
     assert during > 100_000, f"only {during} iterations in 0.3 s (baseline {baseline})"
     assert during > baseline // 5, f"{during} iterations in 0.3 s against {baseline} alone"
-
-
-class TestGilReleased:
-    def test_splice_from_an_empty_pipe(self, backend: ModuleType) -> None:
-        """A thread blocked in splice on an empty pipe lets another thread run at full speed."""
-        r, w = os.pipe()
-        r2, w2 = os.pipe()
-        try:
-            probe = GilProbe(
-                lambda: zerocopy.splice(r, w2, 4096),
-                "splice",
-                lambda: os.write(w, b"wake"),
-                ("write", w),
-            )
-            baseline, during, moved = probe.run()
-            assert moved == 4
-            assert os.read(r2, 10) == b"wake"
-        finally:
-            for fd in (r, w, r2, w2):
-                os.close(fd)
-        _assert_progressed(baseline, during)
-
-    def test_sendfile_into_a_full_pipe(self, backend: ModuleType, tmp_path: Path) -> None:
-        """A thread blocked in sendfile on a full pipe does not hold the GIL."""
-        (tmp_path / "src").write_bytes(b"s" * 4096)
-        r, w = os.pipe()
-        os.set_blocking(w, False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                os.write(w, b"f" * 65536)
-        os.set_blocking(w, True)
-        try:
-            with open(tmp_path / "src", "rb") as f:
-                probe = GilProbe(
-                    lambda: zerocopy.sendfile(w, f, 0, 4096),
-                    "sendfile",
-                    lambda: os.read(r, 1 << 20),
-                    ("read", r),
-                )
-                baseline, during, moved = probe.run()
-            assert moved == 4096
-        finally:
-            os.close(r)
-            os.close(w)
-        _assert_progressed(baseline, during)
-
-    def test_vmsplice_into_a_full_pipe(self, backend: ModuleType) -> None:
-        """A thread blocked in vmsplice (a poll on the os backend) does not hold the GIL."""
-        r, w = os.pipe()
-        os.set_blocking(w, False)
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                os.write(w, b"f" * 65536)
-        os.set_blocking(w, True)
-        payload = b"v" * 4096
-        try:
-            probe = GilProbe(
-                lambda: zerocopy.vmsplice(w, [payload]),
-                "vmsplice" if backend.NAME == "cffi" else "poll",
-                lambda: os.read(r, 1 << 20),
-                ("read", r),
-            )
-            baseline, during, moved = probe.run()
-            assert moved == 4096
-        finally:
-            os.close(r)
-            os.close(w)
-        _assert_progressed(baseline, during)
-
-    @pytest.mark.only_backend("cffi")
-    def test_tee_from_an_empty_pipe(self, backend: ModuleType) -> None:
-        """A thread blocked in tee on an empty pipe does not hold the GIL (cffi: os has no tee)."""
-        r, w = os.pipe()
-        r2, w2 = os.pipe()
-        try:
-            probe = GilProbe(
-                lambda: zerocopy.tee(r, w2, 4096), "tee", lambda: os.write(w, b"t"), ("write", w)
-            )
-            baseline, during, moved = probe.run()
-            assert moved == 1
-        finally:
-            for fd in (r, w, r2, w2):
-                os.close(fd)
-        _assert_progressed(baseline, during)
-
-    def test_copyfileobj_waiting_on_a_socket(self, backend: ModuleType, tmp_path: Path) -> None:
-        """copyfileobj(socket -> file) waiting for data sleeps in splice, GIL released."""
-        a, b = socket.socketpair()
-        with a, b, a.makefile("rb") as src, open(tmp_path / "dst", "wb") as dst:
-            # Something to read first, so the copy is past peek() and in its splice loop.
-            b.sendall(b"first")
-            started = threading.Event()
-
-            def copy() -> int:
-                started.set()
-                return zerocopy.copyfileobj(src, dst)
-
-            probe = GilProbe(
-                copy, "splice", lambda: b.shutdown(socket.SHUT_WR), ("shutdown", b.fileno())
-            )
-            baseline, during, moved = probe.run()
-            assert moved == 5
-        assert (tmp_path / "dst").read_bytes() == b"first"
-        _assert_progressed(baseline, during)
