@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 import zerocopy
-from conftest import hang_guard
+from conftest import hang_guard, tcp_pair
 
 # --- Shared data ---------------------------------------------------------------
 
@@ -189,13 +189,6 @@ def _collect(read: Callable[[int], bytes], sink: list[bytes]) -> Callable[[], No
     return run
 
 
-def _tcp_pair(run: Run) -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    return client, server
-
-
 # --- Sources ------------------------------------------------------------------
 
 FILE, PREREAD, PIPE, SOCK, PLAIN, OTHER = "file", "preread", "pipe", "sock", "plain", "other"
@@ -341,7 +334,7 @@ def _src_socketpair_preread(run: Run, data: bytes) -> Any:
 
 
 def _src_tcp(run: Run, data: bytes) -> Any:
-    client, server = _tcp_pair(run)
+    client, server = tcp_pair()
     run.closing(client)
     run.thread(_send_all_then_close(server, data))
     return run.closing(client.makefile("rb"))
@@ -536,7 +529,7 @@ def _dst_socketpair(run: Run) -> Dest:
 
 
 def _dst_tcp(run: Run) -> Dest:
-    client, server = _tcp_pair(run)
+    client, server = tcp_pair()
     return _socket_dest(run, client, server)
 
 

@@ -1,0 +1,146 @@
+"""copyfile: returns and raises what shutil.copyfile does.
+
+Every test runs on both backends (the ``backend`` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import zerocopy
+from conftest import hang_guard
+from copykit import MiB, payload
+
+
+@pytest.fixture(autouse=True)
+def _deadline() -> Iterator[None]:
+    """Turn a hang into a failure: no test here may take 120 s."""
+    with hang_guard(120):
+        yield
+
+
+# --- copyfile ------------------------------------------------------------------------
+
+
+def _outcome(fn: Callable[[], Any]) -> tuple[Any, ...]:
+    try:
+        return ("ok", fn())
+    except Exception as exc:
+        return ("raises", type(exc))
+
+
+class TestCopyfile:
+    """copyfile returns and raises what shutil.copyfile does."""
+
+    def test_regular_file(self, backend: ModuleType, tmp_path: Path) -> None:
+        """Same bytes, dst returned as given, copied with copy_file_range."""
+        data = payload(3 * MiB + 5)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        ref = shutil.copyfile(src, tmp_path / "ref")
+        dst = tmp_path / "dst"
+        got = zerocopy.copyfile(src, dst)
+        assert got is dst
+        assert type(got) is type(ref)
+        assert dst.read_bytes() == data
+        assert zerocopy.last_method() == "copy_file_range"
+        str_dst = str(tmp_path / "dst2")
+        assert zerocopy.copyfile(str(src), str_dst) is str_dst
+
+    def test_overwrites_existing(self, backend: ModuleType, tmp_path: Path) -> None:
+        """An existing, longer destination is truncated, as shutil does."""
+        src = tmp_path / "src"
+        src.write_bytes(b"short")
+        dst = tmp_path / "dst"
+        dst.write_bytes(b"a much longer existing content")
+        zerocopy.copyfile(src, dst)
+        assert dst.read_bytes() == b"short"
+
+    def test_permission_bits_not_copied(self, backend: ModuleType, tmp_path: Path) -> None:
+        """The new file gets the umask's mode, not the source's, as with shutil."""
+        src = tmp_path / "src"
+        src.write_bytes(b"x")
+        src.chmod(0o751)
+        shutil.copyfile(src, tmp_path / "ref")
+        zerocopy.copyfile(src, tmp_path / "dst")
+        mode = stat.S_IMODE((tmp_path / "dst").stat().st_mode)
+        assert mode == stat.S_IMODE((tmp_path / "ref").stat().st_mode)
+        assert mode != 0o751
+
+    @pytest.mark.parametrize(
+        "case",
+        [
+            "same-file",
+            "same-file-via-link",
+            "src-directory",
+            "dst-directory",
+            "dst-missing-directory",
+            "src-fifo",
+            "dst-fifo",
+            "src-missing",
+            "dst-symlink-to-src",
+        ],
+    )
+    def test_errors_like_shutil(self, backend: ModuleType, tmp_path: Path, case: str) -> None:
+        """The same exception type as shutil.copyfile for the same mistake."""
+        outcomes = []
+        for i, copyfile in enumerate((shutil.copyfile, zerocopy.copyfile)):
+            d = tmp_path / f"play{i}"
+            d.mkdir()
+            src, dst = d / "src", d / "dst"
+            src.write_bytes(b"content")
+            if case == "same-file":
+                dst = src
+            elif case == "same-file-via-link":
+                os.link(src, dst)
+            elif case == "src-directory":
+                src = d / "adir"
+                src.mkdir()
+            elif case == "dst-directory":
+                dst.mkdir()
+            elif case == "dst-missing-directory":
+                dst = d / "missing" / "dst"
+            elif case == "src-fifo":
+                src = d / "fifo"
+                os.mkfifo(src)
+            elif case == "dst-fifo":
+                os.mkfifo(dst)
+            elif case == "src-missing":
+                src = d / "nope"
+            elif case == "dst-symlink-to-src":
+                dst.symlink_to(src)
+            outcomes.append(_outcome(lambda src=src, dst=dst, c=copyfile: c(src, dst)))
+        assert outcomes[0][0] == "raises", f"shutil accepted {case}"
+        assert outcomes[1] == outcomes[0]
+
+    @pytest.mark.parametrize("follow", [True, False])
+    def test_symlink(self, backend: ModuleType, tmp_path: Path, follow: bool) -> None:
+        """A symlink source: followed, the target's bytes; not followed, a new symlink."""
+        target = tmp_path / "target"
+        target.write_bytes(b"pointed-at bytes")
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        ref, dst = tmp_path / "ref", tmp_path / "dst"
+        shutil.copyfile(link, ref, follow_symlinks=follow)
+        assert zerocopy.copyfile(link, dst, follow_symlinks=follow) is dst
+        assert dst.is_symlink() == ref.is_symlink() == (not follow)
+        if follow:
+            assert dst.read_bytes() == b"pointed-at bytes"
+        else:
+            assert os.readlink(dst) == os.readlink(ref) == str(target)
+
+    def test_direntry_source(self, backend: ModuleType, tmp_path: Path) -> None:
+        """An os.DirEntry source works as in shutil."""
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "f").write_bytes(b"entry")
+        (entry,) = list(os.scandir(tmp_path / "in"))
+        assert zerocopy.copyfile(entry, tmp_path / "out") == tmp_path / "out"
+        assert (tmp_path / "out").read_bytes() == b"entry"
