@@ -1,69 +1,45 @@
-"""Shared helpers for the benchmark scripts.
+"""What only the benchmark scripts share: their options, targets, tables and files.
 
-Timing (wall clock plus user and system CPU from ``getrusage``), a
-description of the machine, alternating rounds after a warm-up, medians and
-spreads, ratios against a baseline, targets, a printed table and a JSON file.
-
-The rules come from docs/design.md, "Measuring on these machines": compared
-variants run back to back, alternating, after a warm-up round; each
-destination is deleted right after its run (the variant does that); nothing
-sleeps between runs, because memory left idle goes back to the hypervisor and
-costs about 2 s/GiB to touch again.
+The measuring itself (sizes, CPU and wall time, the machine, alternating
+rounds, medians and spreads) is the package's toolkit,
+``zerocopy._bench.toolkit``, which ``python -m zerocopy bench`` uses too;
+import those from there.  This module holds the scripts' common options,
+ratios against a baseline, the issues' targets, the printed table, the JSON
+file, a deadline, and file and peer-process chores.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import filecmp
 import json
 import os
-import platform
-import re
-import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from time import perf_counter
+from dataclasses import dataclass
 from typing import Any
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
-
-_UNITS = {"": 1, "K": KiB, "M": MiB, "G": GiB}
-
-
-def parse_size(text: str) -> int:
-    """Parse ``4096``, ``4K``, ``64M``, ``64MiB``, ``1G``, ``1GiB`` (binary units)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:I?B)?\s*", text.upper())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4096, 64M, 1G)")
-    return int(m[1]) * _UNITS[m[2]]
-
-
-def human(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+from zerocopy._bench.toolkit import MiB, Sample, human, print_machine, size_arg, summarize
 
 
 def base_parser(
-    description: str, default_size: int, default_repeat: int = 5
+    description: str, default_size: int | None, default_repeat: int = 5
 ) -> argparse.ArgumentParser:
-    """The options every script takes: --size, --repeat, --json, --quick, --dir, --timeout."""
+    """The options every script takes: --size, --repeat, --json, --quick, --dir, --timeout.
+
+    ``default_size=None``: no --size means "the script's own choice".
+    """
     p = argparse.ArgumentParser(description=description)
+    shown = human(default_size) if default_size else "none"
     p.add_argument(
         "--size",
-        type=parse_size,
+        type=size_arg,
         default=default_size,
-        help=f"bytes per transfer, e.g. 64M or 1G (default {human(default_size)})",
+        help=f"bytes per transfer, e.g. 64M or 1G, > 0 (default {shown})",
     )
     p.add_argument(
         "--repeat",
@@ -107,104 +83,7 @@ def select(
     return [(n, table[n]) for n in only]
 
 
-# --- timing -------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    """One measured run: wall seconds, CPU seconds, bytes moved, and notes."""
-
-    seconds: float
-    user: float
-    sys: float
-    nbytes: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Stopwatch:
-    """Wall time and CPU time (this process plus children reaped meanwhile).
-
-    ``RUSAGE_CHILDREN`` only counts children that were waited for inside the
-    block, so a subprocess such as ``cp`` is counted and a long-lived peer
-    process (reaped at the end of the script) is not.  The scripts are
-    single-threaded, so ``RUSAGE_SELF`` is the measuring thread's CPU.
-    """
-
-    def __enter__(self) -> Stopwatch:
-        self._r0 = (
-            resource.getrusage(resource.RUSAGE_SELF),
-            resource.getrusage(resource.RUSAGE_CHILDREN),
-        )
-        self._t0 = perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = perf_counter() - self._t0
-        r1 = (
-            resource.getrusage(resource.RUSAGE_SELF),
-            resource.getrusage(resource.RUSAGE_CHILDREN),
-        )
-        self.user = sum(b.ru_utime - a.ru_utime for a, b in zip(self._r0, r1, strict=True))
-        self.sys = sum(b.ru_stime - a.ru_stime for a, b in zip(self._r0, r1, strict=True))
-
-    def sample(self, nbytes: int, **info: Any) -> Sample:
-        return Sample(self.seconds, self.user, self.sys, nbytes, info)
-
-
-def run_rounds(
-    variants: Sequence[tuple[str, Callable[[], Sample]]], repeat: int, warmup: int = 1
-) -> dict[str, list[Sample]]:
-    """Run every variant once per round, in the same order (A B C A B C ...).
-
-    The first *warmup* rounds are run and discarded.  Progress goes to stderr.
-    """
-    results: dict[str, list[Sample]] = {name: [] for name, _ in variants}
-    for rnd in range(warmup + repeat):
-        label = "warm-up" if rnd < warmup else f"round {rnd - warmup + 1}/{repeat}"
-        parts = []
-        for name, fn in variants:
-            s = fn()
-            if rnd >= warmup:
-                results[name].append(s)
-            parts.append(f"{name} {s.nbytes / GiB / s.seconds:.2f}")
-        print(f"  {label}: " + ", ".join(parts) + " GiB/s", file=sys.stderr, flush=True)
-    return results
-
-
-# --- statistics ---------------------------------------------------------------
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    """Median, min, max, and the quartiles (inclusive method) of *values*."""
-    v = sorted(values)
-    q1, q3 = statistics.quantiles(v, n=4, method="inclusive")[::2] if len(v) > 1 else (v[0], v[0])
-    return {"median": statistics.median(v), "min": v[0], "max": v[-1], "q1": q1, "q3": q3}
-
-
-def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
-    """Throughput (GiB/s) and CPU (s/GiB) medians and spreads of one variant's runs."""
-    gib = [s.nbytes / GiB for s in samples]
-    out: dict[str, Any] = {
-        "runs": len(samples),
-        "gib_s": spread([g / s.seconds for g, s in zip(gib, samples, strict=True)]),
-        "seconds": spread([s.seconds for s in samples]),
-        "cpu_user_s_per_gib": statistics.median(
-            s.user / g for g, s in zip(gib, samples, strict=True)
-        ),
-        "cpu_sys_s_per_gib": statistics.median(
-            s.sys / g for g, s in zip(gib, samples, strict=True)
-        ),
-        "cpu_s_per_gib": statistics.median(
-            (s.user + s.sys) / g for g, s in zip(gib, samples, strict=True)
-        ),
-    }
-    for key in samples[0].info:
-        vals = [s.info.get(key) for s in samples]
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-            out[key] = statistics.median(vals)  # type: ignore[type-var]
-        else:
-            out[key] = sorted({str(x) for x in vals})
-    return out
+# --- ratios and targets --------------------------------------------------------
 
 
 def compare(results: dict[str, list[Sample]], name: str, base: str) -> dict[str, float]:
@@ -316,121 +195,12 @@ def print_targets(checks: Sequence[dict[str, Any]]) -> None:
         print(f"  {c['verdict']:<5}  {c['target']}: {c['value']:.3f}{paired}")
 
 
-def _first_line(cmd: Sequence[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.splitlines()[0] if out else None
-
-
-def _filesystem(path: str) -> dict[str, str]:
-    # The longest mount point that contains *path* (from /proc/self/mounts).
-    path = os.path.realpath(path)
-    best = {"mount": "?", "type": "?", "source": "?"}
-    with open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            source, mnt, fstype = line.split()[:3]
-            mnt = mnt.replace("\\040", " ")
-            inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-            if inside and len(mnt) >= len(best["mount"].replace("?", "")):
-                best = {"mount": mnt, "type": fstype, "source": source}
-    return best
-
-
-def machine_info(workdir: str | None = None) -> dict[str, Any]:
-    """Date, kernel, CPU, cores, memory, Python, zerocopy, and the files' filesystem."""
-    import zerocopy
-
-    cpu = "?"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with open("/proc/meminfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = human(int(line.split()[1]) * KiB)
-                break
-    info: dict[str, Any] = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "kernel": f"{platform.release()} {platform.machine()}",
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory": mem,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "zerocopy": f"{zerocopy.__version__} (backend {zerocopy.BACKEND})",
-        "loadavg_at_start": os.getloadavg(),
-        "cp": _first_line(["cp", "--version"]),
-    }
-    if workdir is not None:
-        info["workdir"] = workdir
-        info["filesystem"] = _filesystem(workdir)
-    return info
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    for key, value in info.items():
-        if key == "filesystem":
-            value = f"{value['type']} on {value['source']} (mounted at {value['mount']})"
-        elif key == "loadavg_at_start":
-            value = " ".join(f"{x:.2f}" for x in value)
-        elif key == "load_during_run":
-            value = (
-                f"{value['wall_s']} s wall; CPU-s: this benchmark {value['own_cpu_s']}, "
-                f"everything else {value['other_cpu_s']}, steal {value['steal_s']}"
-            )
-        print(f"{key + ':':<18}{value}")
-
-
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, default=str)
             f.write("\n")
         print(f"\nwrote {path}")
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """(all CPUs' busy seconds, their steal seconds, this process's + reaped children's CPU)."""
-    with open("/proc/stat", encoding="ascii") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
-    own = sum(
-        getattr(resource.getrusage(who), attr)
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-        for attr in ("ru_utime", "ru_stime")
-    )
-    return busy / tick, v[7] / tick, own
-
-
-class LoadMeter:
-    """How busy the machine was with other work while the benchmark ran.
-
-    Reads the CPU time of every CPU from /proc/stat and subtracts this
-    process's and its reaped children's, so reap the peers inside the block.
-    What remains is other processes plus kernel threads (some of which, such
-    as ksoftirqd and writeback, may be working for us).
-    """
-
-    def __enter__(self) -> LoadMeter:
-        self._t0 = perf_counter()
-        self._c0 = _cpu_counters()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        c1 = _cpu_counters()
-        wall = perf_counter() - self._t0
-        busy, steal, own = (b - a for a, b in zip(self._c0, c1, strict=True))
-        self.summary = {
-            "wall_s": round(wall, 1),
-            "own_cpu_s": round(own, 1),
-            "other_cpu_s": round(max(0.0, busy - own), 1),
-            "steal_s": round(steal, 1),
-        }
 
 
 class Deadline:
@@ -493,6 +263,17 @@ def unlink(path: str) -> None:
         pass
 
 
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Exactly *n* bytes from *sock* (a peer's answer); ConnectionError if it closes first."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"the peer closed after {len(data)} of {n} answer bytes")
+        data += chunk
+    return data
+
+
 def same_contents(a: str, b: str) -> bool:
     return filecmp.cmp(a, b, shallow=False)
 
@@ -500,7 +281,7 @@ def same_contents(a: str, b: str) -> bool:
 def apply_quick(args: argparse.Namespace, size: int = 4 * MiB) -> None:
     """--quick: at most *size* bytes and 2 rounds, and check the copies' contents."""
     args.verify = args.quick
-    if args.quick:
+    if args.quick and args.size is not None:
         args.size = min(args.size, size)
         args.repeat = min(args.repeat, 2)
 

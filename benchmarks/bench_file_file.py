@@ -22,56 +22,65 @@ from collections.abc import Sequence
 import _common as c
 
 import zerocopy
+from zerocopy._bench.toolkit import (
+    GiB,
+    LoadMeter,
+    Sample,
+    Stopwatch,
+    machine,
+    print_round,
+    run_rounds,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], c.GiB).parse_args(argv)
+    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
     c.apply_quick(args)
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     src = os.path.join(workdir, "src")
     dst = os.path.join(workdir, "dst")
 
-    def done(sw: c.Stopwatch, **info: object) -> c.Sample:
+    def done(sw: Stopwatch, **info: object) -> Sample:
         size = os.stat(dst).st_size
         if size != args.size or (args.verify and not c.same_contents(src, dst)):
             raise AssertionError(f"bad copy: {size} bytes, expected {args.size}")
         c.unlink(dst)
         return sw.sample(size, **info)
 
-    def shutil_copyfileobj() -> c.Sample:
-        with c.Stopwatch() as sw, open(src, "rb") as f, open(dst, "wb") as g:
+    def shutil_copyfileobj() -> Sample:
+        with Stopwatch() as sw, open(src, "rb") as f, open(dst, "wb") as g:
             shutil.copyfileobj(f, g)
         return done(sw)
 
-    def zerocopy_copyfileobj() -> c.Sample:
-        with c.Stopwatch() as sw, open(src, "rb") as f, open(dst, "wb") as g:
+    def zerocopy_copyfileobj() -> Sample:
+        with Stopwatch() as sw, open(src, "rb") as f, open(dst, "wb") as g:
             zerocopy.copyfileobj(f, g)
         return done(sw, method=zerocopy.last_method())
 
-    def zerocopy_copyfile() -> c.Sample:
-        with c.Stopwatch() as sw:
+    def zerocopy_copyfile() -> Sample:
+        with Stopwatch() as sw:
             zerocopy.copyfile(src, dst)
         return done(sw, method=zerocopy.last_method())
 
-    def shutil_copyfile() -> c.Sample:
-        with c.Stopwatch() as sw:
+    def shutil_copyfile() -> Sample:
+        with Stopwatch() as sw:
             shutil.copyfile(src, dst)  # Python >= 3.8: os.sendfile on Linux
         return done(sw)
 
-    def copy_file_range_loop() -> c.Sample:
-        with c.Stopwatch() as sw:
+    def copy_file_range_loop() -> Sample:
+        with Stopwatch() as sw:
             fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
             fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                while os.copy_file_range(fin, fout, c.GiB):
+                while os.copy_file_range(fin, fout, GiB):
                     pass
             finally:
                 os.close(fin)
                 os.close(fout)
         return done(sw)
 
-    def cp() -> c.Sample:
-        with c.Stopwatch() as sw:
+    def cp() -> Sample:
+        with Stopwatch() as sw:
             subprocess.run(["cp", src, dst], check=True)
         return done(sw)
 
@@ -83,15 +92,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("os.copy_file_range", copy_file_range_loop),
         ("cp", cp),
     ]
-    machine = c.machine_info(workdir)
-    with c.LoadMeter() as load:
+    info = machine(workdir)
+    info["cp"] = _first_line(["cp", "--version"])
+    with LoadMeter() as load:
         try:
             with c.Deadline(args.timeout):
                 c.fill_file(src, args.size)
-                results = c.run_rounds(c.select(variants, args.only), args.repeat)
+                results = run_rounds(
+                    c.select(variants, args.only), args.repeat, on_round=print_round
+                )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    machine["load_during_run"] = load.summary
+    info["load_during_run"] = load.summary
 
     base = "shutil.copyfileobj"
     targets = []
@@ -104,13 +116,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.publish(
         "file -> file",
         args,
-        machine,
+        info,
         results,
         base,
         targets,
         notes=lambda s: ",".join(s.get("method", [])),
     )
     return 0
+
+
+def _first_line(cmd: Sequence[str]) -> str | None:
+    """The first line *cmd* prints (a version), or None if it cannot run."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0] if out else None
 
 
 if __name__ == "__main__":

@@ -11,18 +11,19 @@ each connection it reads to end of stream with ``recv_into`` over one 1 MiB
 buffer, then answers with the byte count and its own CPU time for that
 connection.  The sender is this process's only thread: it connects
 (untimed), then times the send up to the receiver's answer, so a run ends
-when the last byte was received.  Sender CPU is ``getrusage(RUSAGE_THREAD)``
-over the same span.  On loopback part of the receive path (softirq) runs on
-the sending CPU and is charged to the sender, for every variant alike.
+when the last byte was received.  Sender CPU is this process's over the same
+span (the toolkit's one accounting; with one thread, that thread's).  On
+loopback part of the receive path (softirq) runs on the sending CPU and is
+charged to the sender, for every variant alike.
 
     python benchmarks/bench_file_socket_sendfile.py [--size 1G] [--repeat 5] [--json FILE]
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import resource
 import shutil
 import socket
 import struct
@@ -30,16 +31,27 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from time import perf_counter
 
 import _common as c
 
 import zerocopy
+from zerocopy._bench.toolkit import (
+    GiB,
+    KiB,
+    LoadMeter,
+    MiB,
+    Sample,
+    Stopwatch,
+    machine,
+    print_round,
+    run_rounds,
+)
 
 #: The receiver: prints its port, then serves connections one at a time until
 #: its stdin closes.  With "verify" as argument it also hashes what it gets.
 RECEIVER = r"""
-import hashlib, resource, selectors, socket, struct, sys
+import hashlib, selectors, socket, struct, sys
+from zerocopy._bench.toolkit import process_cpu
 verify = sys.argv[1:] == ["verify"]
 ls = socket.create_server(("127.0.0.1", 0))
 print(ls.getsockname()[1], flush=True)
@@ -52,47 +64,81 @@ while True:
         break
     conn, _ = ls.accept()
     h = hashlib.blake2b(digest_size=16)
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = process_cpu()
     total = 0
     while n := conn.recv_into(buf):
         total += n
         if verify:
             h.update(buf[:n])
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    conn.sendall(struct.pack("!Qdd16s", total, r1.ru_utime - r0.ru_utime,
-                             r1.ru_stime - r0.ru_stime, h.digest()))
+    user, sys_ = process_cpu().minus(cpu0)
+    conn.sendall(struct.pack("!Qdd16s", total, user, sys_, h.digest()))
     conn.close()
 """
 _ACK = struct.Struct("!Qdd16s")
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("receiver closed without an answer")
-        data += chunk
-    return data
+# --- the senders: each sends the file; returns the count it reports, if any ------
 
 
-class ThreadStopwatch:
-    """Wall time and this thread's CPU time (``RUSAGE_THREAD``)."""
+def send_zerocopy(sock: socket.socket, src: str) -> int | None:
+    with open(src, "rb") as f:
+        return zerocopy.send_file(sock, f)
 
-    def __enter__(self) -> ThreadStopwatch:
-        self._r0 = resource.getrusage(resource.RUSAGE_THREAD)
-        self._t0 = perf_counter()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = perf_counter() - self._t0
-        r1 = resource.getrusage(resource.RUSAGE_THREAD)
-        self.user = r1.ru_utime - self._r0.ru_utime
-        self.sys = r1.ru_stime - self._r0.ru_stime
+def send_socket_sendfile(sock: socket.socket, src: str) -> int | None:
+    with open(src, "rb") as f:
+        return sock.sendfile(f)
+
+
+def send_read_64k(sock: socket.socket, src: str) -> int | None:
+    with open(src, "rb", buffering=0) as f:
+        while data := f.read(64 * KiB):
+            sock.sendall(data)
+    return None
+
+
+def send_readinto_1m(sock: socket.socket, src: str) -> int | None:
+    buf = memoryview(bytearray(MiB))
+    with open(src, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            sock.sendall(buf[:n])
+    return None
+
+
+SENDERS: list[tuple[str, Callable[[socket.socket, str], int | None]]] = [
+    ("read 64K+sendall", send_read_64k),
+    ("socket.sendfile", send_socket_sendfile),
+    ("zerocopy.send_file", send_zerocopy),
+    ("readinto 1M+sendall", send_readinto_1m),
+]
+
+
+class Transfer:
+    """One timed send of *src* to the receiver on *port*, checked on arrival."""
+
+    def __init__(self, port: int, src: str, size: int, digest: bytes | None) -> None:
+        self.port, self.src, self.size, self.digest = port, src, size, digest
+
+    def run(self, send: Callable[[socket.socket, str], int | None]) -> Sample:
+        """Connect (untimed), then time *send* until the receiver confirms every byte."""
+        with socket.create_connection(("127.0.0.1", self.port)) as sock, Stopwatch() as sw:
+            sent = send(sock, self.src)
+            sock.shutdown(socket.SHUT_WR)
+            total, ruser, rsys, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
+        if total != self.size or (sent is not None and sent != self.size):
+            raise AssertionError(f"receiver got {total} bytes, sent {sent}, wanted {self.size}")
+        if self.digest is not None and digest != self.digest:
+            raise AssertionError("the receiver got different bytes")
+        return sw.sample(total, receiver_cpu_s_per_gib=(ruser + rsys) / (total / GiB))
+
+
+def _digest(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], c.GiB).parse_args(argv)
+    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
     c.apply_quick(args)
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     src = os.path.join(workdir, "src")
@@ -104,79 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     assert receiver.stdout is not None
     port = int(receiver.stdout.readline())
-    expected_digest = b""
-
-    def run(send: Callable[[socket.socket], int | None]) -> c.Sample:
-        """Connect (untimed), then time *send* until the receiver confirms every byte."""
-        with socket.create_connection(("127.0.0.1", port)) as sock, ThreadStopwatch() as sw:
-            sent = send(sock)
-            sock.shutdown(socket.SHUT_WR)
-            total, ruser, rsys, digest = _ACK.unpack(_recv_exactly(sock, _ACK.size))
-        if total != args.size or (sent is not None and sent != args.size):
-            raise AssertionError(f"receiver got {total} bytes, sent {sent}, wanted {args.size}")
-        if args.verify and digest != expected_digest:
-            raise AssertionError("the receiver got different bytes")
-        return c.Sample(
-            sw.seconds,
-            sw.user,
-            sw.sys,
-            total,
-            {"receiver_cpu_s_per_gib": (ruser + rsys) / (total / c.GiB)},
-        )
-
-    def zerocopy_send_file() -> c.Sample:
-        def send(sock: socket.socket) -> int:
-            with open(src, "rb") as f:
-                return zerocopy.send_file(sock, f)
-
-        return run(send)
-
-    def socket_sendfile() -> c.Sample:
-        def send(sock: socket.socket) -> int:
-            with open(src, "rb") as f:
-                return sock.sendfile(f)
-
-        return run(send)
-
-    def read_64k() -> c.Sample:
-        def send(sock: socket.socket) -> None:
-            with open(src, "rb", buffering=0) as f:
-                while data := f.read(64 * c.KiB):
-                    sock.sendall(data)
-
-        return run(send)
-
-    def readinto_1m() -> c.Sample:
-        def send(sock: socket.socket) -> None:
-            buf = memoryview(bytearray(c.MiB))
-            with open(src, "rb", buffering=0) as f:
-                while n := f.readinto(buf):
-                    sock.sendall(buf[:n])
-
-        return run(send)
-
-    variants = [
-        ("read 64K+sendall", read_64k),
-        ("socket.sendfile", socket_sendfile),
-        ("zerocopy.send_file", zerocopy_send_file),
-        ("readinto 1M+sendall", readinto_1m),
-    ]
-    machine = c.machine_info(workdir)
-    machine["sender_cpu"] = "getrusage(RUSAGE_THREAD) of the sending thread"
-    with c.LoadMeter() as load:
+    info = machine(workdir)
+    with LoadMeter() as load:
         try:
             with c.Deadline(args.timeout):
                 c.fill_file(src, args.size)
-                if args.verify:
-                    with open(src, "rb") as f:
-                        expected_digest = hashlib.file_digest(
-                            f, lambda: hashlib.blake2b(digest_size=16)
-                        ).digest()
-                results = c.run_rounds(c.select(variants, args.only), args.repeat)
+                transfer = Transfer(port, src, args.size, _digest(src) if args.verify else None)
+                variants = [(name, functools.partial(transfer.run, send)) for name, send in SENDERS]
+                results = run_rounds(
+                    c.select(variants, args.only), args.repeat, on_round=print_round
+                )
         finally:
             c.stop(receiver)
             shutil.rmtree(workdir, ignore_errors=True)
-    machine["load_during_run"] = load.summary
+    info["load_during_run"] = load.summary
 
     base = "read 64K+sendall"
     targets = [
@@ -188,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def notes(s: dict[str, object]) -> str:
         return f"receiver {s['receiver_cpu_s_per_gib']:.3f} CPU s/GiB"
 
-    c.publish("file -> loopback TCP (send_file)", args, machine, results, base, targets, notes)
+    c.publish("file -> loopback TCP (send_file)", args, info, results, base, targets, notes)
     return 0
 
 

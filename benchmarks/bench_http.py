@@ -12,8 +12,8 @@ reference a C server reaches; its ratio is reported, with no target.
 
 Over loopback the client copies every byte it receives, so throughput is
 bounded by the client; what sendfile saves shows as *server* CPU, reported in
-s/GiB (``utime + stime`` of the server process and its children, from
-``/proc/PID/stat``).  The client's own CPU is in the notes column.
+s/GiB (the toolkit's ``process_tree_cpu``: the server process, its threads
+and its children, from ``/proc/PID/stat``).  The client's own CPU is in the notes column.
 
 The default client reads with ``recv_into`` into one 1 MiB buffer, in this
 process (``--client python``); ``--client curl`` runs one ``curl`` per run,
@@ -40,13 +40,24 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from resource import RUSAGE_CHILDREN, RUSAGE_SELF, getrusage
 from time import perf_counter
 from typing import Any
 
 import _common as c
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from zerocopy._bench.toolkit import (
+    CpuTimes,
+    GiB,
+    MiB,
+    Sample,
+    human,
+    machine,
+    print_round,
+    process_cpu,
+    process_tree_cpu,
+    run_rounds,
+)
+
 STARTUP = 20.0  # seconds a server may take to answer
 
 
@@ -57,36 +68,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _process_tree_cpu(root: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of *root* and its descendants, from /proc."""
-    parent: dict[int, int] = {}
-    times: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        # The command name, in parentheses, may contain spaces: split after it.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry)
-        parent[pid] = int(fields[1])
-        times[pid] = (int(fields[11]), int(fields[12]))  # utime, stime (fields 14, 15)
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    user = sum(times[p][0] for p in tree if p in times)
-    system = sum(times[p][1] for p in tree if p in times)
-    return user / CLK_TCK, system / CLK_TCK
 
 
 class Server:
@@ -140,9 +121,9 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self._stop()
 
-    def cpu(self) -> tuple[float, float]:
+    def cpu(self) -> CpuTimes:
         assert self.proc is not None
-        return _process_tree_cpu(self.proc.pid)
+        return process_tree_cpu(self.proc.pid)
 
 
 def nginx_server(binary: str, directory: str, port: int) -> Server:
@@ -228,14 +209,14 @@ def curl_fetch_many(port: int, path: str, fetches: int) -> int:
 def _client_cpu() -> float:
     # This process (the Python client) plus the children waited for (curl);
     # the servers are children too, but reaped only at the end.
-    return sum(r.ru_utime + r.ru_stime for r in map(getrusage, (RUSAGE_SELF, RUSAGE_CHILDREN)))
+    return process_cpu().total
 
 
 # --- main -----------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = c.base_parser(__doc__.splitlines()[0], 100 * c.MiB)
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = c.base_parser(__doc__.splitlines()[0], 100 * MiB)
     p.add_argument("--fetches", type=int, default=20, help="requests per run (default 20)")
     p.add_argument(
         "--client",
@@ -250,23 +231,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.size = min(args.size, 4 * c.MiB)
+        args.size = min(args.size, 4 * MiB)
         args.repeat = min(args.repeat, 2)
         args.fetches = min(args.fetches, 3)
     if args.client == "curl" and shutil.which("curl") is None:
         p.error("--client curl: curl is not installed")
+    return args
 
-    workdir = tempfile.mkdtemp(prefix="zerocopy-bench-http-", dir=args.dir)
-    # nginx's worker reads the file as root (user root in its config), and
-    # the Python servers as this user; 0755 lets either in.
-    os.chmod(workdir, 0o755)
-    src = os.path.join(workdir, "file.bin")
-    c.fill_file(src, args.size)
-    expected = hashlib.sha256()
-    with open(src, "rb") as f:
-        while chunk := f.read(c.MiB):
-            expected.update(chunk)
 
+def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[Server], list[str]]:
+    """The servers to compare, serving *workdir*; and notes on any left out."""
     # Both Python servers log every request to stderr, alike.
     port = _free_port()
     servers = [
@@ -313,11 +287,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append(
             "nginx left out: no nginx binary (apt-get install nginx-light) or --nginx none"
         )
+    return servers, notes
 
-    buf = memoryview(bytearray(c.MiB))
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="zerocopy-bench-http-", dir=args.dir)
+    # nginx's worker reads the file as root (user root in its config), and
+    # the Python servers as this user; 0755 lets either in.
+    os.chmod(workdir, 0o755)
+    src = os.path.join(workdir, "file.bin")
+    c.fill_file(src, args.size)
+    expected = hashlib.sha256()
+    with open(src, "rb") as f:
+        while chunk := f.read(MiB):
+            expected.update(chunk)
+    servers, notes = _servers(args, workdir)
+
+    buf = memoryview(bytearray(MiB))
     path = "/file.bin"
 
-    def run_one(server: Server) -> c.Sample:
+    def run_one(server: Server) -> Sample:
         u0, s0 = server.cpu()
         r0 = _client_cpu()
         t0 = perf_counter()
@@ -332,16 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             expected = args.size * args.fetches
             raise AssertionError(f"{server.name}: {nbytes} bytes, expected {expected}")
         client_cpu = r1 - r0
-        return c.Sample(
+        return Sample(
             seconds,
             u1 - u0,
             s1 - s0,
             nbytes,
-            {"client_cpu_s_per_gib": client_cpu / (nbytes / c.GiB)},
+            {"client_cpu_s_per_gib": client_cpu / (nbytes / GiB)},
         )
 
-    machine = c.machine_info(workdir)
-    machine["client"] = args.client
+    info = machine(workdir)
+    info["client"] = args.client
     try:
         with c.Deadline(args.timeout), contextlib.ExitStack() as stack:
             for server in servers:
@@ -351,13 +341,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python_fetch(server.port, path, buf, digest)
                 if digest.digest() != expected.digest():
                     raise AssertionError(f"{server.name} served different bytes")
-            results = c.run_rounds([(s.name, lambda s=s: run_one(s)) for s in servers], args.repeat)
+            results = run_rounds(
+                [(s.name, lambda s=s: run_one(s)) for s in servers],
+                args.repeat,
+                on_round=print_round,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     targets = [c.Target("zerocopy serve", "http.server", "throughput", 1.3)]
     title = (
-        f"HTTP GET, {args.fetches} fetches of a {c.human(args.size)} file per run "
+        f"HTTP GET, {args.fetches} fetches of a {human(args.size)} file per run "
         f"(client: {args.client}; CPU columns: the server's)"
     )
     # publish() labels a run with args.size: here a run is every fetch.
@@ -367,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.publish(
         title,
         shown,
-        machine,
+        info,
         results,
         "http.server",
         targets,

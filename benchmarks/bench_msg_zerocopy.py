@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -54,11 +55,25 @@ from typing import Any
 import _common as c
 
 import zerocopy
+from zerocopy._bench.toolkit import (
+    GiB,
+    LoadMeter,
+    MiB,
+    Sample,
+    Stopwatch,
+    human,
+    machine,
+    print_machine,
+    print_round,
+    run_rounds,
+    size_arg,
+)
 
 #: The receiver: prints its port, then serves connections one at a time until
 #: its stdin closes.  With "verify" it also answers with a SHA-256 of each stream.
 RECEIVER = r"""
-import hashlib, resource, selectors, socket, struct, sys
+import hashlib, selectors, socket, struct, sys
+from zerocopy._bench.toolkit import process_cpu
 ls = socket.create_server((sys.argv[1], 0))
 verify = sys.argv[2] == "verify"
 print(ls.getsockname()[1], flush=True)
@@ -70,31 +85,20 @@ while True:
     if any(key.fileobj is sys.stdin for key, _ in sel.select()):
         break
     conn, _ = ls.accept()
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = process_cpu()
     total, h = 0, hashlib.sha256()
     while n := conn.recv_into(buf):
         total += n
         if verify:
             h.update(buf[:n])
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    user, sys_ = process_cpu().minus(cpu0)
     digest = h.digest() if verify else bytes(32)
-    conn.sendall(struct.pack("!Qdd32s", total, r1.ru_utime - r0.ru_utime,
-                             r1.ru_stime - r0.ru_stime, digest))
+    conn.sendall(struct.pack("!Qdd32s", total, user, sys_, digest))
     conn.close()
 """
 _ACK = struct.Struct("!Qdd32s")
 _CLONE_NEWNET = 0x40000000
 _SIZES = "4K,64K,1M"
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("receiver closed without an answer")
-        data += chunk
-    return data
 
 
 # --- the veth pair ------------------------------------------------------------------
@@ -192,37 +196,64 @@ class Receiver:
 # --- one path, one send size ---------------------------------------------------------
 
 
+def _digest(buf: bytes | bytearray, count: int) -> bytes:
+    """SHA-256 of *buf* sent *count* times, as the receiver computes it."""
+    h = hashlib.sha256()
+    for _ in range(count):
+        h.update(buf)
+    return h.digest()
+
+
+def zc_send(
+    cls: type[zerocopy.ZeroCopySender],
+    kw: dict[str, Any],
+    buf: bytearray,
+    count: int,
+    sock: socket.socket,
+) -> dict[str, Any]:
+    """Send *buf* *count* times through a *cls* sender; return its counters."""
+    s = cls(sock, **kw)
+    for _ in range(count):
+        s.sendall(buf)
+    peak = s.pending
+    s.flush()
+    st = s.stats
+    return {
+        "zc_sends": st.zerocopy_sends,
+        "plain_sends": st.plain_sends,
+        "copied": st.copied,
+        "completions": st.completions,
+        "enobufs": st.enobufs_retries,
+        "pending_at_end": peak,
+    }
+
+
 def variants_for(
     receiver: Receiver,
     sender_ns: str | None,
     send_size: int,
     total: int,
     verify: bool,
-) -> list[tuple[str, Callable[[], c.Sample]]]:
+) -> list[tuple[str, Callable[[], Sample]]]:
     buf = bytearray(os.urandom(send_size))
     count = max(1, total // send_size)
     nbytes = count * send_size
-    expect = b""
-    if verify:
-        h = hashlib.sha256()
-        for _ in range(count):
-            h.update(buf)
-        expect = h.digest()
+    expect = _digest(buf, count) if verify else b""
 
-    def run(send: Callable[[socket.socket], dict[str, Any]]) -> c.Sample:
+    def run(send: Callable[[socket.socket], dict[str, Any]]) -> Sample:
         with in_netns(sender_ns):
             sock = socket.create_connection(receiver.addr)
-        with sock, c.Stopwatch() as sw:
+        with sock, Stopwatch() as sw:
             info = send(sock)
             sock.shutdown(socket.SHUT_WR)
-            got, ruser, rsys, digest = _ACK.unpack(_recv_exactly(sock, _ACK.size))
+            got, ruser, rsys, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
         if got != nbytes:
             raise AssertionError(f"receiver got {got} bytes, expected {nbytes}")
         if verify and digest != expect:
             raise AssertionError("the receiver's bytes differ from what was sent")
-        return sw.sample(nbytes, receiver_cpu_s_per_gib=(ruser + rsys) / (nbytes / c.GiB), **info)
+        return sw.sample(nbytes, receiver_cpu_s_per_gib=(ruser + rsys) / (nbytes / GiB), **info)
 
-    def plain() -> c.Sample:
+    def plain() -> Sample:
         def send(sock: socket.socket) -> dict[str, Any]:
             for _ in range(count):
                 sock.sendall(buf)
@@ -230,27 +261,8 @@ def variants_for(
 
         return run(send)
 
-    def zc(cls: type[zerocopy.ZeroCopySender], **kw: Any) -> Callable[[], c.Sample]:
-        def variant() -> c.Sample:
-            def send(sock: socket.socket) -> dict[str, Any]:
-                s = cls(sock, **kw)
-                for _ in range(count):
-                    s.sendall(buf)
-                peak = s.pending
-                s.flush()
-                st = s.stats
-                return {
-                    "zc_sends": st.zerocopy_sends,
-                    "plain_sends": st.plain_sends,
-                    "copied": st.copied,
-                    "completions": st.completions,
-                    "enobufs": st.enobufs_retries,
-                    "pending_at_end": peak,
-                }
-
-            return run(send)
-
-        return variant
+    def zc(cls: type[zerocopy.ZeroCopySender], **kw: Any) -> Callable[[], Sample]:
+        return functools.partial(run, functools.partial(zc_send, cls, kw, buf, count))
 
     return [
         ("sendall", plain),
@@ -276,10 +288,11 @@ def notes(s: dict[str, Any]) -> str:
 
 
 def parse_sizes(text: str) -> list[int]:
-    return [c.parse_size(part) for part in text.split(",") if part.strip()]
+    """'4K,64K' -> [4096, 65536], for argparse (each part through size_arg)."""
+    return [size_arg(part) for part in text.split(",") if part.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--size",
@@ -289,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument(
         "--bytes",
-        type=c.parse_size,
-        default=c.GiB,
+        type=size_arg,
+        default=GiB,
         help="bytes per measured run (default 1G)",
     )
     p.add_argument("--repeat", type=int, default=5, help="measured rounds after the warm-up")
@@ -308,55 +321,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.verify = args.quick
     if args.quick:
-        args.bytes = min(args.bytes, 16 * c.MiB)
+        args.bytes = min(args.bytes, 16 * MiB)
         args.repeat = min(args.repeat, 2)
     paths = [x.strip() for x in args.paths.split(",") if x.strip()]
     for path in paths:
         if path not in ("loopback", "veth"):
             p.error(f"unknown path {path!r}")
+    args.paths = paths
+    return args
 
-    machine = c.machine_info()
-    machine["optmem_max"] = _read("/proc/sys/net/core/optmem_max")
-    machine["RLIMIT_MEMLOCK"] = _memlock()
-    skipped: dict[str, str] = {}
-    results: dict[str, dict[str, dict[str, list[c.Sample]]]] = {}
-    with c.LoadMeter() as load, c.Deadline(args.timeout), contextlib.ExitStack() as stack:
-        setups: list[tuple[str, Receiver, str | None]] = []
-        if "loopback" in paths:
-            rx = Receiver("127.0.0.1", None, args.verify)
+
+def _setups(
+    args: argparse.Namespace, stack: contextlib.ExitStack, skipped: dict[str, str]
+) -> list[tuple[str, Receiver, str | None]]:
+    """(path, its receiver, the sender's namespace) for each path that can run."""
+    setups: list[tuple[str, Receiver, str | None]] = []
+    if "loopback" in args.paths:
+        rx = Receiver("127.0.0.1", None, args.verify)
+        stack.callback(rx.close)
+        setups.append(("loopback", rx, None))
+    if "veth" in args.paths:
+        veth = stack.enter_context(veth_pair())
+        if isinstance(veth, str):
+            skipped["veth"] = veth
+            print(f"skipping the veth path: {veth}", file=sys.stderr)
+        else:
+            ns_a, ns_b, addr = veth
+            rx = Receiver(addr, ns_b, args.verify)
             stack.callback(rx.close)
-            setups.append(("loopback", rx, None))
-        if "veth" in paths:
-            veth = stack.enter_context(veth_pair())
-            if isinstance(veth, str):
-                skipped["veth"] = veth
-                print(f"skipping the veth path: {veth}", file=sys.stderr)
-            else:
-                ns_a, ns_b, addr = veth
-                rx = Receiver(addr, ns_b, args.verify)
-                stack.callback(rx.close)
-                setups.append(("veth", rx, ns_a))
-        for path, rx, sender_ns in setups:
+            setups.append(("veth", rx, ns_a))
+    return setups
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    info = machine()
+    info["optmem_max"] = _read("/proc/sys/net/core/optmem_max")
+    info["RLIMIT_MEMLOCK"] = _memlock()
+    skipped: dict[str, str] = {}
+    results: dict[str, dict[str, dict[str, list[Sample]]]] = {}
+    with LoadMeter() as load, c.Deadline(args.timeout), contextlib.ExitStack() as stack:
+        for path, rx, sender_ns in _setups(args, stack, skipped):
             results[path] = {}
             for size in args.size:
-                print(f"{path}, {c.human(size)} sends:", file=sys.stderr, flush=True)
+                print(f"{path}, {human(size)} sends:", file=sys.stderr, flush=True)
                 variants = variants_for(rx, sender_ns, size, args.bytes, args.verify)
-                results[path][c.human(size)] = c.run_rounds(
-                    c.select(variants, args.only), args.repeat
+                results[path][human(size)] = run_rounds(
+                    c.select(variants, args.only), args.repeat, on_round=print_round
                 )
-    machine["load_during_run"] = load.summary
-    machine["skipped"] = skipped
+    info["load_during_run"] = load.summary
+    info["skipped"] = skipped
+    _publish(args, info, results)
+    return 0
 
+
+def _publish(
+    args: argparse.Namespace,
+    info: dict[str, Any],
+    results: dict[str, dict[str, dict[str, list[Sample]]]],
+) -> None:
+    """Print the machine, a table per path and send size, the targets; write the JSON."""
     print(
-        f"\nMSG_ZEROCOPY sender: {c.human(args.bytes)} per run, median of {args.repeat} "
+        f"\nMSG_ZEROCOPY sender: {human(args.bytes)} per run, median of {args.repeat} "
         "alternating rounds after 1 warm-up round\n"
     )
-    c.print_machine(machine)
+    print_machine(info)
     payload: dict[str, Any] = {
         "benchmark": "msg_zerocopy",
         "command": [sys.executable, *sys.argv],
         "args": {k: v for k, v in vars(args).items()},
-        "machine": machine,
+        "machine": info,
         "results": {},
         "targets": [],
     }
@@ -377,7 +411,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         c.print_targets(checks)
     payload["targets"] = checks
     c.write_json(args.json, payload)
-    return 0
 
 
 def _read(path: str) -> str:
@@ -394,7 +427,7 @@ def _memlock() -> str:
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
 
     def fmt(v: int) -> str:
-        return "unlimited" if v == resource.RLIM_INFINITY else c.human(v)
+        return "unlimited" if v == resource.RLIM_INFINITY else human(v)
 
     return f"soft {fmt(soft)}, hard {fmt(hard)}"
 

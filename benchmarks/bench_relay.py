@@ -12,7 +12,7 @@ connects to a proxy, sends ``--size`` bytes from a 1 MiB buffer with
 ``sendall``, shuts down writing and waits for the sink's answer (the byte
 count, relayed back through the proxy); the run's time is the client's, from
 connect to answer.  The sink reads with ``recv_into`` over one 1 MiB buffer.
-Proxy CPU is the ``utime + stime`` delta of the proxy process, read from
+Proxy CPU is the toolkit's ``process_cpu`` of the proxy process, read from
 ``/proc/<pid>/stat`` around each run (all of its threads; 10 ms ticks).  A
 "direct" run (client to sink, no proxy) gives the ceiling.
 
@@ -56,6 +56,19 @@ from typing import Any
 
 import _common as c
 
+from zerocopy._bench.toolkit import (
+    CpuTimes,
+    GiB,
+    KiB,
+    LoadMeter,
+    MiB,
+    Sample,
+    machine,
+    print_round,
+    process_cpu,
+    run_rounds,
+)
+
 _ACK = struct.Struct("!Q16s")  # bytes received, blake2b-128 digest (zeros unless verifying)
 _NO_DIGEST = bytes(16)
 
@@ -65,7 +78,7 @@ def _block(i: int, base: bytes) -> bytes:
 
 
 def _base_block() -> bytes:
-    return random.Random(0).randbytes(c.MiB)
+    return random.Random(0).randbytes(MiB)
 
 
 # --- the roles: each a separate process -----------------------------------------
@@ -97,7 +110,7 @@ def role_sink(verify: bool) -> None:
     """Read every connection to end of stream (1 MiB recv_into), answer with the count."""
 
     def handle(conn: socket.socket) -> None:
-        buf = memoryview(bytearray(c.MiB))
+        buf = memoryview(bytearray(MiB))
         h = hashlib.blake2b(digest_size=16)
         total = 0
         with conn:
@@ -133,7 +146,7 @@ def role_proxy_python(target: int) -> None:
     """recv_into a 1 MiB buffer and sendall, a thread per direction."""
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
-        buf = memoryview(bytearray(c.MiB))
+        buf = memoryview(bytearray(MiB))
         try:
             while n := src.recv_into(buf):
                 dst.sendall(buf[:n])
@@ -156,7 +169,7 @@ def role_proxy_asyncio(target: int) -> None:
     """A plain asyncio StreamReader/StreamWriter relay (64 KiB reads)."""
 
     async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(64 * c.KiB):
+        while data := await reader.read(64 * KiB):
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
@@ -246,7 +259,7 @@ def _client_one(port: int, size: int, verify: bool, base: bytes, plain: memoryvi
         t0 = time.perf_counter()
         left, i = size, 0
         while left:
-            n = min(left, c.MiB)
+            n = min(left, MiB)
             if verify:
                 block = _block(i, base)[:n]
                 h.update(block)
@@ -405,14 +418,6 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of process *pid*, all its threads (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def _haproxy_version() -> str | None:
     if shutil.which("haproxy") is None:
         return None
@@ -423,7 +428,7 @@ def _haproxy_version() -> str | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = c.base_parser(__doc__.splitlines()[0], c.GiB)
+    p = c.base_parser(__doc__.splitlines()[0], GiB)
     p.add_argument(
         "--concurrent",
         type=int,
@@ -457,6 +462,50 @@ def _run_role(role: list[str]) -> int:
     return 0
 
 
+_ROLES = {
+    "zerocopy.relay": "zerocopy",
+    "zerocopy.relay (threads)": "zerocopy",
+    "python relay 1M": "python",
+    "asyncio streams": "asyncio",
+    "zerocopy.aio.relay": "aio",
+}
+
+
+def _start_proxies(
+    concurrent: bool, sink: int, haproxy: bool, workdir: str, peers: list[Any]
+) -> dict[str, Any]:
+    """Start every proxy in front of the *sink* port; each is added to *peers* to stop."""
+    if concurrent:
+        wanted = ["zerocopy.relay (threads)", "asyncio streams"]
+    else:
+        wanted = ["zerocopy.relay", "python relay 1M"]
+    if importlib.util.find_spec("zerocopy.aio") is not None:
+        wanted.append("zerocopy.aio.relay")
+    proxies: dict[str, Any] = {}
+    for name in wanted:
+        proxies[name] = Peer(_ROLES[name], str(sink))
+        peers.append(proxies[name])
+    if haproxy:
+        proxies["haproxy splice-auto"] = HAProxy(sink, workdir)
+        peers.append(proxies["haproxy splice-auto"])
+        proxies["haproxy forced splice 1M"] = HAProxy(sink, workdir, forced=True, pipesize=MiB)
+        peers.append(proxies["haproxy forced splice 1M"])
+    return proxies
+
+
+def _targets(results: dict[str, list[Sample]]) -> list[c.Target]:
+    """The issue's targets for one connection at a time."""
+    base = "python relay 1M"
+    targets = [
+        c.Target("zerocopy.relay", base, "cpu", 0.7),
+        c.Target("zerocopy.relay", base, "throughput", 0.75),
+    ]
+    for name in ("haproxy splice-auto", "haproxy forced splice 1M"):
+        if name in results:
+            targets.append(c.Target("zerocopy.relay", name, "cpu", 1.0))
+    return targets
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.role:
@@ -465,7 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.duration = min(args.duration, 1.0)
     concurrent = args.concurrent > 0
-    have_aio = importlib.util.find_spec("zerocopy.aio") is not None
     haproxy = _haproxy_version()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
@@ -473,53 +521,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         sink = Peer("sink", *(["verify"] if args.verify else []))
         peers.append(sink)
-        proxies: dict[str, Any] = {}
-        if concurrent:
-            wanted = ["zerocopy.relay (threads)", "asyncio streams"]
-            if have_aio:
-                wanted.append("zerocopy.aio.relay")
-        else:
-            wanted = ["zerocopy.relay", "python relay 1M"]
-            if have_aio:
-                wanted.append("zerocopy.aio.relay")
-        roles = {
-            "zerocopy.relay": "zerocopy",
-            "zerocopy.relay (threads)": "zerocopy",
-            "python relay 1M": "python",
-            "asyncio streams": "asyncio",
-            "zerocopy.aio.relay": "aio",
-        }
-        for name in wanted:
-            proxies[name] = Peer(roles[name], str(sink.port))
-            peers.append(proxies[name])
-        if haproxy:
-            proxies["haproxy splice-auto"] = HAProxy(sink.port, workdir)
-            peers.append(proxies["haproxy splice-auto"])
-            proxies["haproxy forced splice 1M"] = HAProxy(
-                sink.port, workdir, forced=True, pipesize=c.MiB
-            )
-            peers.append(proxies["haproxy forced splice 1M"])
+        proxies = _start_proxies(concurrent, sink.port, bool(haproxy), workdir, peers)
         client = Peer("client")
         peers.append(client)
 
-        def variant(name: str, port: int, pid: int | None) -> Callable[[], c.Sample]:
-            def run() -> c.Sample:
-                cpu0 = _proc_cpu(pid) if pid else (0.0, 0.0)
+        def variant(name: str, port: int, pid: int | None) -> Callable[[], Sample]:
+            def run() -> Sample:
+                cpu0 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
                 if concurrent:
                     answer = client.ask(f"many {port} {args.concurrent} {args.duration}")
                 else:
                     answer = client.ask(f"one {port} {args.size} {int(args.verify)}")
-                cpu1 = _proc_cpu(pid) if pid else (0.0, 0.0)
+                cpu1 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
                 status, seconds, total, *_err = answer.split(maxsplit=3)
                 if status != "ok":
                     raise AssertionError(f"{name}: transfer failed: {answer.strip()}")
-                return c.Sample(
-                    float(seconds),
-                    cpu1[0] - cpu0[0],
-                    cpu1[1] - cpu0[1],
-                    int(total),
-                    {},
-                )
+                cpu = cpu1.minus(cpu0)
+                return Sample(float(seconds), cpu.user, cpu.sys, int(total))
 
             return run
 
@@ -527,22 +545,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not concurrent:
             variants.append(("direct (no proxy)", variant("direct", sink.port, None)))
 
-        machine = c.machine_info()
-        machine["haproxy"] = haproxy or "not installed: skipped"
-        machine["proxy_cpu"] = "utime+stime delta of the proxy process, /proc/<pid>/stat"
+        info = machine()
+        info["haproxy"] = haproxy or "not installed: skipped"
+        info["proxy_cpu"] = "the proxy process's, from /proc/<pid>/stat (10 ms ticks)"
         if concurrent:
-            machine["connections"] = args.concurrent
-            machine["duration_s"] = args.duration
-        peers_cpu0 = sum(sum(_proc_cpu(p.pid)) for p in peers)
-        with c.LoadMeter() as load, c.Deadline(args.timeout):
-            results = c.run_rounds(c.select(variants, args.only), args.repeat)
+            info["connections"] = args.concurrent
+            info["duration_s"] = args.duration
+        peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
+        with LoadMeter() as load, c.Deadline(args.timeout):
+            results = run_rounds(c.select(variants, args.only), args.repeat, on_round=print_round)
         # The peers are this benchmark's own processes but are reaped only at
         # the end, so LoadMeter counts them as "everything else": move them.
-        peers_cpu = sum(sum(_proc_cpu(p.pid)) for p in peers) - peers_cpu0
+        peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
         summary = dict(load.summary)
         summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
         summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
-        machine["load_during_run"] = summary
+        info["load_during_run"] = summary
     finally:
         for p in reversed(peers):
             p.stop()
@@ -556,16 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.size = int(statistics.median(s.nbytes for s in results[next(iter(results))]))
     else:
         base = "python relay 1M"
-        targets = [
-            c.Target("zerocopy.relay", base, "cpu", 0.7),
-            c.Target("zerocopy.relay", base, "throughput", 0.75),
-        ]
-        for name in ("haproxy splice-auto", "haproxy forced splice 1M"):
-            if name in results:
-                targets.append(c.Target("zerocopy.relay", name, "cpu", 1.0))
+        targets = _targets(results)
         title = "loopback TCP relay, one connection"
 
-    c.publish(title, args, machine, results, base, targets)
+    c.publish(title, args, info, results, base, targets)
     return 0
 
 

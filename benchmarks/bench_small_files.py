@@ -27,6 +27,18 @@ from typing import Any
 import _common as c
 
 import zerocopy
+from zerocopy._bench.toolkit import (
+    LoadMeter,
+    Sample,
+    Stopwatch,
+    human,
+    machine,
+    parse_size,
+    print_machine,
+    print_round,
+    run_rounds,
+    spread,
+)
 
 DEFAULT_SETS = "4K:2000,64K:500,1M:100"
 QUICK_SETS = "4K:50,64K:20,1M:5"
@@ -38,17 +50,17 @@ def parse_sets(text: str) -> list[tuple[int, int]]:
     out = []
     for part in text.split(","):
         size, _, count = part.partition(":")
-        out.append((c.parse_size(size), int(count or 100)))
+        out.append((parse_size(size), int(count or 100)))
     return out
 
 
-def make_variants(srcs: list[str], dsts: list[str]) -> list[tuple[str, Callable[[], c.Sample]]]:
+def make_variants(srcs: list[str], dsts: list[str]) -> list[tuple[str, Callable[[], Sample]]]:
     pairs = list(zip(srcs, dsts, strict=True))
 
-    def by_objects(copy: Callable[..., object]) -> Callable[[], c.Sample]:
-        def run() -> c.Sample:
+    def by_objects(copy: Callable[..., object]) -> Callable[[], Sample]:
+        def run() -> Sample:
             t_open = t_copy = t_close = 0.0
-            with c.Stopwatch() as sw:
+            with Stopwatch() as sw:
                 for s, d in pairs:
                     t0 = perf_counter()
                     # Not `with`: the phases are timed apart.
@@ -70,10 +82,10 @@ def make_variants(srcs: list[str], dsts: list[str]) -> list[tuple[str, Callable[
 
         return run
 
-    def by_names(copy: Callable[[str, str], object]) -> Callable[[], c.Sample]:
-        def run() -> c.Sample:
+    def by_names(copy: Callable[[str, str], object]) -> Callable[[], Sample]:
+        def run() -> Sample:
             total = 0.0
-            with c.Stopwatch() as sw:
+            with Stopwatch() as sw:
                 for s, d in pairs:
                     t0 = perf_counter()
                     copy(s, d)
@@ -82,14 +94,14 @@ def make_variants(srcs: list[str], dsts: list[str]) -> list[tuple[str, Callable[
 
         return run
 
-    def finish(sw: c.Stopwatch, seconds: float, **phases: float) -> c.Sample:
+    def finish(sw: Stopwatch, seconds: float, **phases: float) -> Sample:
         nbytes = 0
         for d in dsts:
             nbytes += os.stat(d).st_size
             os.unlink(d)
         # The per-file sums, not the Stopwatch's wall time, which also holds
         # the loop and the clock reads; CPU is the Stopwatch's, for the batch.
-        return c.Sample(seconds, sw.user, sw.sys, nbytes, dict(phases))
+        return Sample(seconds, sw.user, sw.sys, nbytes, dict(phases))
 
     return [
         ("shutil.copyfileobj", by_objects(shutil.copyfileobj)),
@@ -99,17 +111,17 @@ def make_variants(srcs: list[str], dsts: list[str]) -> list[tuple[str, Callable[
     ]
 
 
-def phase_view(results: dict[str, list[c.Sample]], phase: str) -> dict[str, list[c.Sample]]:
+def phase_view(results: dict[str, list[Sample]], phase: str) -> dict[str, list[Sample]]:
     """The same runs with ``seconds`` replaced by one phase's time (copyfileobj variants)."""
     return {
-        name: [c.Sample(s.info[phase], s.user, s.sys, s.nbytes) for s in samples]
+        name: [Sample(s.info[phase], s.user, s.sys, s.nbytes) for s in samples]
         for name, samples in results.items()
         if samples[0].info
     }
 
 
 def report_set(
-    size: int, count: int, results: dict[str, list[c.Sample]]
+    size: int, count: int, results: dict[str, list[Sample]]
 ) -> tuple[str, dict[str, Any]]:
     headers = [
         "variant",
@@ -128,7 +140,7 @@ def report_set(
     copy_view = phase_view(results, "copy_s")
     for name, samples in results.items():
         us = [s.seconds / count * 1e6 for s in samples]
-        spread = c.spread(us)
+        sp = spread(us)
         cpu = statistics.median((s.user + s.sys) / count * 1e6 for s in samples)
         phases = {
             p: statistics.median(s.info[p] / count * 1e6 for s in samples)
@@ -139,7 +151,7 @@ def report_set(
         r = c.compare(results, name, base)
         rc = c.compare(copy_view, name, base) if name in copy_view else None
         data[name] = {
-            "us_per_file": spread,
+            "us_per_file": sp,
             "cpu_us_per_file": cpu,
             "phases_us_per_file": phases,
             "baseline": base,
@@ -150,9 +162,9 @@ def report_set(
         rows.append(
             [
                 name,
-                f"{1e6 / spread['median']:.0f}",
-                f"{spread['median']:.1f}",
-                f"{spread['min']:.1f}-{spread['max']:.1f}",
+                f"{1e6 / sp['median']:.0f}",
+                f"{sp['median']:.1f}",
+                f"{sp['min']:.1f}-{sp['max']:.1f}",
                 *(
                     f"{phases[p]:.1f}" if p in phases else "-"
                     for p in ("open_s", "copy_s", "close_s")
@@ -163,12 +175,12 @@ def report_set(
                 f"{rc['throughput']:.2f}" if rc else "-",
             ]
         )
-    title = f"{c.human(size)} x {count} files"
+    title = f"{human(size)} x {count} files"
     return f"{title}\n\n" + c.table(headers, rows), data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = c.base_parser(__doc__.splitlines()[0], 0)
+    parser = c.base_parser(__doc__.splitlines()[0], None)
     parser.add_argument(
         "--sets",
         default=None,
@@ -178,12 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     c.apply_quick(args)
     sets = parse_sets(args.sets or (QUICK_SETS if args.quick else DEFAULT_SETS))
-    if args.size:
+    if args.size is not None:
         sets = [x for x in sets if x[0] == args.size] or [(args.size, 500)]
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
-    machine = c.machine_info(workdir)
-    all_results: dict[str, dict[str, list[c.Sample]]] = {}
-    with c.LoadMeter() as load:
+    info = machine(workdir)
+    all_results: dict[str, dict[str, list[Sample]]] = {}
+    with LoadMeter() as load:
         try:
             with c.Deadline(args.timeout):
                 for size, count in sets:
@@ -198,24 +210,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                         with open(p, "wb") as f:
                             f.write(block)
                     os.sync()  # no writeback of the sources during the runs
-                    print(f"{c.human(size)} x {count}:", file=sys.stderr)
+                    print(f"{human(size)} x {count}:", file=sys.stderr)
                     variants = c.select(make_variants(srcs, dsts), args.only)
-                    results = c.run_rounds(variants, args.repeat)
+                    results = run_rounds(variants, args.repeat, on_round=print_round)
                     if args.verify:
                         check(variants, srcs, dsts)
                     all_results[f"{size}x{count}"] = results
                     shutil.rmtree(src_dir)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    machine["load_during_run"] = load.summary
+    info["load_during_run"] = load.summary
 
     print(f"\nsmall files: median of {args.repeat} alternating rounds after 1 warm-up round\n")
-    c.print_machine(machine)
+    print_machine(info)
     payload: dict[str, object] = {
         "benchmark": "small files",
         "command": [sys.executable, *sys.argv],
         "args": vars(args),
-        "machine": machine,
+        "machine": info,
         "sets": {},
     }
     checks = []
@@ -228,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for view, what in ((copy_view, "copy phase"), (results, "total")):
                 if name in view and base in view:
                     chk = c.Target(name, base, "throughput", 1.0).check(view)
-                    chk["target"] = f"{c.human(size)}: {chk['target']} ({what})"
+                    chk["target"] = f"{human(size)}: {chk['target']} ({what})"
                     checks.append(chk)
     c.print_targets(checks)
     payload["targets"] = checks
@@ -237,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check(
-    variants: list[tuple[str, Callable[[], c.Sample]]], srcs: list[str], dsts: list[str]
+    variants: list[tuple[str, Callable[[], Sample]]], srcs: list[str], dsts: list[str]
 ) -> None:
     """--quick: run each variant once more and compare every copy with its source."""
     for name, _ in variants:

@@ -27,30 +27,41 @@ from collections.abc import Callable, Sequence
 import _common as c
 
 import zerocopy
+from zerocopy._bench.toolkit import (
+    GiB,
+    LoadMeter,
+    MiB,
+    Sample,
+    Stopwatch,
+    machine,
+    print_round,
+    run_rounds,
+)
 
 #: The sender: one transfer per line on stdin; exits when stdin closes.
 SENDER = r"""
-import random, resource, socket, sys
+import random, socket, sys
+from zerocopy._bench.toolkit import process_cpu
 port, size = int(sys.argv[1]), int(sys.argv[2])
 block = memoryview(random.Random(0).randbytes(1 << 20))
 for _ in sys.stdin:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.recv(1)
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = process_cpu()
         left = size
         while left:
             n = min(left, len(block))
             sock.sendall(block[:n])
             left -= n
         sock.shutdown(socket.SHUT_WR)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-    print(r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime, flush=True)
+        user, sys_ = process_cpu().minus(cpu0)
+    print(user, sys_, flush=True)
 """
 
 
 def _expected(path: str, size: int) -> bool:
     """True if *path* holds *size* bytes of the sender's repeated pattern."""
-    block = random.Random(0).randbytes(c.MiB)
+    block = random.Random(0).randbytes(MiB)
     with open(path, "rb") as f:
         left = size
         while left:
@@ -62,7 +73,7 @@ def _expected(path: str, size: int) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], c.GiB).parse_args(argv)
+    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
     c.apply_quick(args)
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     dst = os.path.join(workdir, "dst")
@@ -76,12 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert sender.stdin is not None
     assert sender.stdout is not None
 
-    def run(receive: Callable[[socket.socket], None], **info: object) -> c.Sample:
+    def run(receive: Callable[[socket.socket], None], **info: object) -> Sample:
         """Start one transfer, time *receive* from "go" to end of stream."""
         sender.stdin.write("send\n")  # type: ignore[union-attr]
         sender.stdin.flush()  # type: ignore[union-attr]
         conn, _ = listener.accept()
-        with conn, c.Stopwatch() as sw:
+        with conn, Stopwatch() as sw:
             conn.sendall(b"g")
             receive(conn)
         user, sys_ = map(float, sender.stdout.readline().split())  # type: ignore[union-attr]
@@ -89,16 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if size != args.size or (args.verify and not _expected(dst, args.size)):
             raise AssertionError(f"bad copy: {size} bytes, expected {args.size}")
         c.unlink(dst)
-        return sw.sample(size, sender_cpu_s_per_gib=(user + sys_) / (size / c.GiB), **info)
+        return sw.sample(size, sender_cpu_s_per_gib=(user + sys_) / (size / GiB), **info)
 
-    def shutil_makefile() -> c.Sample:
+    def shutil_makefile() -> Sample:
         def receive(conn: socket.socket) -> None:
             with conn.makefile("rb") as r, open(dst, "wb") as f:
                 shutil.copyfileobj(r, f)
 
         return run(receive)
 
-    def zerocopy_copyfileobj() -> c.Sample:
+    def zerocopy_copyfileobj() -> Sample:
         def receive(conn: socket.socket) -> None:
             with conn.makefile("rb") as r, open(dst, "wb") as f:
                 zerocopy.copyfileobj(r, f)
@@ -107,10 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         s.info["method"] = zerocopy.last_method()
         return s
 
-    def recv_into_write() -> c.Sample:
+    def recv_into_write() -> Sample:
         # Not a target: one reused 1 MiB buffer, for the diagnosis.
         def receive(conn: socket.socket) -> None:
-            buf = memoryview(bytearray(c.MiB))
+            buf = memoryview(bytearray(MiB))
             with open(dst, "wb", buffering=0) as f:
                 while n := conn.recv_into(buf):
                     view = buf[:n]
@@ -124,16 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("zerocopy.copyfileobj", zerocopy_copyfileobj),
         ("recv_into+write", recv_into_write),
     ]
-    machine = c.machine_info(workdir)
-    with c.LoadMeter() as load:
+    info = machine(workdir)
+    with LoadMeter() as load:
         try:
             with c.Deadline(args.timeout):
-                results = c.run_rounds(c.select(variants, args.only), args.repeat)
+                results = run_rounds(
+                    c.select(variants, args.only), args.repeat, on_round=print_round
+                )
         finally:
             c.stop(sender)
             listener.close()
             shutil.rmtree(workdir, ignore_errors=True)
-    machine["load_during_run"] = load.summary
+    info["load_during_run"] = load.summary
 
     def notes(s: dict[str, object]) -> str:
         extra = f"sender {s['sender_cpu_s_per_gib']:.3f} CPU s/GiB"
@@ -142,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base = "shutil makefile"
     targets = [c.Target("zerocopy.copyfileobj", base, "throughput", 1.1)]
-    c.publish("loopback TCP -> file", args, machine, results, base, targets, notes)
+    c.publish("loopback TCP -> file", args, info, results, base, targets, notes)
     return 0
 
 

@@ -43,9 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+from zerocopy._bench.toolkit import GiB, KiB, MiB, machine, print_machine, process_cpu
 
 #: The files served: name -> size.  Odd sizes on purpose (not page multiples).
 FILES = {"4k": 4 * KiB, "64k": 64 * KiB + 1, "1m": MiB - 7, "8m": 8 * MiB + 3}
@@ -116,7 +114,7 @@ def origin_connection(sock: socket.socket, files: dict[str, Any], stats: Stats) 
                 if sent != int(count):
                     raise RuntimeError(f"send_file sent {sent} of {count} bytes")
                 stats.add(sent=sent, requests=1)
-    except Exception as exc:  # counted: the soak's point is that there are none
+    except Exception as exc:  # noqa: BLE001, RUF100 - counted: the soak's point is that there are none
         stats.error("origin", exc)
 
 
@@ -127,7 +125,7 @@ def proxy_connection(client: socket.socket, origin: tuple[str, int], stats: Stat
         with client, nodelay(socket.create_connection(origin)) as upstream:
             up, down = zerocopy.relay(client, upstream, timeout=30)
             stats.add(relayed=up + down)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001, RUF100 - counted and reported, as in origin_connection
         stats.error("proxy", exc)
 
 
@@ -199,7 +197,7 @@ def client_main(args: argparse.Namespace) -> int:
                 sock.shutdown(socket.SHUT_WR)
                 if sock.recv(1):
                     raise RuntimeError("bytes after the last response")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001, RUF100 - any failure is a soak error, counted and shown
             with lock:
                 totals["errors"] += 1
                 errors.append(f"client {i} ({kind}): {type(exc).__name__}: {exc}")
@@ -222,6 +220,143 @@ def client_main(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _open_files(workdir: str, seed: int) -> dict[str, Any]:
+    """Write the served files into *workdir*; return them open for reading."""
+    files: dict[str, Any] = {}
+    for name in FILES:
+        path = os.path.join(workdir, name)
+        with open(path, "wb") as f:
+            f.write(file_bytes(name, seed))
+        # Shared by every connection (send_file uses offsets, not positions);
+        # closed at the end of the run.
+        files[name] = open(path, "rb")  # noqa: SIM115
+    return files
+
+
+def _start_clients(
+    args: argparse.Namespace, origin_port: int, proxy_port: int
+) -> list[subprocess.Popen[str]]:
+    """The client processes, each with its share of the connections."""
+    # Checking every byte costs the clients CPU: they run in their own
+    # processes, so that this one's RSS, fds and CPU are the server's alone.
+    procs = max(1, min(args.client_procs, args.connections))
+    clients = []
+    for k in range(procs):
+        share = range(k, args.connections, procs)
+        clients.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    f"--first={share.start}",
+                    f"--step={share.step}",
+                    f"--connections={args.connections}",
+                    f"--duration={args.duration}",
+                    f"--mode={args.mode}",
+                    f"--interval={args.interval}",
+                    f"--seed={args.seed}",
+                    f"--origin-port={origin_port}",
+                    f"--proxy-port={proxy_port}",
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return clients
+
+
+Rows = list[dict[str, Any]]
+
+
+def _follow(clients: list[subprocess.Popen[str]]) -> tuple[list[threading.Thread], Rows, Rows]:
+    """Threads reading the clients' lines: (threads, latest row of each, final row of each)."""
+    latest: Rows = [{} for _ in clients]
+    finals: Rows = [{} for _ in clients]
+
+    def follow(k: int) -> None:
+        stdout = clients[k].stdout
+        assert stdout is not None
+        for line in stdout:
+            row = json.loads(line)
+            (finals if row.get("final") else latest)[k] = row
+
+    readers = [threading.Thread(target=follow, args=(k,), daemon=True) for k in range(len(clients))]
+    for t in readers:
+        t.start()
+    return readers, latest, finals
+
+
+def _total(rows: Rows, key: str) -> int:
+    return sum(int(r.get(key, 0)) for r in rows)
+
+
+def _print_sample(sample: dict[str, Any]) -> None:
+    per_gib = sample["cpu_s_per_gib"]
+    print(
+        f"{sample['t']:6.1f} {sample['direct_mib_s']:13.1f} {sample['relay_mib_s']:12.1f} "
+        f"{sample['requests_s']:8.0f} {'-' if per_gib is None else f'{per_gib:.2f}':>10} "
+        f"{sample['rss_mib']:8.1f} {sample['fds']:6d} {sample['threads']:8d} "
+        f"{sample['errors']:7d}",
+        flush=True,
+    )
+
+
+def _watch(
+    args: argparse.Namespace, readers: list[threading.Thread], latest: Rows, stats: Stats
+) -> tuple[Rows, float]:
+    """A line of figures every interval until the clients end: (the samples, server CPU s).
+
+    The CPU is read before the clients are reaped, so theirs is never in it.
+    """
+    samples: Rows = []
+    cpu0 = _cpu()
+    t0 = time.monotonic()
+    last = {"t": 0.0, "direct": 0, "relay": 0, "cpu": 0.0, "requests": 0}
+    print(
+        f"{'t (s)':>6} {'direct MiB/s':>13} {'relay MiB/s':>12} {'req/s':>8} "
+        f"{'CPU s/GiB':>10} {'RSS MiB':>8} {'fds':>6} {'threads':>8} {'errors':>7}"
+    )
+    while any(t.is_alive() for t in readers):
+        time.sleep(args.interval)
+        now = {
+            "t": time.monotonic() - t0,
+            "direct": _total(latest, "direct"),
+            "relay": _total(latest, "relay"),
+            "requests": _total(latest, "requests"),
+            "cpu": _cpu() - cpu0,
+        }
+        dt = max(now["t"] - last["t"], 1e-9)
+        moved = now["direct"] - last["direct"] + now["relay"] - last["relay"]
+        sample = {
+            "t": round(now["t"], 2),
+            "direct_mib_s": (now["direct"] - last["direct"]) / dt / MiB,
+            "relay_mib_s": (now["relay"] - last["relay"]) / dt / MiB,
+            "requests_s": (now["requests"] - last["requests"]) / dt,
+            "cpu_s_per_gib": (now["cpu"] - last["cpu"]) / (moved / GiB) if moved else None,
+            "rss_mib": rss() / MiB,
+            "fds": open_fds(),
+            "threads": threading.active_count(),
+            "errors": _total(latest, "errors") + len(stats.errors),
+        }
+        _print_sample(sample)
+        samples.append(sample)
+        last = now
+    return samples, _cpu() - cpu0
+
+
+def _final(finals: Rows, duration: float) -> dict[str, Any]:
+    """The clients' final counts, summed; a client without a final line counts as an error."""
+    return {
+        "direct": _total(finals, "direct"),
+        "relay": _total(finals, "relay"),
+        "requests": _total(finals, "requests"),
+        "errors": _total(finals, "errors") + sum(1 for f in finals if not f),
+        "errors_text": [text for f in finals for text in f.get("errors_text", [])],
+        "t": max((float(f.get("t", 0)) for f in finals), default=duration),
+    }
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -274,8 +409,8 @@ def driver(args: argparse.Namespace) -> int:
     import zerocopy
     from zerocopy._pipes import default_pool
 
-    info = _common.machine_info()
-    _common.print_machine(info)
+    info = machine()
+    print_machine(info)
     print(
         f"soak: {args.connections} connections ({args.mode}) for {args.duration:.0f} s "
         f"on {LOOPBACK}, backend {zerocopy.BACKEND}\n"
@@ -288,14 +423,7 @@ def driver(args: argparse.Namespace) -> int:
 
     stats = Stats()
     workdir = tempfile.mkdtemp(prefix="zerocopy-soak-")
-    files: dict[str, Any] = {}
-    for name in FILES:
-        path = os.path.join(workdir, name)
-        with open(path, "wb") as f:
-            f.write(file_bytes(name, args.seed))
-        # Shared by every connection (send_file uses offsets, not positions);
-        # closed at the end of the run.
-        files[name] = open(path, "rb")  # noqa: SIM115
+    files = _open_files(workdir, args.seed)
     handlers: list[threading.Thread] = []
     base_fds, base_threads = open_fds(), threading.active_count()
     origin = socket.create_server((LOOPBACK, 0), backlog=4096)
@@ -316,102 +444,16 @@ def driver(args: argparse.Namespace) -> int:
     for t in acceptors:
         t.start()
 
-    # Checking every byte costs the clients CPU: they run in their own
-    # processes, so that this one's RSS, fds and CPU are the server's alone.
-    procs = max(1, min(args.client_procs, args.connections))
-    clients = []
-    for k in range(procs):
-        share = range(k, args.connections, procs)
-        clients.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    f"--first={share.start}",
-                    f"--step={share.step}",
-                    f"--connections={args.connections}",
-                    f"--duration={args.duration}",
-                    f"--mode={args.mode}",
-                    f"--interval={args.interval}",
-                    f"--seed={args.seed}",
-                    f"--origin-port={origin_addr[1]}",
-                    f"--proxy-port={proxy.getsockname()[1]}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
-    latest: list[dict[str, Any]] = [{} for _ in clients]
-    finals: list[dict[str, Any]] = [{} for _ in clients]
+    clients = _start_clients(args, origin_addr[1], proxy.getsockname()[1])
+    readers, latest, finals = _follow(clients)
 
-    def follow(k: int) -> None:
-        stdout = clients[k].stdout
-        assert stdout is not None
-        for line in stdout:
-            row = json.loads(line)
-            (finals if row.get("final") else latest)[k] = row
-
-    readers = [threading.Thread(target=follow, args=(k,), daemon=True) for k in range(procs)]
-    for t in readers:
-        t.start()
-
-    def total(rows: list[dict[str, Any]], key: str) -> int:
-        return sum(int(r.get(key, 0)) for r in rows)
-
-    samples: list[dict[str, Any]] = []
-    cpu0 = _cpu()
-    t0 = time.monotonic()
-    last = {"t": 0.0, "direct": 0, "relay": 0, "cpu": 0.0, "requests": 0}
-    print(
-        f"{'t (s)':>6} {'direct MiB/s':>13} {'relay MiB/s':>12} {'req/s':>8} "
-        f"{'CPU s/GiB':>10} {'RSS MiB':>8} {'fds':>6} {'threads':>8} {'errors':>7}"
-    )
-    while any(t.is_alive() for t in readers):
-        time.sleep(args.interval)
-        now = {
-            "t": time.monotonic() - t0,
-            "direct": total(latest, "direct"),
-            "relay": total(latest, "relay"),
-            "requests": total(latest, "requests"),
-            "cpu": _cpu() - cpu0,
-        }
-        dt = max(now["t"] - last["t"], 1e-9)
-        moved = now["direct"] - last["direct"] + now["relay"] - last["relay"]
-        sample = {
-            "t": round(now["t"], 2),
-            "direct_mib_s": (now["direct"] - last["direct"]) / dt / MiB,
-            "relay_mib_s": (now["relay"] - last["relay"]) / dt / MiB,
-            "requests_s": (now["requests"] - last["requests"]) / dt,
-            "cpu_s_per_gib": (now["cpu"] - last["cpu"]) / (moved / GiB) if moved else None,
-            "rss_mib": rss() / MiB,
-            "fds": open_fds(),
-            "threads": threading.active_count(),
-            "errors": total(latest, "errors") + len(stats.errors),
-        }
-        per_gib = sample["cpu_s_per_gib"]
-        print(
-            f"{sample['t']:6.1f} {sample['direct_mib_s']:13.1f} {sample['relay_mib_s']:12.1f} "
-            f"{sample['requests_s']:8.0f} {'-' if per_gib is None else f'{per_gib:.2f}':>10} "
-            f"{sample['rss_mib']:8.1f} {sample['fds']:6d} {sample['threads']:8d} "
-            f"{sample['errors']:7d}",
-            flush=True,
-        )
-        samples.append(sample)
-        last = now
+    samples, cpu_total = _watch(args, readers, latest, stats)
     returncodes = []
     for c in clients:
         returncodes.append(c.wait(timeout=60))
         assert c.stdout is not None
         c.stdout.close()
-    final = {
-        "direct": total(finals, "direct"),
-        "relay": total(finals, "relay"),
-        "requests": total(finals, "requests"),
-        "errors": total(finals, "errors") + sum(1 for f in finals if not f),
-        "errors_text": [text for f in finals for text in f.get("errors_text", [])],
-        "t": max((float(f.get("t", 0)) for f in finals), default=args.duration),
-    }
+    final = _final(finals, args.duration)
 
     # The clients closed their connections: every handler thread must end.
     for t in list(handlers):
@@ -425,7 +467,6 @@ def driver(args: argparse.Namespace) -> int:
     pooled = 2 * len(default_pool())
     end_fds = open_fds() - pooled
     end_threads = threading.active_count()
-    cpu_total = _cpu() - cpu0
     for f in files.values():
         f.close()
     for name in FILES:
@@ -463,15 +504,26 @@ def driver(args: argparse.Namespace) -> int:
         "error_samples": (final.get("errors_text", []) + stats.errors)[:10],
         "samples": samples,
     }
+    _print_summary(summary)
+    if args.json:
+        _common.write_json(args.json, summary)
+    leak = end_fds > base_fds or end_threads > base_threads or stuck
+    ok = errors == 0 and not leak and not any(returncodes)
+    print("\nRESULT          " + ("PASS: no error, no leak" if ok else "FAIL"))
+    return 0 if ok else 1
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
     print()
     print(f"requests        {summary['requests']}")
+    t = summary["throughput_mib_s"]
     print(
         "throughput      "
-        f"direct {summary['throughput_mib_s']['direct']:.1f} MiB/s, "
-        f"relay {summary['throughput_mib_s']['relay']:.1f} MiB/s, "
-        f"total {summary['throughput_mib_s']['total']:.1f} MiB/s"
+        f"direct {t['direct']:.1f} MiB/s, relay {t['relay']:.1f} MiB/s, "
+        f"total {t['total']:.1f} MiB/s"
     )
     per_gib = summary["server_cpu_s_per_gib"]
+    cpu_total = summary["server_cpu_s"]
     print(
         f"server CPU      {cpu_total:.1f} s ({per_gib:.2f} s/GiB)"
         if per_gib
@@ -482,22 +534,21 @@ def driver(args: argparse.Namespace) -> int:
         f"RSS (MiB)       start {r['start']:.1f}, "
         f"steady {r['steady_min']:.1f}..{r['steady_max']:.1f}, end {r['end']:.1f}"
     )
-    print(f"fds             {base_fds} before, {end_fds} after (idle pooled pipes aside)")
-    print(f"threads         {base_threads} before, {end_threads} after, {stuck} handlers stuck")
-    print(f"errors          {errors}")
+    fds, threads = summary["fds"], summary["threads"]
+    print(f"fds             {fds['before']} before, {fds['after']} after (idle pooled pipes aside)")
+    print(
+        f"threads         {threads['before']} before, {threads['after']} after, "
+        f"{threads['stuck_handlers']} handlers stuck"
+    )
+    print(f"errors          {summary['errors']}")
     for text in summary["error_samples"]:
         print(f"  {text}")
-    if args.json:
-        _common.write_json(args.json, summary)
-    leak = end_fds > base_fds or end_threads > base_threads or stuck
-    ok = errors == 0 and not leak and not any(returncodes)
-    print("\nRESULT          " + ("PASS: no error, no leak" if ok else "FAIL"))
-    return 0 if ok else 1
 
 
 def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """The server's CPU: this process (the toolkit's accounting); the clients are
+    reaped only after the last reading, so theirs is never in it."""
+    return process_cpu().total
 
 
 if __name__ == "__main__":

@@ -1,32 +1,35 @@
 """Run the scenarios: set up peers and files, time each method, gather figures.
 
-Methods of one scenario run round-robin (A B C A B C ...) after one warm-up
-round, and each destination is deleted right after its run: on these
-machines idle memory goes back to the hypervisor and costs seconds per GiB
-to touch again, so runs must neither sleep nor wait on each other.
+Methods of one scenario run in the toolkit's alternating rounds (A B C A B C
+..., after one warm-up round), and each destination is deleted right after
+its run: on these machines idle memory goes back to the hypervisor and costs
+seconds per GiB to touch again, so runs must neither sleep nor wait on each
+other.  CPU is the toolkit's one accounting (:mod:`zerocopy._bench.timing`):
+this process, whose only thread runs the method; the peers are other
+processes, reaped after the scenario's last run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import platform
 import resource
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import __version__, _backend
+from .. import _backend
 from .methods import METHODS, Method
 from .model import MODEL
+from .toolkit import GiB, Stopwatch, run_rounds, spread
 
-__all__ = ["SCENARIOS", "Result", "Run", "machine", "run_benchmark"]
+__all__ = ["SCENARIOS", "Result", "Run", "run_benchmark"]
 
 SCENARIOS = tuple(METHODS)
 SCHEMA = "zerocopy-bench/1"
@@ -53,19 +56,19 @@ class Result:
     runs: list[Run] = field(default_factory=list)
 
     def gib_s(self) -> list[float]:
-        return [self.size / r.seconds / 2**30 for r in self.runs]
+        return [self.size / r.seconds / GiB for r in self.runs]
 
     def summary(self) -> dict[str, Any]:
-        rates = self.gib_s()
-        gib = self.size / 2**30
+        rates = spread(self.gib_s())
+        gib = self.size / GiB
         cost = MODEL[self.method]
         return {
             "scenario": self.scenario,
             "method": self.method,
             "size": self.size,
-            "median_gib_s": statistics.median(rates),
-            "min_gib_s": min(rates),
-            "max_gib_s": max(rates),
+            "median_gib_s": rates["median"],
+            "min_gib_s": rates["min"],
+            "max_gib_s": rates["max"],
             "cpu_user_s_per_gib": statistics.median(r.user for r in self.runs) / gib,
             "cpu_sys_s_per_gib": statistics.median(r.sys for r in self.runs) / gib,
             "syscalls": int(statistics.median(r.syscalls for r in self.runs)),
@@ -73,27 +76,6 @@ class Result:
             "model": cost._asdict(),
             "runs": [asdict(r) for r in self.runs],
         }
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "kernel": platform.release(),
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "zerocopy": __version__,
-        "backend": _backend.current().NAME,
-    }
 
 
 class _Peer:
@@ -126,19 +108,23 @@ class _Peer:
             self.proc.wait()
 
 
+def _switches() -> int:
+    # Counted over the same span as the CPU: the whole process.
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_nvcsw + r.ru_nivcsw
+
+
 def _timed(method: Method, src: Any, dst: int, size: int) -> Run:
     calls = [0]
-    r0 = resource.getrusage(resource.RUSAGE_THREAD)
-    t0 = time.perf_counter()
-    method(src, dst, size, calls)
-    t1 = time.perf_counter()
-    r1 = resource.getrusage(resource.RUSAGE_THREAD)
+    switches = _switches()
+    with Stopwatch() as sw:
+        method(src, dst, size, calls)
     return Run(
-        seconds=t1 - t0,
-        user=r1.ru_utime - r0.ru_utime,
-        sys=r1.ru_stime - r0.ru_stime,
+        seconds=sw.seconds,
+        user=sw.user,
+        sys=sw.sys,
         syscalls=calls[0],
-        ctx_switches=(r1.ru_nvcsw - r0.ru_nvcsw) + (r1.ru_nivcsw - r0.ru_nivcsw),
+        ctx_switches=_switches() - switches,
     )
 
 
@@ -191,6 +177,14 @@ def _scenario(name: str, size: int, workdir: str) -> Iterator[Callable[[Method],
             os.unlink(src_path)
 
 
+def _scenario_step(
+    scenario: str, on_step: Callable[[str, str, int, int], None] | None
+) -> Callable[[str, int, int], None] | None:
+    if on_step is None:
+        return None
+    return lambda method, step, total: on_step(scenario, method, step, total)
+
+
 def run_benchmark(
     scenarios: list[str],
     size: int,
@@ -211,17 +205,11 @@ def run_benchmark(
             ]
             if not chosen:
                 continue
-            table = {m: Result(name, m, size) for m, _ in chosen}
             with _scenario(name, size, tmp) as once:
-                total = (repeat + 1) * len(chosen)
-                step = 0
-                for round_no in range(repeat + 1):
-                    for m, fn in chosen:
-                        step += 1
-                        if on_step is not None:
-                            on_step(name, m, step, total)
-                        run = once(fn)
-                        if round_no:  # round 0 warms caches and is dropped
-                            table[m].runs.append(run)
-            results.extend(table.values())
+                runs = run_rounds(
+                    [(m, functools.partial(once, fn)) for m, fn in chosen],
+                    repeat,
+                    on_step=_scenario_step(name, on_step),
+                )
+            results.extend(Result(name, m, size, r) for m, r in runs.items())
     return results

@@ -4,35 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from typing import Any, TextIO
 
 from .._bench.methods import METHODS
-from .._bench.runner import SCENARIOS, SCHEMA, Result, machine, run_benchmark
+from .._bench.runner import SCENARIOS, SCHEMA, Result, run_benchmark
+from .._bench.toolkit import human, machine, parse_size, size_arg
 
-__all__ = ["add_parser", "parse_size", "report", "run"]
-
-_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """Parse ``64M``, ``1G``, ``4096``, ``512k`` (binary units) into bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([kmgKMG]?)(?:i?[bB])?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64M or 1G)")
-    size = int(match.group(1)) * _UNITS[match.group(2).lower()]
-    if size <= 0:
-        raise argparse.ArgumentTypeError("size must be > 0")
-    return size
-
-
-def _human(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:g} {unit}"
-    return f"{n} B"
+__all__ = ["add_parser", "report", "run"]
 
 
 class _Progress:
@@ -63,7 +43,7 @@ def report(summaries: list[dict[str, Any]], out: TextIO) -> list[str]:
         rows = [s for s in summaries if s["scenario"] == scenario]
         if not rows:
             continue
-        out.write(f"\n{scenario} ({_human(rows[0]['size'])})\n")
+        out.write(f"\n{scenario} ({human(rows[0]['size'])})\n")
         out.write(
             f"  {'method':<16} {'GiB/s':>7} {'min-max':>13} {'user s/GiB':>10} "
             f"{'sys s/GiB':>9} {'syscalls':>8} {'ctxsw':>6}  {'CPU/DMA copies, switches':<24}\n"
@@ -137,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     info = machine()
     print(
         f"zerocopy {info['zerocopy']} bench on {info['cpu']} ({info['cores']} cores), "
-        f"Linux {info['kernel']}, Python {info['python']}, backend {info['backend']}"
+        f"Linux {info['kernel']}, {info['python']}, backend {info['backend']}"
     )
     progress = _Progress(sys.stderr)
     try:
@@ -171,9 +151,9 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--size",
-        type=parse_size,
+        type=size_arg,
         default=parse_size("64M"),
-        help="bytes per transfer (default 64M)",
+        help="bytes per transfer, binary units, > 0 (default 64M)",
     )
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
