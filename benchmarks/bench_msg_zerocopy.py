@@ -165,7 +165,7 @@ class ProposedSender(zerocopy.ZeroCopySender):
     """Diagnosis only: ZeroCopySender with the two changes described for ``zc proposed``."""
 
     def sendall(self, data: Any, *, on_release: Any = None) -> None:
-        if self._tracker._held:
+        if self.pending:
             self.poll()
         if on_release is None and (not self.zerocopy or memoryview(data).nbytes < self.threshold):
             self.sock.sendall(data)

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import IO, Any
 
+from .._bench.units import human
 from .._copy import copyfileobj, last_method
 
 __all__ = ["Progress", "add_parser", "run"]
@@ -31,15 +32,6 @@ _PROG = "zerocopy copy"
 
 class CopyError(Exception):
     """A failure worth one line on stderr and exit status 1."""
-
-
-def human(n: float) -> str:
-    """Format a byte count: ``1536`` -> ``'1.5 KiB'``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def _clock(seconds: float) -> str:
