@@ -38,7 +38,7 @@ from zerocopy import _backend
 KiB = 1024
 MiB = 1024 * KiB
 TAIL = b"<<later-write:51e0>>"
-_counter = itertools.count()
+counter = itertools.count()
 
 
 @functools.cache
@@ -66,7 +66,7 @@ class Peers:
         self.close()
 
     def path(self, stem: str, content: bytes | None = None) -> Path:
-        p = self.tmp / f"{stem}-{next(_counter)}"
+        p = self.tmp / f"{stem}-{next(counter)}"
         self.paths.append(p)
         if content is not None:
             p.write_bytes(content)
@@ -327,14 +327,14 @@ def inject(monkeypatch: pytest.MonkeyPatch, name: str, *args: Any, **kw: Any) ->
     return stand_in
 
 
-def _always_fail(err: int) -> Callable[..., int]:
+def always_fail(err: int) -> Callable[..., int]:
     def call(*args: Any) -> int:
         raise OSError(err, os.strerror(err))
 
     return call
 
 
-def _run_child(backend: ModuleType, script: str, *args: str) -> dict[str, Any]:
+def run_child(backend: ModuleType, script: str, *args: str) -> dict[str, Any]:
     env = dict(os.environ, ZEROCOPY_BACKEND=backend.NAME)
     proc = subprocess.run(
         [sys.executable, "-c", script, *args],
@@ -349,7 +349,7 @@ def _run_child(backend: ModuleType, script: str, *args: str) -> dict[str, Any]:
     return result
 
 
-def _make_pair(
+def make_pair(
     peers: Peers, src_kind: str, dst_kind: str, data: bytes
 ) -> tuple[Any, Any, Callable[[], bytes]]:
     if src_kind == "socket":
@@ -373,7 +373,7 @@ def _make_pair(
 
 
 def assert_arrived(content: bytes, dst_kind: str, expected: bytes) -> None:
-    """A destination made by _make_pair holds exactly *expected* after its own bytes."""
+    """A destination made by make_pair holds exactly *expected* after its own bytes."""
     if dst_kind == "file":
         head = b"Z" * 20 + b"unflushed"
         assert content[: len(head)] == head
@@ -388,11 +388,11 @@ def assert_arrived(content: bytes, dst_kind: str, expected: bytes) -> None:
 SIZE = 50_000  # below the default pipe capacity (64 KiB), not page aligned
 
 
-def _payload(n: int, seed: int = 0) -> bytes:
+def random_bytes(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def _pos(fd: int) -> int:
+def pos(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_CUR)
 
 
@@ -404,7 +404,7 @@ def _close(*fds: int) -> None:
             pass
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
+def read_fd_exactly(fd: int, n: int) -> bytes:
     chunks = []
     while n:
         chunk = os.read(fd, n)
@@ -414,12 +414,12 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _queued(fd: int) -> int:
+def fionread(fd: int) -> int:
     raw = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     return int.from_bytes(raw, sys.byteorder, signed=True)
 
 
-def _fill_pipe(w: int) -> int:
+def fill_pipe(w: int) -> int:
     """Write into pipe *w* until it is full; return the bytes written."""
     flags = fcntl.fcntl(w, fcntl.F_GETFL)
     fcntl.fcntl(w, fcntl.F_SETFL, flags | os.O_NONBLOCK)
@@ -439,7 +439,7 @@ def _fill_pipe(w: int) -> int:
 @pytest.fixture(name="src")
 def src_fixture(tmp_path: Path) -> tuple[Path, bytes]:
     """A regular file holding SIZE random bytes, and those bytes."""
-    data = _payload(SIZE)
+    data = random_bytes(SIZE)
     path = tmp_path / "src.bin"
     path.write_bytes(data)
     return path, data
@@ -504,7 +504,7 @@ def tcp_fixture() -> Iterator[tuple[socket.socket, socket.socket]]:
         yield client, server
 
 
-def _closed_fd() -> int:
+def closed_fd() -> int:
     r, w = os.pipe()
     os.close(r)
     os.close(w)

@@ -1,7 +1,7 @@
 """Support for the socket tests: asyncio loop runners, socket pairs, payloads, sender helpers.
 
 Fixtures here are imported by name into each module that uses them (an
-imported autouse fixture, such as ``_empty_pool``, applies to that module
+imported autouse fixture, such as ``empty_pool``, applies to that module
 only).  Blocking TCP pairs come from conftest's ``tcp_pair``.
 """
 
@@ -84,7 +84,7 @@ def run(request: pytest.FixtureRequest) -> Runner:
 
 
 @pytest.fixture(autouse=True)
-def _empty_pool() -> None:
+def empty_pool() -> None:
     """Start every test with an empty pipe pool, so fd counts compare like with like."""
     default_pool().clear()
 

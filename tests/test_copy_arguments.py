@@ -20,7 +20,7 @@ import pytest
 
 import zerocopy
 from conftest import hang_guard
-from copykit import TAIL, KiB, MiB, Peers, _make_pair, assert_arrived, inject, payload
+from copykit import TAIL, KiB, MiB, Peers, assert_arrived, inject, make_pair, payload
 
 
 @pytest.fixture(autouse=True)
@@ -142,7 +142,7 @@ class TestInterrupted:
                 raise Stop
 
         with Peers(tmp_path) as peers:
-            fsrc, fdst, finish = _make_pair(peers, src_kind, dst_kind, data)
+            fsrc, fdst, finish = make_pair(peers, src_kind, dst_kind, data)
             start = 5 if src_kind == "file" else 0
             with pytest.raises(Stop) as info:
                 zerocopy.copyfileobj(fsrc, fdst, progress=progress)

@@ -36,15 +36,15 @@ from copykit import (
     KiB,
     MiB,
     Peers,
-    _always_fail,
-    _counter,
-    _run_child,
+    always_fail,
     assert_same,
     by_hand,
+    counter,
     inject,
     observe,
     payload,
     read_exactly,
+    run_child,
     with_zerocopy,
 )
 from zerocopy import _backend
@@ -300,7 +300,7 @@ class TestPseudoFiles:
     def test_cross_filesystem_falls_back(self, backend: ModuleType, tmp_path: Path) -> None:
         """tmpfs to ext4: copy_file_range says EXDEV, sendfile copies the same bytes."""
         data = payload(300_000)
-        src = Path("/dev/shm") / f"zerocopy-test-{os.getpid()}-{next(_counter)}"
+        src = Path("/dev/shm") / f"zerocopy-test-{os.getpid()}-{next(counter)}"
         src.write_bytes(data)
         try:
             with open(src, "rb") as fsrc, open(tmp_path / "dst", "wb") as fdst:
@@ -431,9 +431,9 @@ class TestChangingSource:
     ) -> None:
         """A thread truncating and regrowing the source meanwhile: every copy ends, consistent."""
         if path != "copy_file_range":
-            monkeypatch.setattr(_backend.current(), "copy_file_range", _always_fail(errno.EXDEV))
+            monkeypatch.setattr(_backend.current(), "copy_file_range", always_fail(errno.EXDEV))
         if path == "readinto":
-            monkeypatch.setattr(_backend.current(), "sendfile", _always_fail(errno.EINVAL))
+            monkeypatch.setattr(_backend.current(), "sendfile", always_fail(errno.EINVAL))
         data = payload(4 * MiB)
         src = tmp_path / "changing"
         src.write_bytes(data)
@@ -612,7 +612,7 @@ class TestSelfCopy:
             print(json.dumps(out))
             """
         )
-        out = _run_child(backend, script, str(tmp_path / "self"))
+        out = run_child(backend, script, str(tmp_path / "self"))
         assert out == {"returned": size, "size": 2 * size}, (
             f"copying a file onto its own append object ran away: {out}"
         )

@@ -20,8 +20,8 @@ import pytest
 
 import zerocopy
 from faultkit import KiB, MiB
-from faultkit.peers import _payload
-from faultkit.threads import OPERATIONS, GilProbe, _assert_progressed, _run_threads
+from faultkit.peers import random_bytes
+from faultkit.threads import OPERATIONS, GilProbe, assert_progressed, run_threads
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -36,7 +36,7 @@ class TestSixteenThreads:
                 name = names[(i + round_) % len(names)]
                 OPERATIONS[name](tmp_path, 1000 * i + round_)
 
-        _run_threads(work)
+        run_threads(work)
 
     @pytest.mark.parametrize(
         "name", ["copyfile", "file->file", "file->socket", "pipe->file", "socket->file"]
@@ -45,27 +45,27 @@ class TestSixteenThreads:
         self, backend: ModuleType, tmp_path: Path, name: str
     ) -> None:
         """16 threads doing the same operation at the same moment: all byte-exact."""
-        _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
+        run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
 
     def test_patch_shutil_from_many_threads(self, backend: ModuleType, tmp_path: Path) -> None:
         """Nested patch_shutil blocks in 16 threads leave shutil as it was, copies exact."""
         original = (shutil.copyfileobj, shutil.copyfile)
 
         def work(i: int) -> None:
-            data = _payload(100 * KiB + i, i)
+            data = random_bytes(100 * KiB + i, i)
             (tmp_path / f"s{i}").write_bytes(data)
             for _ in range(5):
                 with zerocopy.patch_shutil():
                     shutil.copyfile(tmp_path / f"s{i}", tmp_path / f"d{i}")
                 assert (tmp_path / f"d{i}").read_bytes() == data
 
-        _run_threads(work)
+        run_threads(work)
         assert (shutil.copyfileobj, shutil.copyfile) == original
 
     def test_last_method_is_per_thread(self, backend: ModuleType, tmp_path: Path) -> None:
         """last_method() reports each thread's own copy, not another thread's."""
         big = tmp_path / "big"
-        big.write_bytes(_payload(2 * MiB, 1))
+        big.write_bytes(random_bytes(2 * MiB, 1))
         results: dict[int, tuple[str | None, str]] = {}
 
         def work(i: int) -> None:
@@ -81,7 +81,7 @@ class TestSixteenThreads:
                     expect = "read"
                 results[i] = (zerocopy.last_method(), expect)
 
-        _run_threads(work)
+        run_threads(work)
         for got, expect in results.values():
             assert got == expect
 
@@ -108,4 +108,4 @@ class TestGilReleased:
             baseline, during, moved = probe.run()
             assert moved == 5
         assert (tmp_path / "dst").read_bytes() == b"first"
-        _assert_progressed(baseline, during)
+        assert_progressed(baseline, during)

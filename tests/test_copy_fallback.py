@@ -30,16 +30,16 @@ from conftest import hang_guard, tcp_pair
 from copykit import (
     MiB,
     Peers,
-    _always_fail,
-    _make_pair,
-    _run_child,
+    always_fail,
     assert_arrived,
     assert_same,
     by_hand,
     inject,
+    make_pair,
     observe,
     payload,
     read_exactly,
+    run_child,
     with_zerocopy,
 )
 from zerocopy import _backend, _pipes
@@ -91,7 +91,7 @@ FAST_PATHS: dict[str, tuple[str, str, str, Callable[..., bool] | None, str]] = {
 def _break_also_cfr(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     # To reach sendfile on file->file, copy_file_range has to give up first.
     if path == "file->file:sendfile-too":
-        monkeypatch.setattr(_backend.current(), "copy_file_range", _always_fail(errno.EXDEV))
+        monkeypatch.setattr(_backend.current(), "copy_file_range", always_fail(errno.EXDEV))
 
 
 class TestFallback:
@@ -111,11 +111,11 @@ class TestFallback:
         src_kind, dst_kind, call, when, after = FAST_PATHS[path]
         data = payload(200_001)
         with Peers(tmp_path) as peers:
-            ref = observe(by_hand(None), *_make_pair(peers, src_kind, dst_kind, data))
+            ref = observe(by_hand(None), *make_pair(peers, src_kind, dst_kind, data))
         _break_also_cfr(monkeypatch, path)
         stand_in = inject(monkeypatch, call, err, when=when)
         with Peers(tmp_path) as peers:
-            got = observe(with_zerocopy(), *_make_pair(peers, src_kind, dst_kind, data))
+            got = observe(with_zerocopy(), *make_pair(peers, src_kind, dst_kind, data))
         assert stand_in.failed, f"{call} was never called on this path"
         if src_kind in ("socket", "pipe"):
             ref["moved"] = len(data)
@@ -131,11 +131,11 @@ class TestFallback:
         src_kind, dst_kind, call, when, after = FAST_PATHS[path]
         data = payload(200_001)
         with Peers(tmp_path) as peers:
-            ref = observe(by_hand(None), *_make_pair(peers, src_kind, dst_kind, data))
+            ref = observe(by_hand(None), *make_pair(peers, src_kind, dst_kind, data))
         _break_also_cfr(monkeypatch, path)
         stand_in = inject(monkeypatch, call, 0, when=when)
         with Peers(tmp_path) as peers:
-            got = observe(with_zerocopy(), *_make_pair(peers, src_kind, dst_kind, data))
+            got = observe(with_zerocopy(), *make_pair(peers, src_kind, dst_kind, data))
         assert stand_in.failed
         assert_same(got, ref)
         assert zerocopy.last_method() == after
@@ -170,7 +170,7 @@ class TestFallback:
         fail_on = 3 if path == "socket->file:splice-in" else 2
         stand_in = inject(monkeypatch, call, err, fail_on=fail_on, cap=4096, when=when)
         with Peers(tmp_path) as peers:
-            fsrc, fdst, finish = _make_pair(peers, src_kind, dst_kind, data)
+            fsrc, fdst, finish = make_pair(peers, src_kind, dst_kind, data)
             start = fsrc.tell() if src_kind == "file" else 0
             with pytest.raises(OSError, match=os.strerror(err)) as info:
                 zerocopy.copyfileobj(fsrc, fdst)
@@ -222,7 +222,7 @@ class TestRealFailures:
         data = payload(200_001)
         inject(monkeypatch, call, err, when=when)
         with Peers(tmp_path) as peers:
-            fsrc, fdst, finish = _make_pair(peers, src_kind, dst_kind, data)
+            fsrc, fdst, finish = make_pair(peers, src_kind, dst_kind, data)
             start = {"file": 5, "pre-read": 16}.get(src_kind, 0)
             with pytest.raises(OSError, match=os.strerror(err)) as info:
                 zerocopy.copyfileobj(fsrc, fdst)
@@ -367,7 +367,7 @@ class TestRealFailures:
             print(json.dumps(out))
             """
         )
-        out = _run_child(backend, script, src_kind, str(tmp_path / "efbig"))
+        out = run_child(backend, script, src_kind, str(tmp_path / "efbig"))
         ref, got = out["shutil"], out["zerocopy"]
         assert ref["exc"] == got["exc"] == "OSError"
         assert ref["errno"] == got["errno"] == errno.EFBIG
@@ -432,7 +432,7 @@ class TestNoFdLeaks:
             fail_on = 3 if path.startswith("socket") and when is None else 2
             inject(monkeypatch, call, errno.EINVAL, fail_on, 4096, when=when)
         with Peers(tmp_path) as peers:
-            fsrc, fdst, finish = _make_pair(peers, src_kind, dst_kind, data)
+            fsrc, fdst, finish = make_pair(peers, src_kind, dst_kind, data)
             if outcome == "ok":
                 zerocopy.copyfileobj(fsrc, fdst)
             else:
@@ -486,7 +486,7 @@ class TestMethods:
         """The bytes arrive intact, moved by the expected system call."""
         data = payload(1 * MiB + 3)
         with Peers(tmp_path) as peers:
-            fsrc, fdst, finish = _make_pair(peers, src_kind, dst_kind, data)
+            fsrc, fdst, finish = make_pair(peers, src_kind, dst_kind, data)
             start = 5 if src_kind == "file" else 0
             n = zerocopy.copyfileobj(fsrc, fdst)
             content = finish()

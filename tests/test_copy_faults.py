@@ -47,15 +47,15 @@ from faultkit.peers import (
     SLOW,
     Feeder,
     Peer,
-    _assert_prefix,
-    _file_bytes,
-    _later,
-    _nonblocking,
-    _payload,
-    _stop_point,
+    assert_prefix,
     check_file_truncated_while_sent,
     check_receiver_gone_mid_file,
     check_socket_shut_down_by_another_thread,
+    file_bytes,
+    later,
+    random_bytes,
+    set_nonblocking,
+    stop_point,
 )
 from faultkit.signals import (
     check_count_and_position_are_exact,
@@ -115,7 +115,7 @@ class TestDiskFull:
     ) -> None:
         """ENOSPC ends copyfileobj with bytes_transferred equal to the bytes on disk."""
         # The same-fs source takes 640 KiB of the tmpfs itself: 384 KiB are left.
-        data = _payload(640 * KiB if kind == "file-same-fs" else FULL_SIZE)
+        data = random_bytes(640 * KiB if kind == "file-same-fs" else FULL_SIZE)
         src, extra = _fill_from(kind, data, tmp_path, tmpfs)
         dst_path = tmpfs / "dst"
         try:
@@ -135,37 +135,37 @@ class TestDiskFull:
                 feeder.finish()
         assert exc.errno == errno.ENOSPC
         assert exc.bytes_transferred == landed > 0  # type: ignore[attr-defined]
-        _assert_prefix(_file_bytes(dst_path), data)
+        assert_prefix(file_bytes(dst_path), data)
 
     def test_copyfile_stops_with_enospc(
         self, backend: ModuleType, tmp_path: Path, tmpfs: Path
     ) -> None:
         """copyfile onto a full disk raises ENOSPC with the partial file's exact size."""
-        data = _payload(FULL_SIZE)
+        data = random_bytes(FULL_SIZE)
         src = tmp_path / "src"
         src.write_bytes(data)
         with pytest.raises(OSError, match="No space left") as info:
             zerocopy.copyfile(src, tmpfs / "dst")
-        landed = _file_bytes(tmpfs / "dst")
+        landed = file_bytes(tmpfs / "dst")
         assert info.value.errno == errno.ENOSPC
         assert info.value.bytes_transferred == len(landed) > 0  # type: ignore[attr-defined]
-        _assert_prefix(landed, data)
+        assert_prefix(landed, data)
 
     def test_buffered_bytes_ahead_of_the_copy(
         self, backend: ModuleType, tmp_path: Path, tmpfs: Path
     ) -> None:
         """Bytes a BufferedWriter held before the copy are on disk ahead of the copied prefix."""
         head = b"H" * 1000
-        data = _payload(FULL_SIZE)
+        data = random_bytes(FULL_SIZE)
         (tmp_path / "src").write_bytes(data)
         with open(tmp_path / "src", "rb") as src, open(tmpfs / "dst", "wb") as dst:
             dst.write(head)
             with pytest.raises(OSError, match="No space left") as info:
                 zerocopy.copyfileobj(src, dst)
-        landed = _file_bytes(tmpfs / "dst")
+        landed = file_bytes(tmpfs / "dst")
         assert landed[: len(head)] == head
         assert info.value.bytes_transferred == len(landed) - len(head)  # type: ignore[attr-defined]
-        _assert_prefix(landed[len(head) :], data)
+        assert_prefix(landed[len(head) :], data)
 
 
 # --- file size limit (EFBIG), in a subprocess -------------------------------------
@@ -284,8 +284,8 @@ class TestPeerGone:
     @pytest.mark.parametrize("seed", SEEDS)
     def test_sender_resets_mid_stream(self, backend: ModuleType, tmp_path: Path, seed: int) -> None:
         """A TCP source that resets mid-stream: the file holds exactly bytes_transferred bytes."""
-        data = _payload(PEER_SIZE, seed)
-        cut = _stop_point(seed)
+        data = random_bytes(PEER_SIZE, seed)
+        cut = stop_point(seed)
         a, b = tcp_pair()
         feeder = Feeder(b, data[:cut], end="reset")
         feeder.start()
@@ -298,16 +298,16 @@ class TestPeerGone:
                 outcome = exc
             position = out.tell()
         feeder.finish()
-        landed = _file_bytes(dst)
-        _assert_prefix(landed, data)
+        landed = file_bytes(dst)
+        assert_prefix(landed, data)
         count = outcome if isinstance(outcome, int) else outcome.bytes_transferred
         assert count == len(landed) == position <= cut
 
     @pytest.mark.parametrize("seed", SEEDS)
     def test_sender_closes_mid_stream(self, backend: ModuleType, tmp_path: Path, seed: int) -> None:
         """An AF_UNIX source that closes at a random point: a clean end with the exact count."""
-        data = _payload(PEER_SIZE, seed)
-        cut = _stop_point(seed)
+        data = random_bytes(PEER_SIZE, seed)
+        cut = stop_point(seed)
         a, b = socket.socketpair()
         feeder = Feeder(b, data[:cut], end="close")
         feeder.start()
@@ -315,7 +315,7 @@ class TestPeerGone:
             count = zerocopy.copyfileobj(src, out)
         feeder.finish()
         assert count == cut
-        assert _file_bytes(tmp_path / "dst") == data[:cut]
+        assert file_bytes(tmp_path / "dst") == data[:cut]
 
 
 # --- a signal every millisecond -----------------------------------------------------
@@ -394,7 +394,7 @@ def _drain(fd: int) -> bytes:
 
 def _nb_case(case: str, impl: Callable[..., Any], tmp_path: Path) -> dict[str, Any]:
     """Run one non-blocking scenario with *impl*; report what a caller can observe."""
-    data = _payload(200 * KiB, 3)
+    data = random_bytes(200 * KiB, 3)
     out_path = tmp_path / "out"
     result: dict[str, Any] = {}
     r, w = os.pipe()
@@ -403,13 +403,13 @@ def _nb_case(case: str, impl: Callable[..., Any], tmp_path: Path) -> dict[str, A
             # 200 KiB queued and the writer still open: reads would block after them.
             fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 256 * KiB)
             os.write(w, data)
-            _nonblocking(r)
+            set_nonblocking(r)
             # Both closed below, after the outcome is recorded.
             src: Any = open(r, "rb", buffering=0 if case.endswith("raw") else -1, closefd=False)  # noqa: SIM115
             dst: Any = open(out_path, "wb")  # noqa: SIM115
         else:
             # A 64 KiB pipe nobody reads: the destination fills up.
-            _nonblocking(w)
+            set_nonblocking(w)
             (tmp_path / "src").write_bytes(data)
             src = open(tmp_path / "src", "rb")  # noqa: SIM115
             dst = open(w, "wb", buffering=0 if case.endswith("raw") else -1, closefd=False)  # noqa: SIM115
@@ -424,7 +424,7 @@ def _nb_case(case: str, impl: Callable[..., Any], tmp_path: Path) -> dict[str, A
         result["src_pos"] = src.tell() if src.seekable() else None
         if case.startswith("source"):
             dst.close()
-            result["landed"] = _file_bytes(out_path)
+            result["landed"] = file_bytes(out_path)
         else:
             # What reached the pipe, before closing the writer flushes any more.
             result["landed"] = _drain(r)
@@ -469,7 +469,7 @@ class TestFdGoneMidTransfer:
         self, backend: ModuleType, tmp_path: Path
     ) -> None:
         """dup2 of a read-only fd over the destination mid-copy gives an OSError, exact counts."""
-        data = _payload(PEER_SIZE)
+        data = random_bytes(PEER_SIZE)
         (tmp_path / "src").write_bytes(data)
         r, w = os.pipe()
         peer = Peer(r, pause=SLOW)
@@ -480,7 +480,7 @@ class TestFdGoneMidTransfer:
             os.dup2(ro, w)  # closes the pipe's write end, atomically
             os.close(ro)
 
-        killer = _later(0.05, replace)
+        killer = later(0.05, replace)
         try:
             with (
                 open(tmp_path / "src", "rb") as f,
@@ -494,11 +494,11 @@ class TestFdGoneMidTransfer:
             os.close(r)
         assert info.value.errno == errno.EBADF
         assert info.value.bytes_transferred == len(got)  # type: ignore[attr-defined]
-        _assert_prefix(got, data)
+        assert_prefix(got, data)
 
     def test_pipe_source_replaced_by_dev_null(self, backend: ModuleType, tmp_path: Path) -> None:
         """dup2 of /dev/null over a pipe source mid-copy ends it (EOF or EINVAL), counts exact."""
-        data = _payload(4 * MiB)
+        data = random_bytes(4 * MiB)
         r, w = os.pipe()
         feeder = Feeder(w, data, chunk=64 * KiB, pace=0.002, end="close")
         feeder.start()
@@ -508,7 +508,7 @@ class TestFdGoneMidTransfer:
             os.dup2(null, r)
             os.close(null)
 
-        killer = _later(0.05, replace)
+        killer = later(0.05, replace)
         with open(r, "rb") as src, open(tmp_path / "dst", "wb") as out:
             failed: int | None = None
             try:
@@ -519,9 +519,9 @@ class TestFdGoneMidTransfer:
         assert failed in (None, errno.EINVAL)
         killer.join()
         feeder.finish()  # its write end saw EPIPE once the reader was gone
-        landed = _file_bytes(tmp_path / "dst")
+        landed = file_bytes(tmp_path / "dst")
         assert count == len(landed) < len(data)
-        _assert_prefix(landed, data)
+        assert_prefix(landed, data)
 
     @pytest.mark.parametrize("what", ["devnull", "directory", "read-only file", "eventfd"])
     @pytest.mark.parametrize("side", ["source", "destination"])
@@ -529,7 +529,7 @@ class TestFdGoneMidTransfer:
         self, backend: ModuleType, tmp_path: Path, side: str, what: str
     ) -> None:
         """An fd dup2'd over mid-copy (file->file): an OSError or the end, counts exact."""
-        data = _payload(20 * MiB)  # two chunks of 16 MiB: the swap comes between them
+        data = random_bytes(20 * MiB)  # two chunks of 16 MiB: the swap comes between them
         (tmp_path / "src").write_bytes(data)
         swapped = []
         with open(tmp_path / "src", "rb") as f, open(tmp_path / "dst", "wb") as g:
@@ -555,9 +555,9 @@ class TestFdGoneMidTransfer:
             except OSError as exc:
                 count = exc.bytes_transferred  # type: ignore[attr-defined]
                 failed = exc.errno
-        landed = _file_bytes(tmp_path / "dst")
+        landed = file_bytes(tmp_path / "dst")
         assert count == len(landed)
-        _assert_prefix(landed, data)
+        assert_prefix(landed, data)
         if side == "source" and what == "read-only file":
             assert failed is None  # the same bytes, through another fd: the copy goes on
             assert landed == data
@@ -575,7 +575,7 @@ class TestSourceChanges:
         self, backend: ModuleType, tmp_path: Path, new_size: int
     ) -> None:
         """A source truncated after the first chunk: the copy ends at the new end, count exact."""
-        data = _payload(24 * MiB)
+        data = random_bytes(24 * MiB)
         (tmp_path / "src").write_bytes(data)
         calls = []
 
@@ -589,12 +589,12 @@ class TestSourceChanges:
             assert src.tell() == dst.tell() == count
         first = calls[0]
         assert count == max(first, new_size)
-        assert _file_bytes(tmp_path / "dst") == data[:count]
+        assert file_bytes(tmp_path / "dst") == data[:count]
 
     def test_file_grown_during_copyfileobj(self, backend: ModuleType, tmp_path: Path) -> None:
         """A source grown during the copy is copied to its new end (never sized from st_size)."""
-        data = _payload(20 * MiB)
-        more = _payload(3 * MiB, 9)
+        data = random_bytes(20 * MiB)
+        more = random_bytes(3 * MiB, 9)
         (tmp_path / "src").write_bytes(data)
         grown = []
 
@@ -607,7 +607,7 @@ class TestSourceChanges:
         with open(tmp_path / "src", "rb") as src, open(tmp_path / "dst", "wb") as dst:
             count = zerocopy.copyfileobj(src, dst, progress=progress)
         assert count == len(data) + len(more)
-        assert _file_bytes(tmp_path / "dst") == data + more
+        assert file_bytes(tmp_path / "dst") == data + more
 
     @pytest.mark.parametrize("api", ["copyfileobj"])
     def test_file_truncated_while_sent(self, backend: ModuleType, tmp_path: Path, api: str) -> None:
@@ -624,12 +624,12 @@ class TestFullPipes:
         self, backend: ModuleType, tmp_path: Path, source: str
     ) -> None:
         """A destination pipe that stays full for 200 ms: the copy waits, then is byte-exact."""
-        data = _payload(4 * MiB)
+        data = random_bytes(4 * MiB)
         r, w = os.pipe()
         gate = threading.Event()
         peer = Peer(r, gate=gate)
         peer.start()
-        opener = _later(0.2, gate.set)
+        opener = later(0.2, gate.set)
         feeder = None
         extra: list[Any] = []
         try:
@@ -669,7 +669,7 @@ class TestClosedObjects:
         self, backend: ModuleType, tmp_path: Path
     ) -> None:
         """Closing the destination object mid-copy raises (ValueError or OSError), never hangs."""
-        data = _payload(4 * MiB)
+        data = random_bytes(4 * MiB)
         r, w = os.pipe()
         feeder = Feeder(w, data, chunk=64 * KiB, pace=0.002, end="close")
         feeder.start()
@@ -680,7 +680,7 @@ class TestClosedObjects:
         def close_it() -> None:
             os.dup2(null, out.fileno())
 
-        killer = _later(0.05, close_it)
+        killer = later(0.05, close_it)
         with open(r, "rb") as src:
             try:
                 count: Any = zerocopy.copyfileobj(src, out)
@@ -690,8 +690,8 @@ class TestClosedObjects:
         os.close(null)
         out.close()
         feeder.finish()
-        landed = _file_bytes(tmp_path / "dst")
-        _assert_prefix(landed, data)
+        landed = file_bytes(tmp_path / "dst")
+        assert_prefix(landed, data)
         n = count if isinstance(count, int) else count.bytes_transferred
         # Bytes after the swap went to /dev/null: the file holds at most the count.
         assert len(landed) <= n <= len(data)

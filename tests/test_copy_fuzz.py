@@ -38,7 +38,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import zerocopy
-from faultkit.children import _signal_name
+from faultkit.children import signal_name
 from faultkit.fuzz import (
     FUZZ,
     NUMBERS,
@@ -261,7 +261,7 @@ def _child(code: str, backend: ModuleType) -> str:
         ),
         timeout=60,
     )
-    assert proc.returncode == 0, f"child: {_signal_name(proc.returncode)}: {proc.stderr[-600:]}"
+    assert proc.returncode == 0, f"child: {signal_name(proc.returncode)}: {proc.stderr[-600:]}"
     return proc.stdout.strip()
 
 

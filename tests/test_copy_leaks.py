@@ -21,7 +21,7 @@ import pytest
 
 import zerocopy
 from faultkit import KiB, MiB
-from faultkit.flat import Flat, _rss
+from faultkit.flat import Flat, rss_bytes
 
 
 class TestHighLevel:
@@ -107,11 +107,11 @@ class TestHighLevel:
 
         def worker() -> None:
             gc.collect()
-            before = _rss()
+            before = rss_bytes()
             with open(tmp_path / "src", "rb") as f, open(tmp_path / "dst", "wb") as g:
                 assert zerocopy.copyfileobj(f, g, 256 * MiB) == 3
             gc.collect()
-            grown.append(_rss() - before)
+            grown.append(rss_bytes() - before)
             go_on.wait(10)
 
         t = threading.Thread(target=worker)

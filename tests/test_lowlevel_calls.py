@@ -24,15 +24,15 @@ import zerocopy
 from conftest import only_backend
 from copykit import (
     SIZE,
-    _closed_fd,
-    _payload,
-    _pos,
-    _queued,
-    _read_exactly,
     appending_fixture,  # noqa: F401 - a fixture, found by pytest as appending
+    closed_fd,
     dst_fixture,  # noqa: F401 - a fixture, found by pytest as dst
+    fionread,
     pipe2_fixture,  # noqa: F401 - a fixture, found by pytest as pipe2
     pipe_fixture,  # noqa: F401 - a fixture, found by pytest as pipe
+    pos,
+    random_bytes,
+    read_fd_exactly,
     sockpair_fixture,  # noqa: F401 - a fixture, found by pytest as sockpair
     src_fd_fixture,  # noqa: F401 - a fixture, found by pytest as src_fd
     src_fixture,  # noqa: F401 - a fixture, found by pytest as src
@@ -65,8 +65,8 @@ class TestSendfile:
         path, fd = dst
         os.lseek(src_fd, 1000, os.SEEK_SET)
         assert zerocopy.sendfile(fd, src_fd, None, 20_000) == 20_000
-        assert _pos(src_fd) == 21_000
-        assert _pos(fd) == 20_000
+        assert pos(src_fd) == 21_000
+        assert pos(fd) == 20_000
         assert path.read_bytes() == src[1][1000:21_000]
 
     def test_offset_leaves_position_alone(
@@ -76,9 +76,9 @@ class TestSendfile:
         path, fd = dst
         os.lseek(src_fd, 123, os.SEEK_SET)
         assert zerocopy.sendfile(fd, src_fd, 4096, 10_000) == 10_000
-        assert _pos(src_fd) == 123
+        assert pos(src_fd) == 123
         assert zerocopy.sendfile(fd, src_fd, 0, 5) == 5
-        assert _pos(src_fd) == 123
+        assert pos(src_fd) == 123
         assert path.read_bytes() == src[1][4096:14_096] + src[1][:5]
 
     def test_short_at_eof(
@@ -89,7 +89,7 @@ class TestSendfile:
         os.lseek(src_fd, SIZE - 100, os.SEEK_SET)
         assert zerocopy.sendfile(fd, src_fd, None, 1000) == 100
         assert zerocopy.sendfile(fd, src_fd, None, 1000) == 0
-        assert _pos(src_fd) == SIZE
+        assert pos(src_fd) == SIZE
         assert zerocopy.sendfile(fd, src_fd, SIZE - 7, 1000) == 7
         assert zerocopy.sendfile(fd, src_fd, SIZE + 10, 1000) == 0
         assert path.read_bytes() == src[1][-100:] + src[1][-7:]
@@ -98,7 +98,7 @@ class TestSendfile:
         """count=0 moves nothing and returns 0."""
         path, fd = dst
         assert zerocopy.sendfile(fd, src_fd, None, 0) == 0
-        assert _pos(src_fd) == 0
+        assert pos(src_fd) == 0
         assert path.read_bytes() == b""
 
     def test_huge_count_is_clamped(
@@ -124,12 +124,12 @@ class TestSendfile:
             assert zerocopy.sendfile(a, f, 10, 30_000) == 30_000
             assert f.tell() == 0
             assert os.lseek(f.fileno(), 0, os.SEEK_CUR) == 0
-        assert _read_exactly(b.fileno(), 30_000) == src[1][10:30_010]
+        assert read_fd_exactly(b.fileno(), 30_000) == src[1][10:30_010]
 
     def test_loopback_tcp_large(self, backend: ModuleType, tmp_path: Path, tcp: Any) -> None:
         """A 4 MiB file goes out over loopback TCP intact, in however many calls."""
         client, server = tcp
-        data = _payload(4 << 20, seed=7)
+        data = random_bytes(4 << 20, seed=7)
         path = tmp_path / "big.bin"
         path.write_bytes(data)
         received = bytearray()
@@ -145,7 +145,7 @@ class TestSendfile:
                 sent = 0
                 while n := zerocopy.sendfile(client, f, None, len(data) - sent):
                     sent += n
-                assert _pos(f.fileno()) == len(data)
+                assert pos(f.fileno()) == len(data)
         finally:
             client.shutdown(socket.SHUT_WR)
             thread.join(30)
@@ -172,7 +172,7 @@ class TestSendfile:
         count: int,
     ) -> None:
         """For any size, position, offset and count: bytes, return value and position agree."""
-        data = _payload(size, seed=size)
+        data = random_bytes(size, seed=size)
         path = tmp_path / "h.bin"
         path.write_bytes(data)
         out = tmp_path / "h.out"
@@ -182,7 +182,7 @@ class TestSendfile:
             begin = start if offset is None else offset
             expected = data[begin : begin + count]
             assert n == len(expected)
-            assert _pos(f.fileno()) == (start + n if offset is None else start)
+            assert pos(f.fileno()) == (start + n if offset is None else start)
         assert out.read_bytes() == expected
 
 
@@ -197,8 +197,8 @@ class TestSplice:
         r, w = pipe
         os.lseek(src_fd, 500, os.SEEK_SET)
         assert zerocopy.splice(src_fd, w, 30_000) == 30_000
-        assert _pos(src_fd) == 30_500
-        assert _read_exactly(r, 30_000) == src[1][500:30_500]
+        assert pos(src_fd) == 30_500
+        assert read_fd_exactly(r, 30_000) == src[1][500:30_500]
 
     def test_file_to_pipe_at_offset(
         self, backend: ModuleType, src: tuple[Path, bytes], src_fd: int, pipe: Any
@@ -207,8 +207,8 @@ class TestSplice:
         r, w = pipe
         os.lseek(src_fd, 77, os.SEEK_SET)
         assert zerocopy.splice(src_fd, w, 12_345, offset_src=9_000) == 12_345
-        assert _pos(src_fd) == 77
-        assert _read_exactly(r, 12_345) == src[1][9_000:21_345]
+        assert pos(src_fd) == 77
+        assert read_fd_exactly(r, 12_345) == src[1][9_000:21_345]
 
     def test_pipe_to_file_with_position(self, backend: ModuleType, pipe: Any, dst: Any) -> None:
         """Into a file with no offset: written at the position, which advances."""
@@ -218,7 +218,7 @@ class TestSplice:
         os.lseek(fd, 4, os.SEEK_SET)
         os.write(w, b"abc")
         assert zerocopy.splice(r, fd, 3) == 3
-        assert _pos(fd) == 7
+        assert pos(fd) == 7
         assert path.read_bytes() == b"0123abc789"
 
     def test_pipe_to_file_at_offset(self, backend: ModuleType, pipe: Any, dst: Any) -> None:
@@ -226,10 +226,10 @@ class TestSplice:
         r, w = pipe
         path, fd = dst
         os.write(fd, b"0123456789")
-        data = _payload(20_000, seed=3)
+        data = random_bytes(20_000, seed=3)
         os.write(w, data)
         assert zerocopy.splice(r, fd, 20_000, offset_dst=5) == 20_000
-        assert _pos(fd) == 10
+        assert pos(fd) == 10
         assert path.read_bytes() == b"01234" + data
 
     def test_file_objects(
@@ -251,7 +251,7 @@ class TestSplice:
         a, b = sockpair
         client, server = tcp
         r, w = pipe
-        data = _payload(40_000, seed=5)
+        data = random_bytes(40_000, seed=5)
         a.sendall(data)
         moved = 0
         while moved < len(data):
@@ -274,8 +274,8 @@ class TestSplice:
         assert zerocopy.splice(src_fd, w, 1000) == 10
         assert zerocopy.splice(src_fd, w, 1000) == 0
         assert zerocopy.splice(src_fd, w, 1000, offset_src=SIZE + 1) == 0
-        assert _pos(src_fd) == SIZE
-        assert _read_exactly(r, 10) == src[1][-10:]
+        assert pos(src_fd) == SIZE
+        assert read_fd_exactly(r, 10) == src[1][-10:]
         os.close(w)
         with open(os.devnull, "wb") as null:
             assert zerocopy.splice(r, null, 1000) == 0
@@ -292,8 +292,8 @@ class TestSplice:
         """count=0 moves nothing and returns 0."""
         r, w = pipe
         assert zerocopy.splice(src_fd, w, 0) == 0
-        assert _pos(src_fd) == 0
-        assert _queued(r) == 0
+        assert pos(src_fd) == 0
+        assert fionread(r) == 0
 
     def test_accepted_flags(
         self, backend: ModuleType, src: tuple[Path, bytes], src_fd: int, pipe: Any
@@ -302,7 +302,7 @@ class TestSplice:
         r, w = pipe
         flags = zerocopy.SPLICE_F_MOVE | zerocopy.SPLICE_F_MORE
         assert zerocopy.splice(src_fd, w, 100, flags=flags) == 100
-        assert _read_exactly(r, 100) == src[1][:100]
+        assert read_fd_exactly(r, 100) == src[1][:100]
 
     def test_nonblock_on_empty_pipe(self, backend: ModuleType, pipe: Any, dst: Any) -> None:
         """SPLICE_F_NONBLOCK from an empty pipe raises BlockingIOError naming splice."""
@@ -321,11 +321,11 @@ class TestTee:
         """tee copies the bytes into the second pipe and leaves them in the first."""
         r1, w1 = pipe
         r2, w2 = pipe2
-        data = _payload(30_000, seed=11)
+        data = random_bytes(30_000, seed=11)
         os.write(w1, data)
         assert zerocopy.tee(r1, w2, len(data)) == len(data)
-        assert _read_exactly(r2, len(data)) == data
-        assert _read_exactly(r1, len(data)) == data
+        assert read_fd_exactly(r2, len(data)) == data
+        assert read_fd_exactly(r1, len(data)) == data
 
     def test_partial_and_file_objects(
         self, cffi_backend: ModuleType, pipe: Any, pipe2: Any
@@ -347,8 +347,8 @@ class TestTee:
         """count=0 duplicates nothing and returns 0."""
         os.write(pipe[1], b"abc")
         assert zerocopy.tee(pipe[0], pipe2[1], 0) == 0
-        assert _queued(pipe2[0]) == 0
-        assert _queued(pipe[0]) == 3
+        assert fionread(pipe2[0]) == 0
+        assert fionread(pipe[0]) == 3
 
     def test_nonblock_on_empty_pipe(self, cffi_backend: ModuleType, pipe: Any, pipe2: Any) -> None:
         """SPLICE_F_NONBLOCK on an empty source pipe raises BlockingIOError."""
@@ -369,7 +369,7 @@ class TestTee:
     def test_closed_fd(self, cffi_backend: ModuleType, pipe: Any) -> None:
         """A closed fd fails with EBADF naming tee."""
         with pytest.raises(OSError, match="tee: ") as info:
-            zerocopy.tee(_closed_fd(), pipe[1], 10)
+            zerocopy.tee(closed_fd(), pipe[1], 10)
         assert info.value.errno == errno.EBADF
         assert info.value.strerror.startswith("tee: ")
 
@@ -383,8 +383,8 @@ class TestTee:
         assert isinstance(exc, NotImplementedError)
         assert exc.errno == errno.ENOSYS
         assert exc.strerror.startswith("tee: ")
-        assert _queued(pipe[0]) == 4
-        assert _queued(pipe2[0]) == 0
+        assert fionread(pipe[0]) == 4
+        assert fionread(pipe2[0]) == 0
 
     def test_os_still_validates(self, os_backend: ModuleType, pipe: Any) -> None:
         """On os, argument errors still come first (TypeError, not UnsupportedOperation)."""
@@ -406,8 +406,8 @@ class TestCopyFileRange:
         os.lseek(src_fd, 100, os.SEEK_SET)
         os.write(fd, b"head")
         assert zerocopy.copy_file_range(src_fd, fd, 20_000) == 20_000
-        assert _pos(src_fd) == 20_100
-        assert _pos(fd) == 20_004
+        assert pos(src_fd) == 20_100
+        assert pos(fd) == 20_004
         assert path.read_bytes() == b"head" + src[1][100:20_100]
 
     def test_with_offsets(
@@ -420,8 +420,8 @@ class TestCopyFileRange:
         os.lseek(fd, 3, os.SEEK_SET)
         n = zerocopy.copy_file_range(src_fd, fd, 1000, offset_src=500, offset_dst=6)
         assert n == 1000
-        assert _pos(src_fd) == 9
-        assert _pos(fd) == 3
+        assert pos(src_fd) == 9
+        assert pos(fd) == 3
         assert path.read_bytes() == b"012345" + src[1][500:1500]
 
     def test_mixed_offsets(
@@ -430,9 +430,9 @@ class TestCopyFileRange:
         """One offset given, one not: only the end without an offset moves."""
         path, fd = dst
         assert zerocopy.copy_file_range(src_fd, fd, 10, offset_src=40) == 10
-        assert (_pos(src_fd), _pos(fd)) == (0, 10)
+        assert (pos(src_fd), pos(fd)) == (0, 10)
         assert zerocopy.copy_file_range(src_fd, fd, 10, offset_dst=100) == 10
-        assert (_pos(src_fd), _pos(fd)) == (10, 10)
+        assert (pos(src_fd), pos(fd)) == (10, 10)
         assert path.read_bytes() == src[1][40:50] + b"\0" * 90 + src[1][:10]
 
     def test_file_objects(
@@ -456,13 +456,13 @@ class TestCopyFileRange:
         assert zerocopy.copy_file_range(src_fd, fd, 1000) == 50
         assert zerocopy.copy_file_range(src_fd, fd, 1000) == 0
         assert zerocopy.copy_file_range(src_fd, fd, 1000, offset_src=SIZE) == 0
-        assert _pos(src_fd) == SIZE
+        assert pos(src_fd) == SIZE
         assert path.read_bytes() == src[1][-50:]
 
     def test_count_zero(self, backend: ModuleType, src_fd: int, dst: Any) -> None:
         """count=0 copies nothing and returns 0."""
         assert zerocopy.copy_file_range(src_fd, dst[1], 0) == 0
-        assert (_pos(src_fd), _pos(dst[1])) == (0, 0)
+        assert (pos(src_fd), pos(dst[1])) == (0, 0)
         assert dst[0].read_bytes() == b""
 
     def test_append_destination_is_ebadf(

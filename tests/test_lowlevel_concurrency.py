@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 
 import zerocopy
-from faultkit.threads import GilProbe, _assert_progressed
+from faultkit.threads import GilProbe, assert_progressed
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -42,7 +42,7 @@ class TestGilReleased:
         finally:
             for fd in (r, w, r2, w2):
                 os.close(fd)
-        _assert_progressed(baseline, during)
+        assert_progressed(baseline, during)
 
     def test_sendfile_into_a_full_pipe(self, backend: ModuleType, tmp_path: Path) -> None:
         """A thread blocked in sendfile on a full pipe does not hold the GIL."""
@@ -66,7 +66,7 @@ class TestGilReleased:
         finally:
             os.close(r)
             os.close(w)
-        _assert_progressed(baseline, during)
+        assert_progressed(baseline, during)
 
     def test_vmsplice_into_a_full_pipe(self, backend: ModuleType) -> None:
         """A thread blocked in vmsplice (a poll on the os backend) does not hold the GIL."""
@@ -89,7 +89,7 @@ class TestGilReleased:
         finally:
             os.close(r)
             os.close(w)
-        _assert_progressed(baseline, during)
+        assert_progressed(baseline, during)
 
     @pytest.mark.only_backend("cffi")
     def test_tee_from_an_empty_pipe(self, backend: ModuleType) -> None:
@@ -105,4 +105,4 @@ class TestGilReleased:
         finally:
             for fd in (r, w, r2, w2):
                 os.close(fd)
-        _assert_progressed(baseline, during)
+        assert_progressed(baseline, during)

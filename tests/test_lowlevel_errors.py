@@ -24,13 +24,13 @@ import pytest
 
 import zerocopy
 from copykit import (
-    _closed_fd,
-    _pos,
-    _queued,
     appending_fixture,  # noqa: F401 - a fixture, found by pytest as appending
+    closed_fd,
     dst_fixture,  # noqa: F401 - a fixture, found by pytest as dst
+    fionread,
     pipe2_fixture,  # noqa: F401 - a fixture, found by pytest as pipe2
     pipe_fixture,  # noqa: F401 - a fixture, found by pytest as pipe
+    pos,
     sockpair_fixture,  # noqa: F401 - a fixture, found by pytest as sockpair
     src_fd_fixture,  # noqa: F401 - a fixture, found by pytest as src_fd
     src_fixture,  # noqa: F401 - a fixture, found by pytest as src
@@ -50,7 +50,7 @@ class TestKernelErrors:
             zerocopy.sendfile(appending, src_fd, None, 10)
         assert info.value.errno == errno.EINVAL
         assert info.value.strerror.startswith("sendfile: ")
-        assert _pos(src_fd) == 0
+        assert pos(src_fd) == 0
         assert (tmp_path / "append.bin").read_bytes() == b"old"
 
     def test_splice_to_append_is_einval(
@@ -63,7 +63,7 @@ class TestKernelErrors:
             zerocopy.splice(r, appending, 4)
         assert info.value.errno == errno.EINVAL
         assert info.value.strerror.startswith("splice: ")
-        assert _queued(r) == 4
+        assert fionread(r) == 4
 
     def test_splice_two_files_is_einval(self, backend: ModuleType, src_fd: int, dst: Any) -> None:
         """splice between two regular files (no pipe) fails with EINVAL."""
@@ -121,7 +121,7 @@ class TestKernelErrors:
     @pytest.mark.parametrize("call", list(CALLS))
     def test_closed_fd_is_ebadf(self, backend: ModuleType, call: str) -> None:
         """A closed int fd gives OSError EBADF whose message starts with the syscall name."""
-        bad = _closed_fd()
+        bad = closed_fd()
         with pytest.raises(OSError, match=f"{call}: ") as info:
             self.CALLS[call](bad, bad)
         assert type(info.value) is OSError
@@ -192,8 +192,8 @@ class TestBadArguments:
         return src_fd, pipe[0], pipe[1]
 
     def _untouched(self, fds: tuple[int, int, int]) -> None:
-        assert _pos(fds[0]) == 0
-        assert _queued(fds[1]) == 6
+        assert pos(fds[0]) == 0
+        assert fionread(fds[1]) == 6
 
     @pytest.mark.parametrize("call", FD_CALLS)
     @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import pytest
 
 import zerocopy
 from faultkit.peers import (
-    _nonblocking,
+    set_nonblocking,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -33,7 +33,7 @@ class TestNonBlocking:
         r3, w3 = os.pipe()
         try:
             for fd in (r, w, r2, w2, r3, w3):
-                _nonblocking(fd)
+                set_nonblocking(fd)
             with pytest.raises(BlockingIOError):
                 zerocopy.splice(r, w2, 4096)  # empty source
             with pytest.raises(BlockingIOError):
@@ -80,7 +80,7 @@ class TestFullPipes:
         r2, w2 = os.pipe()
         try:
             os.write(w1, b"a" * 4096)
-            _nonblocking(w2)
+            set_nonblocking(w2)
             with contextlib.suppress(BlockingIOError):
                 while True:
                     os.write(w2, b"b" * 4096)

@@ -25,11 +25,11 @@ import pytest
 import zerocopy
 from conftest import only_backend
 from copykit import (
-    _fill_pipe,
-    _payload,
-    _queued,
-    _read_exactly,
+    fill_pipe,
+    fionread,
     pipe_fixture,  # noqa: F401 - a fixture, found by pytest as pipe
+    random_bytes,
+    read_fd_exactly,
     sockpair_fixture,  # noqa: F401 - a fixture, found by pytest as sockpair
     src_fd_fixture,  # noqa: F401 - a fixture, found by pytest as src_fd
     src_fixture,  # noqa: F401 - a fixture, found by pytest as src
@@ -96,11 +96,11 @@ class TestVmsplice:
     def test_every_buffer_kind(self, backend: ModuleType, pipe: Any) -> None:
         """bytes, bytearray, memoryview, mmap and array arrive in order, byte-exact."""
         r, w = pipe
-        parts = [_payload(1000 + i, seed=i) for i in range(len(KINDS))]
+        parts = [random_bytes(1000 + i, seed=i) for i in range(len(KINDS))]
         buffers = [_buffer(kind, part) for kind, part in zip(KINDS, parts, strict=True)]
         expected = b"".join(parts)
         assert zerocopy.vmsplice(w, buffers) == len(expected)
-        assert _read_exactly(r, len(expected)) == expected
+        assert read_fd_exactly(r, len(expected)) == expected
 
     def test_file_object_and_generator(self, backend: ModuleType, pipe: Any) -> None:
         """A pipe file object and any iterable of buffers are accepted."""
@@ -114,18 +114,18 @@ class TestVmsplice:
         r, w = pipe
         assert zerocopy.vmsplice(w, []) == 0
         assert zerocopy.vmsplice(w, [b"", bytearray()]) == 0
-        assert _queued(r) == 0
+        assert fionread(r) == 0
 
     @pytest.mark.parametrize("kind", KINDS)
     def test_temporary_buffer_survives(self, backend: ModuleType, pipe: Any, kind: str) -> None:
         """A buffer dropped right after vmsplice still reads back intact (it is pinned)."""
         r, w = pipe
-        data = _payload(3000, seed=42)
+        data = random_bytes(3000, seed=42)
         assert _vmsplice_temporary(w, kind, data) == len(data)
         gc.collect()
         # Reuse the freed memory, if any was freed, with other bytes.
         churn = [bytearray(b"\xff" * len(data)) for _ in range(64)]
-        assert _read_exactly(r, len(data)) == data
+        assert read_fd_exactly(r, len(data)) == data
         del churn
 
     def test_pinned_bytearray_cannot_resize(self, backend: ModuleType, pipe: Any) -> None:
@@ -138,19 +138,19 @@ class TestVmsplice:
         assert zerocopy.vmsplice(w, [buf]) == 8000
         if backend.NAME == "os":
             buf.extend(b"!")
-            assert _read_exactly(r, 8000) == b"p" * 8000
+            assert read_fd_exactly(r, 8000) == b"p" * 8000
             return
         with pytest.raises(BufferError):
             buf.extend(b"!")
         with pytest.raises(BufferError):
             del buf[:10]
         # Half read: a later vmsplice must still keep it.
-        assert _read_exactly(r, 4000) == b"p" * 4000
+        assert read_fd_exactly(r, 4000) == b"p" * 4000
         assert zerocopy.vmsplice(w, []) == 0
         with pytest.raises(BufferError):
             buf.extend(b"!")
         # All read: the next vmsplice on this pipe lets it go.
-        assert _read_exactly(r, 4000) == b"p" * 4000
+        assert read_fd_exactly(r, 4000) == b"p" * 4000
         assert zerocopy.vmsplice(w, [b"next"]) == 4
         buf.extend(b"!")
         assert len(buf) == 8001
@@ -165,7 +165,7 @@ class TestVmsplice:
         assert zerocopy.vmsplice(w, [m]) == 4096
         with pytest.raises(BufferError):
             m.close()
-        assert _read_exactly(r, 4096) == b"m" * 4096
+        assert read_fd_exactly(r, 4096) == b"m" * 4096
         zerocopy.vmsplice(w, [])
         m.close()
 
@@ -175,7 +175,7 @@ class TestVmsplice:
         for flags in (zerocopy.SPLICE_F_GIFT, zerocopy.SPLICE_F_GIFT | zerocopy.SPLICE_F_MORE):
             with pytest.raises(ValueError, match="GIFT"):
                 zerocopy.vmsplice(w, [b"x"], flags)
-        assert _queued(r) == 0
+        assert fionread(r) == 0
 
     def test_read_end_is_ebadf(self, backend: ModuleType, pipe: Any) -> None:
         """The read end of a pipe fails with EBADF naming vmsplice, and its bytes are untouched."""
@@ -216,12 +216,12 @@ class TestVmsplice:
     def test_nonblock_on_full_pipe(self, backend: ModuleType, pipe: Any) -> None:
         """SPLICE_F_NONBLOCK into a full pipe raises BlockingIOError and adds nothing."""
         r, w = pipe
-        filled = _fill_pipe(w)
+        filled = fill_pipe(w)
         with pytest.raises(BlockingIOError) as info:
             zerocopy.vmsplice(w, [b"x" * 100], zerocopy.SPLICE_F_NONBLOCK)
         assert info.value.errno == errno.EAGAIN
         assert info.value.strerror.startswith("vmsplice: ")
-        assert _queued(r) == filled
+        assert fionread(r) == filled
 
     def test_nonblock_when_slots_are_full(
         self, backend: ModuleType, request: pytest.FixtureRequest, src_fd: int, pipe: Any
@@ -234,18 +234,18 @@ class TestVmsplice:
         with _deadline(0.5):
             moved = zerocopy.vmsplice(w, [b"a" * 65536], zerocopy.SPLICE_F_NONBLOCK)
         assert 0 < moved <= mmap.PAGESIZE
-        assert _queued(r) == slots - 1 + moved
+        assert fionread(r) == slots - 1 + moved
 
     def test_more_than_fits_returns_short(
         self, backend: ModuleType, request: pytest.FixtureRequest, pipe: Any
     ) -> None:
         """More than the pipe holds and no reader: vmsplice adds what fits and returns."""
         r, w = pipe
-        data = _payload(200_000, seed=9)
+        data = random_bytes(200_000, seed=9)
         with _deadline(0.5):
             moved = zerocopy.vmsplice(w, [data])
         assert 0 < moved <= fcntl.fcntl(w, fcntl.F_GETPIPE_SZ)
-        assert _read_exactly(r, moved) == data[:moved]
+        assert read_fd_exactly(r, moved) == data[:moved]
 
     def test_broken_pipe(self, backend: ModuleType, pipe: Any) -> None:
         """With the read end closed, vmsplice raises BrokenPipeError naming vmsplice."""
@@ -259,7 +259,7 @@ class TestVmsplice:
         r, w = pipe
         with pytest.raises(ValueError, match="contiguous"):
             zerocopy.vmsplice(w, [b"ok", memoryview(b"abcdef")[::2]])
-        assert _queued(r) == 0
+        assert fionread(r) == 0
 
     @pytest.mark.parametrize(
         "buffers",
@@ -271,4 +271,4 @@ class TestVmsplice:
         r, w = pipe
         with pytest.raises(TypeError):
             zerocopy.vmsplice(w, buffers)
-        assert _queued(r) == 0
+        assert fionread(r) == 0

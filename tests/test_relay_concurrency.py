@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from faultkit.threads import OPERATIONS, _run_threads, op_relay
+from faultkit.threads import OPERATIONS, op_relay, run_threads
 from zerocopy._pipes import default_pool
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -24,11 +24,11 @@ class TestSixteenThreads:
         self, backend: ModuleType, tmp_path: Path, name: str
     ) -> None:
         """16 threads doing the same operation at the same moment: all byte-exact."""
-        _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
+        run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
 
     def test_sixteen_relays_share_the_pipe_pool(self, backend: ModuleType) -> None:
         """16 relays at once, more than the pool keeps: idle pipes stay bounded and empty."""
-        _run_threads(lambda i: op_relay(Path("/nonexistent"), 100 + i))
+        run_threads(lambda i: op_relay(Path("/nonexistent"), 100 + i))
         pool = default_pool()
         assert len(pool) <= pool.maxsize
         assert all(p.queued() == 0 for p in list(pool._idle))

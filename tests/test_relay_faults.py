@@ -35,15 +35,15 @@ import pytest
 import zerocopy
 from conftest import tcp_pair
 from faultkit import KiB, MiB
-from faultkit.children import _NOFILE_CHILD
+from faultkit.children import NOFILE_CHILD
 from faultkit.peers import (
     SEEDS,
     Feeder,
     Peer,
-    _later,
-    _payload,
-    _reset,
-    _stop_point,
+    close_with_reset,
+    later,
+    random_bytes,
+    stop_point,
 )
 from faultkit.signals import (
     check_count_and_position_are_exact,
@@ -61,13 +61,13 @@ class TestPeerGone:
     @pytest.mark.parametrize("side", ["client", "server"])
     def test_relay_peer_reset(self, backend: ModuleType, side: str, seed: int) -> None:
         """A peer resetting mid-relay: relay raises, and the intact direction's count is exact."""
-        up = _payload(8 * MiB, seed)  # client -> server
-        down = _payload(8 * MiB, seed + 100)  # server -> client
+        up = random_bytes(8 * MiB, seed)  # client -> server
+        down = random_bytes(8 * MiB, seed + 100)  # server -> client
         c, a = tcp_pair()  # client peer C, relay's socket a
         b, s = tcp_pair()  # relay's socket b, server peer S
         gone, intact = (c, s) if side == "client" else (s, c)
         gone_part = (up if gone is c else down)[: 256 * KiB]
-        stop = _stop_point(seed)
+        stop = stop_point(seed)
 
         def gone_peer() -> None:
             # One thread, one socket: send a little, read a random amount, reset.
@@ -76,7 +76,7 @@ class TestPeerGone:
                 left = stop
                 while left > 0 and (chunk := gone.recv(min(left, 64 * KiB))):
                     left -= len(chunk)
-            _reset(gone)
+            close_with_reset(gone)
 
         gone_thread = threading.Thread(target=gone_peer, daemon=True)
         intact_reader = Peer(intact)
@@ -145,7 +145,7 @@ class TestRaiseRightAfterACall:
 class TestNonBlocking:
     def test_relay_takes_nonblocking_sockets_and_restores_them(self, backend: ModuleType) -> None:
         """relay works on sockets already non-blocking and leaves them non-blocking."""
-        data = _payload(2 * MiB)
+        data = random_bytes(2 * MiB)
         c, a = socket.socketpair()
         b, s = socket.socketpair()
         a.setblocking(False)
@@ -176,7 +176,7 @@ class TestFdGoneMidTransfer:
         """/dev/null dup2'd over a relay socket mid-stream: an OSError at once, no hang."""
         c, a = socket.socketpair()
         b, s = socket.socketpair()
-        feeder = Feeder(c, _payload(64 * MiB), chunk=64 * KiB, pace=0.001, end=None)
+        feeder = Feeder(c, random_bytes(64 * MiB), chunk=64 * KiB, pace=0.001, end=None)
         drain = Peer(s)
         feeder.start()
         drain.start()
@@ -187,7 +187,7 @@ class TestFdGoneMidTransfer:
             os.dup2(null, victim.fileno())
             os.close(null)
 
-        killer = _later(0.05, replace)
+        killer = later(0.05, replace)
         started = time.monotonic()
         try:
             with pytest.raises(OSError, match="Invalid argument") as info:
@@ -220,7 +220,7 @@ class TestFdGoneMidTransfer:
         for p in peers:
             p.start()
         victim = a if which == "a" else b
-        killer = _later(0.05, lambda: victim.shutdown(socket.SHUT_RDWR))
+        killer = later(0.05, lambda: victim.shutdown(socket.SHUT_RDWR))
         try:
             started = time.monotonic()
             try:
@@ -246,7 +246,7 @@ class TestFdGoneMidTransfer:
 class TestFullPipes:
     def test_relay_with_a_stalled_receiver(self, backend: ModuleType) -> None:
         """A receiver that stops reading for 300 ms: the relay waits without spinning, exact."""
-        data = _payload(16 * MiB)
+        data = random_bytes(16 * MiB)
         c, a = tcp_pair()
         b, s = tcp_pair()
         gate = threading.Event()
@@ -255,7 +255,7 @@ class TestFullPipes:
         s.shutdown(socket.SHUT_WR)
         feeder.start()
         peer.start()
-        opener = _later(0.3, gate.set)
+        opener = later(0.3, gate.set)
         try:
             cpu = time.thread_time()
             assert zerocopy.relay(a, b, timeout=20) == (len(data), 0)
@@ -281,7 +281,7 @@ class TestFdLimit:
         """RLIMIT_NOFILE used up: copies fall back, pool and relay raise EMFILE, nothing leaks."""
         env = dict(os.environ, ZEROCOPY_BACKEND=backend.NAME)
         proc = subprocess.run(
-            [sys.executable, "-c", _NOFILE_CHILD, str(tmp_path)],
+            [sys.executable, "-c", NOFILE_CHILD, str(tmp_path)],
             capture_output=True,
             text=True,
             env=env,

@@ -36,9 +36,9 @@ from faultkit.fuzz import (
     LONG,
     SOCK_KINDS,
     Hang,
-    _arun,
-    _hung,
     a_socket,
+    arun,
+    fail_hung,
     outcome,
     watchdog,
 )
@@ -82,7 +82,7 @@ class TestAio:
             if pa is not None:
                 with contextlib.suppress(OSError):
                     pa.sendall(b"to b")
-            result = outcome(_arun, zerocopy.aio.relay, sa, sb, timeout=timeout)
+            result = outcome(arun, zerocopy.aio.relay, sa, sb, timeout=timeout)
         if isinstance(result, tuple):
             assert all(n >= 0 for n in result)
 
@@ -136,8 +136,8 @@ class TestFoundByFuzzing:
             hung = False
             try:
                 with watchdog(3), pytest.raises(ValueError, match=r"nan|NaN"):
-                    _arun(zerocopy.aio.relay, a, b, timeout=math.nan)
+                    arun(zerocopy.aio.relay, a, b, timeout=math.nan)
             except Hang:
                 hung = True
         if hung:
-            _hung("aio.relay(timeout=nan) waited forever")
+            fail_hung("aio.relay(timeout=nan) waited forever")

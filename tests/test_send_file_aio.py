@@ -20,8 +20,8 @@ import zerocopy
 from netkit import MiB, Runner, make_file, payload, recv_all, registered, reset, tcp_pair, unix_pair
 
 # `name as name`: fixtures, re-exported so that linters count them as used (the
-# autouse _empty_pool applies to the modules that import it).
-from netkit import _empty_pool as _empty_pool
+# autouse empty_pool applies to the modules that import it).
+from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak
 from netkit import run as run
 from netkit import sockets as sockets

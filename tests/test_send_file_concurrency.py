@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from faultkit.threads import OPERATIONS, _run_threads
+from faultkit.threads import OPERATIONS, run_threads
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -23,4 +23,4 @@ class TestSixteenThreads:
         self, backend: ModuleType, tmp_path: Path, name: str
     ) -> None:
         """16 threads doing the same operation at the same moment: all byte-exact."""
-        _run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))
+        run_threads(lambda i: OPERATIONS[name](tmp_path, 7 + i))

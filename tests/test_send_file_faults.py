@@ -28,12 +28,12 @@ from faultkit.peers import (
     SEEDS,
     SLOW,
     Peer,
-    _assert_prefix,
-    _later,
-    _payload,
+    assert_prefix,
     check_file_truncated_while_sent,
     check_receiver_gone_mid_file,
     check_socket_shut_down_by_another_thread,
+    later,
+    random_bytes,
 )
 from faultkit.signals import (
     check_count_and_position_are_exact,
@@ -134,8 +134,8 @@ class TestSourceChanges:
 
     def test_file_grown_while_sent(self, backend: ModuleType, tmp_path: Path) -> None:
         """send_file with count=None sends what the file holds when it reaches the end."""
-        data = _payload(8 * MiB)
-        more = _payload(MiB, 5)
+        data = random_bytes(8 * MiB)
+        more = random_bytes(MiB, 5)
         path = tmp_path / "src"
         path.write_bytes(data)
         a, b = socket.socketpair()
@@ -146,7 +146,7 @@ class TestSourceChanges:
             with open(path, "ab") as f:
                 f.write(more)
 
-        grower = _later(0.02, grow)
+        grower = later(0.02, grow)
         with a, b, open(path, "rb") as f:
             count = zerocopy.send_file(a, f)
             a.shutdown(socket.SHUT_WR)
@@ -154,4 +154,4 @@ class TestSourceChanges:
         grower.join()
         assert count == len(got)
         assert len(got) in (len(data), len(data) + len(more))
-        _assert_prefix(got, data + more, "receiver")
+        assert_prefix(got, data + more, "receiver")

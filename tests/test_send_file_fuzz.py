@@ -44,9 +44,9 @@ from faultkit.fuzz import (
     NUMBERS,
     SEND_OFFSETS,
     SOCK_KINDS,
-    _arun,
-    _late_reader,
     a_socket,
+    arun,
+    late_reader,
     outcome,
     watchdog,
 )
@@ -160,7 +160,7 @@ class TestAio:
     ) -> None:
         """aio.send_file returns a count or raises a documented exception."""
         with a_socket(sock) as (s, _), a_file(file, fresh) as f:
-            result = outcome(_arun, zerocopy.aio.send_file, s, f, offset, count)
+            result = outcome(arun, zerocopy.aio.send_file, s, f, offset, count)
         if isinstance(result, int):
             assert 0 <= result <= FILE_SIZE
 
@@ -177,7 +177,7 @@ class TestFoundByFuzzing:
         (tmp_path / "src").write_bytes(data)
         a, b = socket.socketpair()
         a.settimeout(LONG)
-        with _late_reader(a, b) as got, watchdog(20), open(tmp_path / "src", "rb") as f:
+        with late_reader(a, b) as got, watchdog(20), open(tmp_path / "src", "rb") as f:
             assert zerocopy.send_file(a, f) == len(data)
         assert bytes(got) == data
 
@@ -192,7 +192,7 @@ class TestFoundByFuzzing:
                 send: Callable[..., Any] = (
                     zerocopy.send_file
                     if api == "send_file"
-                    else functools.partial(_arun, zerocopy.aio.send_file)
+                    else functools.partial(arun, zerocopy.aio.send_file)
                 )
                 with pytest.raises(ValueError, match="offset"):
                     send(a, file, 2**63)

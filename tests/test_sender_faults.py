@@ -30,11 +30,11 @@ from faultkit.peers import (
     PEER_SIZE,
     SEEDS,
     Peer,
-    _assert_prefix,
-    _payload,
-    _reset,
-    _stop_point,
+    assert_prefix,
     check_socket_shut_down_by_another_thread,
+    close_with_reset,
+    random_bytes,
+    stop_point,
 )
 from faultkit.signals import (
     Stop,
@@ -52,9 +52,9 @@ class TestPeerGone:
     @pytest.mark.parametrize("seed", SEEDS)
     def test_zerocopy_sender_peer_reset(self, backend: ModuleType, seed: int) -> None:
         """ZeroCopySender.sendall to a peer that resets raises with bytes_transferred."""
-        data = _payload(PEER_SIZE, seed)
+        data = random_bytes(PEER_SIZE, seed)
         sender, receiver = tcp_pair()
-        peer = Peer(receiver, stop_after=_stop_point(seed), then=lambda: _reset(receiver))
+        peer = Peer(receiver, stop_after=stop_point(seed), then=lambda: close_with_reset(receiver))
         peer.start()
         with sender:
             zc = zerocopy.ZeroCopySender(sender, threshold=0, stop_on_copied=False)
@@ -66,7 +66,7 @@ class TestPeerGone:
         # The design's promise for every transfer that fails part-way.
         sent = getattr(info.value, "bytes_transferred", None)
         del info  # see the GC note in faultkit/peers.py
-        _assert_prefix(got, data, "receiver")
+        assert_prefix(got, data, "receiver")
         assert sent is not None, "ZeroCopySender.sendall raised without bytes_transferred"
         assert len(got) <= sent < len(data)
 

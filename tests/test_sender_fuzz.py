@@ -38,10 +38,10 @@ from faultkit.fuzz import (
     NUMBERS,
     SOCK_KINDS,
     Hang,
-    _drain,
-    _hung,
-    _late_reader,
     a_socket,
+    drain_socket,
+    fail_hung,
+    late_reader,
     outcome,
     watchdog,
 )
@@ -101,7 +101,7 @@ class TestNet:
                 outcome(zc.sendall, item)
                 outcome(zc.poll)
                 if peer is not None:
-                    _drain(peer)
+                    drain_socket(peer)
             if flush is None:
                 # Wait for the completions that can come: the socket is still open.
                 outcome(zc.flush, 5)
@@ -159,7 +159,7 @@ class TestFoundByFuzzing:
             a = socket.create_connection(listener.getsockname())
             b, _ = listener.accept()
         a.settimeout(LONG)
-        with _late_reader(a, b) as got, watchdog(20):
+        with late_reader(a, b) as got, watchdog(20):
             zc = zerocopy.ZeroCopySender(a, threshold=0, stop_on_copied=False)
             zc.sendall(data)
             zc.flush(timeout=10)
@@ -197,4 +197,4 @@ class TestFoundByFuzzing:
         finally:
             pool.release(view)
         if hung:
-            _hung("BufferPool.acquire(timeout=nan) never returned")
+            fail_hung("BufferPool.acquire(timeout=nan) never returned")

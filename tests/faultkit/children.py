@@ -11,7 +11,7 @@ from types import ModuleType
 
 # --- the fd limit, in a subprocess ----------------------------------------------------
 
-_NOFILE_CHILD = textwrap.dedent(
+NOFILE_CHILD = textwrap.dedent(
     """
     import errno, json, os, resource, socket, sys, tempfile, threading
     import zerocopy
@@ -169,7 +169,7 @@ _CYCLE_CHILD = textwrap.dedent(
 )
 
 
-def _signal_name(returncode: int) -> str:
+def signal_name(returncode: int) -> str:
     if returncode < 0:
         return signal.Signals(-returncode).name
     return f"exit status {returncode}"
@@ -192,6 +192,6 @@ def check_buffer_error_in_a_reference_cycle(backend: ModuleType, call: str) -> N
         timeout=60,
     )
     assert proc.returncode == 0, (
-        f"child died with {_signal_name(proc.returncode)}: {proc.stderr[-600:]}"
+        f"child died with {signal_name(proc.returncode)}: {proc.stderr[-600:]}"
     )
     assert proc.stdout.split() == ["survived", "200"]

@@ -34,7 +34,7 @@ def _sanitized() -> bool:
 SANITIZED = _sanitized()
 
 
-def _rss() -> int:
+def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
 
@@ -48,11 +48,11 @@ class Flat:
         for i in range(warmup):
             op(i)
         gc.collect()
-        fds, rss = open_fds(), _rss()
+        fds, rss = open_fds(), rss_bytes()
         for i in range(n):
             op(i)
         gc.collect()
-        grown = _rss() - rss
+        grown = rss_bytes() - rss
         leaked = open_fds() - fds
         assert not leaked, f"{name}: fds left open: {sorted(leaked)}"
         if SANITIZED:

@@ -38,7 +38,7 @@ class Hang(BaseException):
 
 
 @contextlib.contextmanager
-def _late_reader(a: socket.socket, b: socket.socket) -> Iterator[bytearray]:
+def late_reader(a: socket.socket, b: socket.socket) -> Iterator[bytearray]:
     """Read *b* to its end in a thread that starts 50 ms late (the sender finds it full).
 
     Yields the bytes read so far; on exit half-closes *a*, waits for the
@@ -99,7 +99,7 @@ def outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with watchdog():
             return fn(*args, **kwargs)
     except Hang:
-        pass  # failed below, outside the handler: see _hung()
+        pass  # failed below, outside the handler: see fail_hung()
     except (*ALLOWED, zerocopy.PoolExhausted) as exc:  # PoolExhausted: BufferPool's own
         # Without its traceback: frames kept alive in a reference cycle would
         # reach the garbage collector, which crashes on cffi buffers today
@@ -111,11 +111,11 @@ def outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             f"{getattr(fn, '__name__', fn)} raised {type(exc).__name__}: {exc} "
             f"(args={args!r} kwargs={kwargs!r})"
         )
-    _hung(f"{getattr(fn, '__name__', fn)} hung with args={args!r} kwargs={kwargs!r}")
+    fail_hung(f"{getattr(fn, '__name__', fn)} hung with args={args!r} kwargs={kwargs!r}")
     raise AssertionError("unreachable")
 
 
-def _hung(message: str) -> None:
+def fail_hung(message: str) -> None:
     """Fail a test whose call hung, without the Hang's traceback.
 
     Hang strikes wherever the interpreter is (inside asyncio, say); pytest
@@ -156,7 +156,7 @@ FLAGS = st.one_of(
 )
 
 
-def _drain(sock: socket.socket) -> None:
+def drain_socket(sock: socket.socket) -> None:
     sock.setblocking(False)
     with contextlib.suppress(OSError):
         while sock.recv(1 << 20):
@@ -197,12 +197,12 @@ def a_socket(kind: str) -> Iterator[tuple[Any, socket.socket | None]]:
         yield a, b
     finally:
         if b is not None:
-            _drain(b)
+            drain_socket(b)
             b.close()
         a.close()
 
 
-def _arun(coro_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def arun(coro_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     async def main() -> Any:
         return await coro_fn(*args, **kwargs)
 

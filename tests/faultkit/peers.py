@@ -20,11 +20,11 @@ from conftest import stream_pair, tcp_pair
 from faultkit import KiB, MiB
 
 
-def _payload(n: int, seed: int = 1) -> bytes:
+def random_bytes(n: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def _reset(sock: socket.socket) -> None:
+def close_with_reset(sock: socket.socket) -> None:
     """Close *sock* with SO_LINGER 0: a TCP reset (on AF_UNIX, a plain close)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -133,7 +133,7 @@ class Feeder(threading.Thread):
             if self.end == "shutdown" and isinstance(sink, socket.socket):
                 sink.shutdown(socket.SHUT_WR)
             elif self.end == "reset" and isinstance(sink, socket.socket):
-                _reset(sink)
+                close_with_reset(sink)
             elif self.end == "close":
                 sink.close() if isinstance(sink, socket.socket) else os.close(sink)
 
@@ -153,12 +153,12 @@ def _send(api: str, sock: socket.socket, f: Any, zc: Any = None) -> None:
         zc.sendall(f.read())
 
 
-def _file_bytes(path: Path | str) -> bytes:
+def file_bytes(path: Path | str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
 
-def _assert_prefix(landed: bytes, data: bytes, what: str = "destination") -> None:
+def assert_prefix(landed: bytes, data: bytes, what: str = "destination") -> None:
     assert landed == data[: len(landed)], f"{what} holds bytes that are not the source's prefix"
 
 
@@ -174,18 +174,18 @@ PEER_SIZE = 16 * MiB  # well past what loopback socket buffers hold
 SEEDS = [1, 2, 3]
 
 
-def _stop_point(seed: int) -> int:
+def stop_point(seed: int) -> int:
     return random.Random(seed).randrange(1, 4 * MiB)
 
 
 SLOW = 0.0005  # a reader's pause per 64 KiB: the transfer lasts about 100 ms
 
 
-def _nonblocking(fd: int) -> None:
+def set_nonblocking(fd: int) -> None:
     os.set_blocking(fd, False)
 
 
-def _later(delay: float, action: Callable[[], None]) -> threading.Thread:
+def later(delay: float, action: Callable[[], None]) -> threading.Thread:
     def run() -> None:
         time.sleep(delay)
         action()
@@ -200,13 +200,13 @@ def _later(delay: float, action: Callable[[], None]) -> threading.Thread:
 
 def check_receiver_gone_mid_file(tmp_path: Path, api: str, how: str, seed: int) -> None:
     """A receiver that resets or closes at a random point ends the send with an OSError."""
-    data = _payload(PEER_SIZE, seed)
+    data = random_bytes(PEER_SIZE, seed)
     (tmp_path / "src").write_bytes(data)
     sender, receiver = tcp_pair()
     peer = Peer(
         receiver,
-        stop_after=_stop_point(seed),
-        then=(lambda: _reset(receiver)) if how == "reset" else receiver.close,
+        stop_after=stop_point(seed),
+        then=(lambda: close_with_reset(receiver)) if how == "reset" else receiver.close,
     )
     peer.start()
     with sender, open(tmp_path / "src", "rb") as f:
@@ -215,7 +215,7 @@ def check_receiver_gone_mid_file(tmp_path: Path, api: str, how: str, seed: int) 
         got = peer.finish()
         position = f.tell()
     sent = info.value.bytes_transferred  # type: ignore[attr-defined]
-    _assert_prefix(got, data, "receiver")
+    assert_prefix(got, data, "receiver")
     # Bytes still in the socket buffers when the reset came never arrive.
     assert len(got) <= sent < len(data)
     assert position == sent
@@ -223,13 +223,13 @@ def check_receiver_gone_mid_file(tmp_path: Path, api: str, how: str, seed: int) 
 
 def check_socket_shut_down_by_another_thread(tmp_path: Path, kind: str, api: str) -> None:
     """shutdown() from another thread ends a blocked send: BrokenPipeError, exact counts."""
-    data = _payload(PEER_SIZE)
+    data = random_bytes(PEER_SIZE)
     (tmp_path / "src").write_bytes(data)
     sender, receiver = stream_pair(kind)
     gate = threading.Event()
     peer = Peer(receiver, gate=gate)  # reads only once the sender is shut down
     peer.start()
-    killer = _later(0.05, lambda: (sender.shutdown(socket.SHUT_RDWR), gate.set()))
+    killer = later(0.05, lambda: (sender.shutdown(socket.SHUT_RDWR), gate.set()))
     with sender, receiver, open(tmp_path / "src", "rb") as f:
         zc = None
         if api == "ZeroCopySender":
@@ -242,20 +242,20 @@ def check_socket_shut_down_by_another_thread(tmp_path: Path, kind: str, api: str
             zc.flush(timeout=10)
     sent = getattr(info.value, "bytes_transferred", None)
     del info  # see the GC note
-    _assert_prefix(got, data, "receiver")
+    assert_prefix(got, data, "receiver")
     # Queued bytes still go out after shutdown: the count is exact here.
     assert sent == len(got)
 
 
 def check_file_truncated_while_sent(tmp_path: Path, api: str) -> None:
     """A file truncated while it goes to a slow socket ends the send early with exact counts."""
-    data = _payload(PEER_SIZE)
+    data = random_bytes(PEER_SIZE)
     path = tmp_path / "src"
     path.write_bytes(data)
     a, b = socket.socketpair()
     peer = Peer(b, pause=SLOW)
     peer.start()
-    cutter = _later(0.03, lambda: os.truncate(path, 2 * MiB))
+    cutter = later(0.03, lambda: os.truncate(path, 2 * MiB))
     with a, b, open(path, "rb") as f:
         if api == "send_file":
             count = zerocopy.send_file(a, f)
@@ -267,4 +267,4 @@ def check_file_truncated_while_sent(tmp_path: Path, api: str) -> None:
         assert f.tell() == count
     cutter.join()
     assert count == len(got) < len(data)
-    _assert_prefix(got, data, "receiver")
+    assert_prefix(got, data, "receiver")

@@ -23,7 +23,7 @@ import zerocopy
 import zerocopy.aio
 from conftest import stream_pair
 from faultkit import KiB, MiB
-from faultkit.peers import SLOW, Feeder, Peer, _assert_prefix, _file_bytes, _payload
+from faultkit.peers import SLOW, Feeder, Peer, assert_prefix, file_bytes, random_bytes
 from zerocopy._tally import Tally
 
 
@@ -89,7 +89,7 @@ class Scenario:
     def _file_sink(self) -> None:
         self.out = open(self.dst, "wb")  # noqa: SIM115 - closed by landed() or close()
         self.closers.append(self.out.close)
-        self._landed = lambda: (self.out.close(), _file_bytes(self.dst))[1]
+        self._landed = lambda: (self.out.close(), file_bytes(self.dst))[1]
 
     def _socket_sink(self, kind: str = "unix") -> socket.socket:
         a, b = stream_pair(kind)
@@ -168,7 +168,7 @@ class Scenario:
         self.call = lambda: zerocopy.copyfileobj(rfile, self.out)
 
     def _setup_copyfile(self) -> None:
-        self._landed = lambda: _file_bytes(self.dst)
+        self._landed = lambda: file_bytes(self.dst)
         self.call = lambda: zerocopy.copyfile(self.src, self.dst)
         self.returns = self.dst
 
@@ -257,7 +257,7 @@ SIGNAL_APIS = [
 
 def _scenario(api: str, seed: int, tmp_path: Path) -> Scenario:
     name = api.replace(":", "_")
-    return Scenario(name, _payload(SIG_SIZE, seed), tmp_path)
+    return Scenario(name, random_bytes(SIG_SIZE, seed), tmp_path)
 
 
 #: The backend call that delivers each API's bytes to its destination.
@@ -314,7 +314,7 @@ def check_handler_that_raises(tmp_path: Path, api: str) -> None:
             landed = sc.landed()
         finally:
             sc.close()
-        _assert_prefix(landed, sc.data)
+        assert_prefix(landed, sc.data)
         if outcome is None:
             # Finished before the handler raised: nothing to account for.
             assert result == sc.returns
@@ -378,7 +378,7 @@ def check_count_and_position_are_exact(
         landed = sc.landed()
     finally:
         sc.close()
-    _assert_prefix(landed, sc.data)
+    assert_prefix(landed, sc.data)
     assert 0 < count == len(landed), f"{api}: counted {count}, delivered {len(landed)}"
     if position is not None:
         assert position == count, f"{api}: source at {position}, {count} delivered"

@@ -21,7 +21,7 @@ from typing import Any
 import zerocopy
 from conftest import tcp_pair
 from faultkit import MiB
-from faultkit.peers import _payload
+from faultkit.peers import random_bytes
 
 THREADS = 16
 
@@ -63,7 +63,7 @@ def _result(t: threading.Thread, box: list[Any], timeout: float = 60) -> Any:
 
 
 def op_file_file(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 3 * MiB), seed)
     src, dst = tmp / f"s{seed}", tmp / f"d{seed}"
     src.write_bytes(data)
     with open(src, "rb") as f, open(dst, "wb") as g:
@@ -74,7 +74,7 @@ def op_file_file(tmp: Path, seed: int) -> None:
 
 
 def op_copyfile(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(0, 2 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(0, 2 * MiB), seed)
     src, dst = tmp / f"s{seed}", tmp / f"d{seed}"
     src.write_bytes(data)
     assert zerocopy.copyfile(src, dst) == dst
@@ -84,7 +84,7 @@ def op_copyfile(tmp: Path, seed: int) -> None:
 
 
 def op_file_socket(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 3 * MiB), seed)
     src = tmp / f"s{seed}"
     src.write_bytes(data)
     a, b = socket.socketpair()
@@ -98,7 +98,7 @@ def op_file_socket(tmp: Path, seed: int) -> None:
 
 
 def op_socket_file(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 3 * MiB), seed)
     dst = tmp / f"d{seed}"
     a, b = tcp_pair() if seed % 2 else socket.socketpair()
     with a, b:
@@ -111,7 +111,7 @@ def op_socket_file(tmp: Path, seed: int) -> None:
 
 
 def op_pipe_file(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 2 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 2 * MiB), seed)
     dst = tmp / f"d{seed}"
     r, w = os.pipe()
 
@@ -128,7 +128,7 @@ def op_pipe_file(tmp: Path, seed: int) -> None:
 
 
 def op_send_file(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 3 * MiB), seed)
     src = tmp / f"s{seed}"
     src.write_bytes(data)
     a, b = tcp_pair() if seed % 2 else socket.socketpair()
@@ -143,8 +143,8 @@ def op_send_file(tmp: Path, seed: int) -> None:
 
 def op_relay(tmp: Path, seed: int) -> None:
     rnd = random.Random(seed)
-    up = _payload(rnd.randrange(0, 2 * MiB), seed)
-    down = _payload(rnd.randrange(0, 2 * MiB), seed + 1)
+    up = random_bytes(rnd.randrange(0, 2 * MiB), seed)
+    down = random_bytes(rnd.randrange(0, 2 * MiB), seed + 1)
     c, a = tcp_pair() if seed % 2 else socket.socketpair()
     b, s = socket.socketpair() if seed % 3 else tcp_pair()
     with a, b, c, s:
@@ -161,7 +161,7 @@ def op_relay(tmp: Path, seed: int) -> None:
 
 
 def op_zerocopy_sender(tmp: Path, seed: int) -> None:
-    data = _payload(random.Random(seed).randrange(1, 3 * MiB), seed)
+    data = random_bytes(random.Random(seed).randrange(1, 3 * MiB), seed)
     a, b = tcp_pair()
     with a, b:
         t, box = _background(lambda: _recv_all(b))
@@ -184,7 +184,7 @@ OPERATIONS: dict[str, Callable[[Path, int], None]] = {
 }
 
 
-def _run_threads(work: Callable[[int], None], n: int = THREADS) -> None:
+def run_threads(work: Callable[[int], None], n: int = THREADS) -> None:
     """Start *n* threads at the same moment (a barrier) and re-raise the first failure."""
     barrier = threading.Barrier(n)
 
@@ -288,7 +288,7 @@ class GilProbe:
             return baseline, during, _result(t, box, timeout=10)
 
 
-def _assert_progressed(baseline: int, during: int) -> None:
+def assert_progressed(baseline: int, during: int) -> None:
     # A held GIL would leave this thread at ~0.  Other processes share the two
     # CPUs, so the bar is a fraction of what this thread counted alone.
     assert during > 100_000, f"only {during} iterations in 0.3 s (baseline {baseline})"
