@@ -55,6 +55,36 @@ class TestCopyfile:
         str_dst = str(tmp_path / "dst2")
         assert zerocopy.copyfile(str(src), str_dst) is str_dst
 
+    @pytest.mark.parametrize("size", [1, 4096, 65535, 65536, 65537])
+    def test_small_files_go_to_the_kernel(
+        self, backend: ModuleType, tmp_path: Path, size: int
+    ) -> None:
+        """Any size goes to copy_file_range: copyfile's own objects hold nothing to reconcile."""
+        data = payload(size)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert zerocopy.last_method() == "copy_file_range"
+
+    @pytest.mark.parametrize("source", ["empty", "/proc/self/status", "/dev/null"])
+    def test_what_copy_file_range_cannot_start(
+        self, backend: ModuleType, tmp_path: Path, source: str
+    ) -> None:
+        """An empty file, a procfs file and a device take the general path, with shutil's bytes."""
+        src = tmp_path / "empty" if source == "empty" else Path(source)
+        if source == "empty":
+            src.write_bytes(b"")
+        zerocopy.copyfile(src, tmp_path / "dst")
+        shutil.copyfile(src, tmp_path / "ref")
+        got, ref = (tmp_path / "dst").read_bytes(), (tmp_path / "ref").read_bytes()
+        if source == "/proc/self/status":  # two processes' views differ in their numbers
+            assert got.splitlines()[0] == ref.splitlines()[0]
+            assert len(got.splitlines()) == len(ref.splitlines())
+        else:
+            assert got == ref
+        assert zerocopy.last_method() != "copy_file_range"
+
     def test_overwrites_existing(self, backend: ModuleType, tmp_path: Path) -> None:
         """An existing, longer destination is truncated, as shutil does."""
         src = tmp_path / "src"

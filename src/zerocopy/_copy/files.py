@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -12,7 +13,9 @@ from typing import Any, TypeVar
 
 from .._errors import set_transferred
 from .._types import StrOrBytesPath
+from . import kernel
 from .fileobj import copyfileobj
+from .transfer import Transfer, note_method
 
 __all__ = ["ShutilPatch", "copyfile", "patch_shutil"]
 
@@ -71,7 +74,7 @@ def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) 
             try:
                 with open(dst, "wb") as fdst:
                     opened = True
-                    copied = copyfileobj(fsrc, fdst)
+                    copied = _copy_opened(fsrc, fdst)
             except IsADirectoryError as exc:
                 # As shutil (bpo-43219): a missing directory is the clearer error.
                 if not os.path.exists(dst):
@@ -85,6 +88,31 @@ def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) 
             set_transferred(exc, _delivered(dst, copied) if opened else 0)
         raise
     return dst
+
+
+def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
+    """Copy what copyfile just opened: copy_file_range straight away where it works.
+
+    copyfileobj's checks (buffers to reconcile, positions to restore, small
+    copies through the objects) are for objects someone else opened; here
+    there are none, and the decision would cost a small copy more than the
+    copy itself.
+    """
+    sfd = fsrc.fileno()
+    if stat.S_ISREG(os.fstat(sfd).st_mode):  # shutil's sendfile path fstats it too
+        t = Transfer(None, None)
+        try:
+            done = kernel.copy_new_file(sfd, fdst.fileno(), t)
+        except BaseException as exc:
+            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+                exc.filename, exc.filename2 = fsrc.name, fdst.name
+            set_transferred(exc, t.settle())
+            note_method(t.method)
+            raise
+        if done:
+            note_method(t.method)
+            return t.total
+    return copyfileobj(fsrc, fdst)  # not started: every other case, as before
 
 
 def _delivered(dst: Any, copied: int) -> int:
