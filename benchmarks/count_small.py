@@ -3,13 +3,14 @@
 For each call (``copyfileobj`` over buffered ``open()`` objects, ``copyfile``,
 and ``sendall`` of one buffer) and size, a fresh interpreter makes N calls,
 and another makes none; both under ``valgrind --tool=callgrind`` (user-space
-instructions) and under ``strace -f -c`` (system calls).  The difference,
+instructions) and under ``strace -c`` (system calls).  The difference,
 divided by N, is the cost of one call, whatever else the machine is doing:
 instruction counts repeat to within a few per call, system calls exactly.
 
 Each copy is what a real caller pays: open the source, open the
 destination, copy, close both.  Each send is one ``sendall`` over a
-connected loopback TCP pair, a thread on the other end reading.  The
+connected loopback TCP pair, another interpreter on the other end reading
+(neither tool follows it, so only the sender is counted).  The
 baseline is shutil (``shutil.copyfileobj``, ``shutil.copyfile``) and
 ``socket.sendall``.
 
@@ -34,6 +35,14 @@ from pathlib import Path
 
 from zerocopy._bench.toolkit import human, machine, parse_size, print_machine
 
+#: The other end of the sendall measurement: connect, read to end of stream.
+READER = r"""
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as b:
+    while b.recv(1 << 20):
+        pass
+"""
+
 #: The child: makes N calls of one kind, after the same set-up as with N = 0.
 CHILD = r"""
 import os, shutil, socket, sys, threading
@@ -53,15 +62,12 @@ elif call == "copyfile":
     copy = shutil.copyfile if impl == "shutil" else zerocopy.copyfile
     for _ in range(n):
         copy(src, dst)
-else:  # sendall
+else:  # sendall; the reader is another interpreter, which neither tool follows
+    import subprocess
+    READER = __READER__
     listener = socket.create_server(("127.0.0.1", 0))
-    a = socket.create_connection(listener.getsockname())
-    b, _ = listener.accept()
-    def drain():
-        while b.recv(1 << 20):
-            pass
-    reader = threading.Thread(target=drain)
-    reader.start()
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(listener.getsockname()[1])])
+    a, _ = listener.accept()
     data = os.urandom(size)
     if impl == "shutil":
         send = a.sendall
@@ -69,10 +75,10 @@ else:  # sendall
         send = zerocopy.ZeroCopySender(a).sendall
     for _ in range(n):
         send(data)
-    a.shutdown(socket.SHUT_WR)
-    reader.join()
-    a.close(); b.close(); listener.close()
-"""
+    a.close()
+    listener.close()
+    reader.wait()
+""".replace("__READER__", repr(READER))
 
 CALLS = ("copyfileobj", "copyfile", "sendall")
 BASELINE = {"copyfileobj": "shutil.copyfileobj", "copyfile": "shutil.copyfile"}
@@ -112,11 +118,11 @@ def instructions(tree: Path | None, impl: str, call: str, size: int, n: int) -> 
 
 
 def syscalls(tree: Path | None, impl: str, call: str, size: int, n: int) -> dict[str, int]:
-    """System calls, by name, of a child making *n* calls (all its threads), under strace."""
+    """System calls, by name, of a child making *n* calls, under strace (not its children)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "strace.out"
         subprocess.run(
-            ["strace", "-f", "-c", "-o", str(out), *_child_args(impl, call, size, n, tmp)],
+            ["strace", "-c", "-o", str(out), *_child_args(impl, call, size, n, tmp)],
             env=_env(tree),
             capture_output=True,
             check=True,
