@@ -26,14 +26,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from zerocopy._bench.toolkit import human, machine, parse_size, print_machine
+from zerocopy._bench.toolkit import (
+    callgrind_instructions,
+    human,
+    machine,
+    parse_size,
+    print_machine,
+)
 
 #: The other end of the sendall measurement: connect, read to end of stream.
 READER = r"""
@@ -98,23 +103,7 @@ def _child_args(impl: str, call: str, size: int, n: int, workdir: str) -> list[s
 def instructions(tree: Path | None, impl: str, call: str, size: int, n: int) -> int:
     """User-space instructions of a child making *n* calls, under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                *_child_args(impl, call, size, n, tmp),
-            ],
-            env=_env(tree),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    match = re.search(r"Collected : (\d+)", proc.stderr)
-    if match is None:
-        raise RuntimeError(f"callgrind printed no total: {proc.stderr[-500:]}")
-    return int(match[1])
+        return callgrind_instructions(_child_args(impl, call, size, n, tmp), _env(tree))
 
 
 def syscalls(tree: Path | None, impl: str, call: str, size: int, n: int) -> dict[str, int]:

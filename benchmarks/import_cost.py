@@ -25,10 +25,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from zerocopy._bench.toolkit import machine, print_machine, spread
+from zerocopy._bench.toolkit import callgrind_instructions, machine, print_machine, spread
 
 _LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| zerocopy$")
 _PROBE = (
@@ -58,26 +57,8 @@ def importtime_us(tree: Path) -> tuple[int, str]:
 
 def instructions(tree: Path | None, code: str) -> int:
     """User-space instructions of ``python -c code`` under callgrind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-c",
-                code,
-            ],
-            env=_env(tree) if tree is not None else dict(os.environ),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    match = re.search(r"Collected : (\d+)", proc.stderr)
-    if match is None:
-        raise RuntimeError("callgrind printed no total")
-    return int(match[1])
+    env = _env(tree) if tree is not None else dict(os.environ)
+    return callgrind_instructions([sys.executable, "-c", code], env)
 
 
 def main() -> int:

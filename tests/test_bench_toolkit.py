@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from zerocopy._bench.toolkit import (
     MiB,
     Sample,
     Stopwatch,
+    callgrind_instructions,
     human,
     machine,
     parse_size,
@@ -295,3 +297,21 @@ class TestMachine:
             _burn(0.05)
         assert load.summary["own_cpu_s"] >= 0
         assert min(load.summary.values()) >= 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+class TestCounting:
+    """Instructions counted under callgrind, for per-call costs without timing noise."""
+
+    def test_more_work_more_instructions(self) -> None:
+        """A loop of 200,000 additions costs millions more instructions than none, repeatably."""
+        idle = callgrind_instructions([sys.executable, "-c", "pass"])
+        busy = callgrind_instructions([sys.executable, "-c", "sum(range(200_000))"])
+        again = callgrind_instructions([sys.executable, "-c", "sum(range(200_000))"])
+        assert busy - idle > 2_000_000
+        assert abs(busy - again) < (busy - idle) / 100  # counted, not timed: within 1 %
+
+    def test_failing_command(self) -> None:
+        """A command that fails raises CalledProcessError, not a count."""
+        with pytest.raises(subprocess.CalledProcessError):
+            callgrind_instructions([sys.executable, "-c", "raise SystemExit(3)"])

@@ -2,12 +2,14 @@
 
 Sizes (:mod:`.units`), CPU and wall time counted one way (:mod:`.timing`;
 its docstring says how CPU is counted and why), the machine description
-(:mod:`.machine`) and alternating rounds with medians and spreads
-(:mod:`.rounds`).  This module holds no logic; import from it.
+(:mod:`.machine`), alternating rounds with medians and spreads
+(:mod:`.rounds`) and instruction counts (:mod:`.counting`).  This module
+holds no logic; import from it.
 """
 
 from __future__ import annotations
 
+from .counting import callgrind_instructions
 from .machine import LoadMeter, machine, print_machine
 from .rounds import print_round, run_rounds, spread, summarize
 from .timing import (
@@ -29,6 +31,7 @@ __all__ = [
     "MiB",
     "Sample",
     "Stopwatch",
+    "callgrind_instructions",
     "human",
     "machine",
     "parse_size",
