@@ -104,8 +104,7 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
         try:
             done = kernel.copy_new_file(sfd, fdst.fileno(), t)
         except BaseException as exc:
-            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-                exc.filename, exc.filename2 = fsrc.name, fdst.name
+            kernel.name_files(exc, fsrc, fdst)
             set_transferred(exc, t.settle())
             note_method(t.method)
             raise

@@ -26,7 +26,7 @@ from .transfer import Transfer, thread_buffer
 Method = Callable[[int, int, "Cursor", Transfer], None]
 _RAW = (io.FileIO, socket.SocketIO)
 
-__all__ = ["copy", "copy_new_file", "nonblocking"]
+__all__ = ["copy", "copy_new_file", "name_files", "nonblocking"]
 
 _CFR_CHUNK = 1 << 30  # copy_file_range: chunk at 1 GiB (design, "Limits")
 
@@ -247,10 +247,7 @@ def copy(
             cur.s_off = start.s_off + done
         if start.d_off is not None:
             cur.d_off = start.d_off + done
-        # Our own system calls' errors name the files, as shutil's do.
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
-            exc.filename = _name(fsrc)
-            exc.filename2 = _name(fdst)
+        name_files(exc, fsrc, fdst)
         raise
     finally:
         # Put the objects where a plain copy would have left them; seek()
@@ -259,6 +256,13 @@ def copy(
             fsrc.seek(cur.s_off)
         if cur.d_off is not None:
             fdst.seek(cur.d_off)
+
+
+def name_files(exc: BaseException, fsrc: Any, fdst: Any) -> None:
+    """Name both files in an error of our own system calls, as shutil's errors do."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+        exc.filename = _name(fsrc)
+        exc.filename2 = _name(fdst)
 
 
 def _name(obj: Any) -> Any:
