@@ -5,6 +5,7 @@ Every test runs on both backends (the ``backend`` fixture).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -18,6 +19,7 @@ import pytest
 import zerocopy
 from conftest import hang_guard
 from copykit import MiB, payload
+from zerocopy._copy import files as copy_files
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +176,90 @@ class TestCopyfile:
         (entry,) = list(os.scandir(tmp_path / "in"))
         assert zerocopy.copyfile(entry, tmp_path / "out") == tmp_path / "out"
         assert (tmp_path / "out").read_bytes() == b"entry"
+
+
+class TestCopyfileLoop:
+    """copyfile's own copy_file_range loop: chunks, the fallback, failures part-way."""
+
+    def test_many_calls_same_bytes(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Chunked into many calls, the copy ends at end of file with every byte in place."""
+        data = payload(MiB + 12345)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        calls = []
+        real = copy_files._cfr
+
+        def counted(sfd: int, dfd: int, count: int) -> int:
+            n = real(sfd, dfd, count)
+            calls.append(n)
+            return n
+
+        monkeypatch.setattr(copy_files, "_CFR_CHUNK", 64 * 1024)
+        monkeypatch.setattr(copy_files, "_cfr", counted)
+        zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert calls[-1] == 0
+        assert sum(calls) == len(data)
+        assert len(calls) == len(data) // (64 * 1024) + 2
+        assert zerocopy.last_method() == "copy_file_range"
+
+    @pytest.mark.parametrize("err", [errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP])
+    def test_not_here_falls_back(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+    ) -> None:
+        """A "not supported here" errno on the first call: the general path, same bytes."""
+        data = payload(300_000)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+
+        def refuse(sfd: int, dfd: int, count: int) -> int:
+            raise OSError(err, os.strerror(err))
+
+        monkeypatch.setattr(copy_files, "_cfr", refuse)
+        general = []
+        real_copyfileobj = copy_files.copyfileobj
+
+        def spy(fsrc: Any, fdst: Any) -> int:
+            general.append((fsrc.tell(), fdst.tell()))
+            return real_copyfileobj(fsrc, fdst)
+
+        monkeypatch.setattr(copy_files, "copyfileobj", spy)
+        zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert general == [(0, 0)]  # the general path, from the start of both
+
+    @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO, errno.EXDEV])
+    def test_failure_part_way_says_what_dst_holds(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+    ) -> None:
+        """After bytes moved any errno is the copy's failure, with both names and the count."""
+        data = payload(MiB)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        real = copy_files._cfr
+        calls = 0
+
+        def fail_third(sfd: int, dfd: int, count: int) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise OSError(err, os.strerror(err))
+            return real(sfd, dfd, 100_000)
+
+        monkeypatch.setattr(copy_files, "_cfr", fail_third)
+        dst = tmp_path / "dst"
+        with pytest.raises(OSError, match=os.strerror(err)) as info:
+            zerocopy.copyfile(src, dst)
+        assert info.value.errno == err
+        assert zerocopy.bytes_transferred(info.value) == 200_000
+        assert dst.read_bytes() == data[:200_000]
+        assert (info.value.filename, info.value.filename2) == (str(src), str(dst))
+        assert zerocopy.last_method() == "copy_file_range"
+
+    def test_uses_the_os_modules_call(self, backend: ModuleType) -> None:
+        """The os module's copy_file_range, where it has one (the cheaper call, measured)."""
+        if not hasattr(os, "copy_file_range"):
+            pytest.skip("this Python's os module has no copy_file_range")
+        assert copy_files._cfr is os.copy_file_range

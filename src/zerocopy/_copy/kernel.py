@@ -26,7 +26,7 @@ from .transfer import Transfer, thread_buffer
 Method = Callable[[int, int, "Cursor", Transfer], None]
 _RAW = (io.FileIO, socket.SocketIO)
 
-__all__ = ["copy", "copy_new_file", "name_files", "nonblocking"]
+__all__ = ["copy", "name_files", "nonblocking"]
 
 _CFR_CHUNK = 1 << 30  # copy_file_range: chunk at 1 GiB (design, "Limits")
 
@@ -295,20 +295,3 @@ def _copy_fds(
         return
     t.method = "readinto"
     _read_write(sfd, dfd, cur, t)
-
-
-def copy_new_file(sfd: int, dfd: int, t: Transfer) -> bool:
-    """copy_file_range a source opened just now into a destination truncated just now.
-
-    copyfile's case: no Python buffer holds anything yet and nobody reads
-    the objects' positions afterwards, so the kernel copies at any size, as
-    :func:`shutil.copyfile`'s sendfile does.  False if it could not start
-    (nothing moved; the fds' positions are untouched): the caller takes
-    the general path, which knows every other kind of destination.
-    """
-    t.method = "copy_file_range"
-    try:
-        _copy_file_range(sfd, dfd, Cursor(0, 0), t)
-    except GiveUp:
-        return False
-    return True
