@@ -263,3 +263,16 @@ class TestCopyfileLoop:
         if not hasattr(os, "copy_file_range"):
             pytest.skip("this Python's os module has no copy_file_range")
         assert copy_files._cfr is os.copy_file_range
+
+    def test_without_the_os_modules_call(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Where os has no copy_file_range, the backend's call copies the same bytes."""
+        data = payload(MiB + 7)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        monkeypatch.setattr(copy_files, "_cfr", copy_files._backend_cfr)
+        monkeypatch.setattr(copy_files, "_CFR_CHUNK", 300_000)
+        zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert zerocopy.last_method() == "copy_file_range"
