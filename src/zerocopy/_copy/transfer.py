@@ -41,9 +41,11 @@ def last_method() -> str | None:
 
     The path the copy took, even if it found nothing to move: one of
     ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"`` (a
-    reused-buffer loop, also used for copies under 64 KiB from a regular
-    file), ``"read"`` (shutil's own loop), ``"none"`` (``count=0``), or
-    ``None`` before the first copy in this thread.
+    reused-buffer loop, also used when a regular file has less than 64 KiB
+    left after the first two chunks), ``"read"`` (shutil's own loop: every
+    copy whose second read finds the end, one chunk of 64 KiB or less by
+    default, and every pair of objects the kernel cannot serve), ``"none"``
+    (``count=0``), or ``None`` before the first copy in this thread.
     """
     return getattr(per_thread, "method", None)
 
