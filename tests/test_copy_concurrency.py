@@ -94,8 +94,10 @@ class TestGilReleased:
         """copyfileobj(socket -> file) waiting for data sleeps in splice, GIL released."""
         a, b = socket.socketpair()
         with a, b, a.makefile("rb") as src, open(tmp_path / "dst", "wb") as dst:
-            # Something to read first, so the copy is past peek() and in its splice loop.
-            b.sendall(b"first")
+            # Something to read first, so the copy is past shutil's loop's two
+            # chunks and peek(), and in its splice loop.
+            first = random_bytes(2 * 64 * KiB + 5)
+            b.sendall(first)
             started = threading.Event()
 
             def copy() -> int:
@@ -106,6 +108,6 @@ class TestGilReleased:
                 copy, "splice", lambda: b.shutdown(socket.SHUT_WR), ("shutdown", b.fileno())
             )
             baseline, during, moved = probe.run()
-            assert moved == 5
-        assert (tmp_path / "dst").read_bytes() == b"first"
+            assert moved == len(first)
+        assert (tmp_path / "dst").read_bytes() == first
         assert_progressed(baseline, during)

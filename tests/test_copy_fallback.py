@@ -183,7 +183,8 @@ class TestFallback:
         assert info.value.errno == err
         moved = info.value.bytes_transferred
         if src_kind == "file":
-            assert moved == 4096
+            # shutil's loop moved two chunks before the kernel took over.
+            assert moved == 2 * 64 * 1024 + 4096
         assert 0 < moved < len(data)
         assert_arrived(content, dst_kind, data[start : start + moved])
 
@@ -232,7 +233,7 @@ class TestRealFailures:
         assert exc.errno == err
         moved = exc.bytes_transferred  # type: ignore[attr-defined]
         if src_kind == "file":
-            assert moved == 0
+            assert moved == 2 * 64 * 1024  # shutil's loop's two chunks; then the kernel failed
         elif src_kind == "pre-read":
             assert moved > 0  # the reader's read-ahead was written before the kernel call
         assert_arrived(content, dst_kind, data[start : start + moved])

@@ -1,13 +1,18 @@
-"""copyfileobj and copyfile: shutil's contract, the kernel's shortcuts.
+"""copyfileobj: shutil's contract, the kernel's shortcuts.
 
 The strategy, in order:
 
+0. Every copy (with a chunk size up to 1 MiB) starts as shutil's own loop:
+   read a chunk, write it, read the next.  A copy that ends there, as most
+   do, has cost what shutil's costs; only a second chunk with bytes in it
+   pays for the checks below, which then decide for the rest of the copy.
 1. Objects whose fd is not the byte stream (text, compressors, archive
-   members, user classes, BytesIO, non-blocking or timed-out objects) take
-   shutil's own ``read``/``write`` loop, so everything observable is shutil's.
+   members, user classes, BytesIO, non-blocking or timed-out objects) go on
+   with shutil's loop, so everything observable is shutil's.
 2. Known objects whose fds cannot take a kernel path here (same file on both
-   sides, an ``O_APPEND`` destination, a character-device source) take a
-   ``readinto`` loop over one reused buffer.
+   sides, an ``O_APPEND`` destination, a character-device source, a regular
+   file with less than a chunk left) take a ``readinto`` loop over one
+   reused buffer.
 3. Otherwise (:mod:`.kernel`): what a buffered reader already holds
    is written first, a buffered writer is flushed first, the kernel copies
    with explicit offsets, and both objects are seeked to where a plain copy
@@ -21,6 +26,7 @@ import operator
 import os
 import socket
 from collections.abc import Callable
+from io import BufferedReader
 from typing import Any, AnyStr
 
 from .._errors import set_transferred
@@ -28,7 +34,7 @@ from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_
 from .._tally import Tally
 from .._types import SupportsRead, SupportsWrite
 from . import kernel
-from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, thread_buffer
+from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, per_thread, thread_buffer
 
 __all__ = ["copyfileobj"]
 
@@ -38,31 +44,49 @@ log = logging.getLogger("zerocopy")
 SMALL_COPY = COPY_BUFSIZE
 
 
-def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
-    # shutil.copyfileobj's loop, statement for statement, plus the limit.
+def _next_chunk(read: Callable[[int], Any], length: int, t: Transfer) -> Any:
+    # One read of shutil's loop (length already 0 -> 64 KiB), cut to the limit.
+    if t.limit is None:
+        return read(length)
+    want = t.limit - t.total if length < 0 else t.room(length)
+    if want <= 0:
+        return None
+    # length < 0 reads everything, bounded here by the count left; but
+    # read(want) would allocate all of it up front (MemoryError for 2**40
+    # and a 3-byte file, OverflowError from 2**63) where shutil's
+    # read(-1) grows as it reads: gather a large count in chunks.
+    buf = _read_upto(read, want) if length < 0 and want > BUFSIZE else read(want)
+    if buf and len(buf) > want:
+        buf = buf[:want]
+    return buf
+
+
+def _probe(fsrc: Any, fdst: Any, length: int, t: Transfer) -> Any:
+    """Shutil's loop for one chunk and the read of the next: that chunk, or None at the end."""
     t.method = "read"
-    if not length:
-        length = COPY_BUFSIZE
+    length = length or COPY_BUFSIZE
+    read = fsrc.read1 if type(fsrc) is BufferedReader else fsrc.read
+    write = fdst.write
+    buf = _next_chunk(read, length, t)
+    if not buf:
+        return None
+    write(buf)
+    t.add(len(buf))
+    return _next_chunk(read, length, t) or None
+
+
+def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any = None) -> None:
+    # shutil.copyfileobj's loop, statement for statement, plus the limit;
+    # *pending* is a chunk already read, written first.
+    t.method = "read"
+    length = length or COPY_BUFSIZE
     fsrc_read = fsrc.read
     fdst_write = fdst.write
-    while True:
-        if t.limit is None:
-            want = length
-        else:
-            want = t.limit - t.total if length < 0 else t.room(length)
-            if want <= 0:
-                break
-        # length < 0 reads everything, bounded here by the count left; but
-        # read(want) would allocate all of it up front (MemoryError for 2**40
-        # and a 3-byte file, OverflowError from 2**63) where shutil's
-        # read(-1) grows as it reads: gather a large count in chunks.
-        buf = _read_upto(fsrc_read, want) if length < 0 and want > BUFSIZE else fsrc_read(want)
-        if not buf:
-            break
-        if t.limit is not None and len(buf) > want:
-            buf = buf[:want]
+    buf = pending if pending else _next_chunk(fsrc_read, length, t)
+    while buf:
         fdst_write(buf)
         t.add(len(buf))
+        buf = _next_chunk(fsrc_read, length, t)
 
 
 def _read_upto(read: Callable[[int], Any], n: int) -> Any:
@@ -122,44 +146,69 @@ def _kind(obj: Any, mode: int) -> str:
     return kind
 
 
-def _same_file(fsrc: Any, fdst: Any, dfd: int, size: int, length: int, t: Transfer) -> None:
+def _write_pending(fdst: Any, pending: Any, t: Transfer) -> None:
+    # The chunk shutil's loop read last goes out before anything else moves;
+    # the loops after it count in their tally from here.
+    if pending:
+        fdst.write(pending)
+        t.add(len(pending))
+    t.base = t.total
+
+
+def _same_file(
+    fsrc: Any, fdst: Any, dfd: int, size: int, length: int, t: Transfer, pending: Any
+) -> None:
     # Source and destination are one file.  Appending to it would feed the
     # copy forever (shutil never returns): stop at the size it had when we
     # began.  Otherwise shutil's own loop gives shutil's result where shutil
     # ends, and a guard a few chunks past the original size ends the cases
     # where shutil would not (a destination ahead of the source).
-    remaining = max(0, size - fsrc.tell())
-    if is_append(dfd):
+    append = is_append(dfd)
+    if append and pending:
+        fdst.flush()  # what moved so far was appended: the file grew by t.total
+        size = os.fstat(dfd).st_size
+    # What was left when the copy began: the source has since advanced by
+    # t.total + len(pending), the file grown by at most t.total (by exactly
+    # that when appending), so this is never more, and at most t.total less.
+    remaining = max(0, size - fsrc.tell() + (len(pending) if pending else 0))
+    if append:
         t.limit = remaining if t.limit is None else min(t.limit, remaining)
+        if pending and (cut := len(pending) - t.room(len(pending))):
+            # shutil's loop read back some of what it appended: unread it.
+            fsrc.seek(fsrc.tell() - cut)
+            pending = pending[:-cut]
+        _write_pending(fdst, pending, t)
         return _readinto_loop(fsrc, fdst, length, t)
     guard = remaining + 4 * max(length, COPY_BUFSIZE) + BUFSIZE
     t.limit = guard if t.limit is None else min(t.limit, guard)
-    return _shutil_loop(fsrc, fdst, length, t)
+    return _shutil_loop(fsrc, fdst, length, t, pending)
 
 
-def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
-    if t.limit == 0:
-        return
+def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any) -> None:
+    # Shutil's loop moved the first chunk and read a second, *pending*: the
+    # copy is not small, and the kernel may take the rest.  (pending is None
+    # for the lengths that take no probe: nothing has moved yet.)
     sfd = stream_fd(fsrc, reading=True)
     dfd = stream_fd(fdst, reading=False) if sfd is not None else None
     if sfd is None or dfd is None or fsrc is fdst:
-        return _shutil_loop(fsrc, fdst, length, t)
+        return _shutil_loop(fsrc, fdst, length, t, pending)
     sst = os.fstat(sfd)
     dst = os.fstat(dfd)
     skind = _kind(fsrc, sst.st_mode)
     dkind = _kind(fdst, dst.st_mode)
     if kernel.nonblocking(sfd, skind) or kernel.nonblocking(dfd, dkind):
-        return _shutil_loop(fsrc, fdst, length, t)
+        return _shutil_loop(fsrc, fdst, length, t, pending)
+    if skind == FILE and dkind == FILE and (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
+        return _same_file(fsrc, fdst, dfd, sst.st_size, length, t, pending)
+    _write_pending(fdst, pending, t)
     if skind not in (FILE, PIPE, SOCKET) or dkind not in (FILE, PIPE, SOCKET, CHAR):
         return _readinto_loop(fsrc, fdst, length, t)
-    if skind == FILE and dkind == FILE and (sst.st_dev, sst.st_ino) == (dst.st_dev, dst.st_ino):
-        return _same_file(fsrc, fdst, dfd, sst.st_size, length, t)
     if dkind == FILE and is_append(dfd):
         return _readinto_loop(fsrc, fdst, length, t)
     if skind == FILE and sst.st_size - fsrc.tell() < SMALL_COPY:
-        # One chunk's worth: a kernel call saves nothing here, and going
-        # through the objects keeps even error timing exactly shutil's (a
-        # buffered writer reports a broken pipe at close, not now).
+        # Less than a chunk left: a kernel call saves nothing here, and
+        # going through the objects keeps even error timing exactly
+        # shutil's (a buffered writer reports a broken pipe at close, not now).
         return _readinto_loop(fsrc, fdst, length, t)
     kernel.copy(fsrc, sfd, skind, fdst, dfd, dkind, t)
 
@@ -177,8 +226,9 @@ def copyfileobj(
     For every pair of objects ``shutil.copyfileobj`` accepts, the bytes that
     reach *fdst*, the positions of both objects afterwards and the exception
     type of a failing copy are the same.  Where both objects' fds carry their
-    bytes (files, pipes, sockets' ``makefile()`` objects), the kernel copies
-    with ``copy_file_range``, ``sendfile`` or ``splice``.
+    bytes (files, pipes, sockets' ``makefile()`` objects) and the source
+    holds more than two chunks, the kernel copies the rest with
+    ``copy_file_range``, ``sendfile`` or ``splice``.
 
     *length* is the chunk size of the read/write loop (0: 64 KiB; negative:
     read everything at once), as in shutil.  *count* copies at most that many
@@ -188,6 +238,40 @@ def copyfileobj(
     A failure after some bytes moved raises the original :class:`OSError`
     subclass with ``bytes_transferred`` set to the bytes that reached *fdst*.
     """
+    if (
+        count is None
+        and progress is None
+        and type(length) is int
+        and (not length or 0 < length <= BUFSIZE)
+    ):
+        # The common call.  Shutil's own loop first: a copy whose second read
+        # finds the end (one chunk or less: most copies) ends here, having
+        # made shutil's calls and nothing else.  Only a second chunk with
+        # bytes in it says the copy may be large enough to weigh the kernel.  A BufferedReader is
+        # read with read1: the same chunks from a file, in no more system
+        # calls; from a pipe or socket, what has arrived, never held in a
+        # read that waits for more (where a signal would lose it).
+        done = 0
+        try:
+            read = fsrc.read1 if type(fsrc) is BufferedReader else fsrc.read
+            write = fdst.write
+            n = length or COPY_BUFSIZE
+            buf = read(n)
+            if buf:
+                write(buf)
+                done = len(buf)
+                buf = read(n)
+        except BaseException as exc:
+            note_method("read")
+            set_transferred(exc, done)
+            raise
+        if not buf:
+            per_thread.method = "read"
+            return done
+        t = Transfer(None, None)
+        t.total = done
+        t.method = "read"
+        return _run(fsrc, fdst, length, t, buf)
     if length is None:
         length = 0  # shutil's "if not length" takes None too
     if isinstance(length, bool):
@@ -196,11 +280,25 @@ def copyfileobj(
     limit = None if count is None else check_count(count, "count")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, not {type(progress).__name__}")
-    t = Transfer(limit, progress)
+    return _run(fsrc, fdst, length, Transfer(limit, progress), None)
+
+
+def _run(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any) -> int:
+    # Everything but a copy that the fast path finished; *pending* is the
+    # fast path's second chunk, or None when nothing has moved yet.
     try:
-        _copy(fsrc, fdst, length, t)
-        if progress is not None:
-            progress(t.total)
+        if pending is not None:
+            _copy(fsrc, fdst, length, t, pending)
+        elif t.limit == 0:
+            pass  # method "none"
+        elif length < 0 or length > BUFSIZE:
+            # No probe: its chunks would go through Python whole (read(-1)
+            # of a large file, a huge read(length)); decide first, as before.
+            _copy(fsrc, fdst, length, t, None)
+        elif pending := _probe(fsrc, fdst, length, t):
+            _copy(fsrc, fdst, length, t, pending)
+        if t.progress is not None:
+            t.progress(t.total)
         log.debug("copyfileobj: %d bytes by %s", t.total, t.method)
     except BaseException as exc:
         # Any failure, a signal handler's exception or the progress

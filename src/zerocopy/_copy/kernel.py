@@ -235,6 +235,7 @@ def copy(
         fdst.flush()  # its buffered bytes come before ours
     cur = Cursor(fsrc.tell() if skind == FILE else None, fdst.tell() if dkind == FILE else None)
     start = Cursor(cur.s_off, cur.d_off)
+    base = t.total  # what moved before, through the objects
     try:
         _copy_fds(fsrc, sfd, skind, dfd, dkind, cur, t)
     except BaseException as exc:
@@ -242,7 +243,7 @@ def copy(
         # there (a signal handler may have raised between a call and its
         # bookkeeping) and put both files just past the delivered bytes, so
         # that a retry neither loses nor repeats any.
-        done = t.settle()
+        done = t.settle() - base
         if start.s_off is not None:
             cur.s_off = start.s_off + done
         if start.d_off is not None:

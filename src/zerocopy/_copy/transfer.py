@@ -11,7 +11,15 @@ from collections.abc import Callable
 
 from .._tally import Tally
 
-__all__ = ["BUFSIZE", "COPY_BUFSIZE", "Transfer", "last_method", "note_method", "thread_buffer"]
+__all__ = [
+    "BUFSIZE",
+    "COPY_BUFSIZE",
+    "Transfer",
+    "last_method",
+    "note_method",
+    "per_thread",
+    "thread_buffer",
+]
 
 #: shutil's chunk on Linux; what ``length=0`` means for the read/write loop.
 COPY_BUFSIZE = 64 * 1024
@@ -22,7 +30,10 @@ BUFSIZE = 1024 * 1024
 #: progress bar moves (copy_file_range would otherwise take 1 GiB at a time).
 _PROGRESS_CHUNK = 16 * 1024 * 1024
 
-_local = threading.local()
+#: What each thread keeps between copies: ``method`` (see :func:`last_method`),
+#: ``buf`` (see :func:`thread_buffer`).  copyfileobj's fast path sets
+#: ``method`` itself, saving a call.
+per_thread = threading.local()
 
 
 def last_method() -> str | None:
@@ -30,16 +41,18 @@ def last_method() -> str | None:
 
     The path the copy took, even if it found nothing to move: one of
     ``"copy_file_range"``, ``"sendfile"``, ``"splice"``, ``"readinto"`` (a
-    reused-buffer loop, also used for copies under 64 KiB from a regular
-    file), ``"read"`` (shutil's own loop), ``"none"`` (``count=0``), or
-    ``None`` before the first copy in this thread.
+    reused-buffer loop, also used when a regular file has less than 64 KiB
+    left after the first two chunks), ``"read"`` (shutil's own loop: every
+    copy whose second read finds the end, one chunk of 64 KiB or less by
+    default, and every pair of objects the kernel cannot serve), ``"none"``
+    (``count=0``), or ``None`` before the first copy in this thread.
     """
-    return getattr(_local, "method", None)
+    return getattr(per_thread, "method", None)
 
 
 def note_method(method: str) -> None:
     """Remember *method* as this thread's :func:`last_method`."""
-    _local.method = method
+    per_thread.method = method
 
 
 def thread_buffer(size: int) -> memoryview:
@@ -55,9 +68,9 @@ def thread_buffer(size: int) -> memoryview:
         # are never touched, and it is freed at once.
         bytes(size)
         size = BUFSIZE
-    buf = getattr(_local, "buf", None)
+    buf = getattr(per_thread, "buf", None)
     if buf is None or len(buf) < size:
-        buf = _local.buf = memoryview(bytearray(size))
+        buf = per_thread.buf = memoryview(bytearray(size))
     return buf[:size]
 
 
@@ -66,15 +79,17 @@ class Transfer:
 
     ``total`` is the running count; ``tally`` logs the calls that delivered
     bytes on the fd paths, and is the exact count after an exception (see
-    :mod:`zerocopy._tally`).
+    :mod:`zerocopy._tally`), on top of ``base``: the bytes that moved
+    through the objects before the tally began.
     """
 
-    __slots__ = ("limit", "method", "progress", "tally", "total")
+    __slots__ = ("base", "limit", "method", "progress", "tally", "total")
 
     def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
         self.limit = limit
         self.progress = progress
         self.total = 0
+        self.base = 0
         self.method = "none"
         self.tally = Tally()
 
@@ -93,7 +108,7 @@ class Transfer:
     def settle(self) -> int:
         """Take the count from the tally, where calls went through it; return it."""
         if self.tally.log:
-            self.total = self.tally.total()
+            self.total = self.base + self.tally.total()
         return self.total
 
     def add(self, n: int) -> None:
