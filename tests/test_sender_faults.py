@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 import pytest
 
 import zerocopy
 from conftest import tcp_pair
-from faultkit import KiB
+from faultkit import KiB, MiB
 from faultkit.peers import (
     PEER_SIZE,
     SEEDS,
@@ -75,12 +77,12 @@ class TestPeerGone:
 
 
 class TestSignals:
-    @pytest.mark.parametrize("api", ["ZeroCopySender.sendall"])
+    @pytest.mark.parametrize("api", ["ZeroCopySender.sendall", "ZeroCopySender.sendall:plain"])
     def test_handler_that_returns(self, backend: ModuleType, tmp_path: Path, api: str) -> None:
         """With SIGALRM every millisecond and a quiet handler, the transfer is byte-exact."""
         check_handler_that_returns(tmp_path, api)
 
-    @pytest.mark.parametrize("api", ["ZeroCopySender.sendall"])
+    @pytest.mark.parametrize("api", ["ZeroCopySender.sendall", "ZeroCopySender.sendall:plain"])
     def test_handler_that_raises(self, backend: ModuleType, tmp_path: Path, api: str) -> None:
         """A handler's exception ends the transfer, with bytes_transferred == bytes delivered."""
         check_handler_that_raises(tmp_path, api)
@@ -142,6 +144,80 @@ class TestRaiseRightAfterACall:
             assert sorted(released) == ["first", "second"]
             assert zc.pending == 0
             assert zc.stats.zerocopy_sends == 2
+
+
+class TestRaiseAtEveryBoundaryOfAPlainSendall:
+    """sendall's plain path calls socket.send itself: no backend call to fault there.
+
+    A signal handler runs where the interpreter checks for pending calls:
+    as a function starts, as a C function called from Python returns, and
+    at a loop's jump back.  A profile function sees the first two ("call",
+    "c_return"; and "return", a point more); raising Stop from it at the
+    kth one, from sendall's start to its return, stands for a handler
+    raising there.  Each run raises at the next point, until a run
+    finishes before reaching it, so every point of the path is tried.
+    """
+
+    @pytest.mark.parametrize("timeout", [None, 10.0], ids=["blocking", "timeout"])
+    def test_count_is_exact_wherever_it_stops(
+        self, backend: ModuleType, timeout: float | None
+    ) -> None:
+        """An exception at any point of a plain sendall: bytes_transferred == bytes delivered."""
+        # With a timeout the socket is non-blocking underneath: sends come
+        # back short and the rest goes out in a loop, whose points are tried too.
+        data = random_bytes(MiB, 5)
+        for k in range(1, 400):
+            sender, receiver = tcp_pair()
+            sender.settimeout(timeout)
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * KiB)  # short sends
+            peer = Peer(receiver, pause=0.0005)
+            peer.start()
+            zc = zerocopy.ZeroCopySender(sender, threshold=len(data) + 1)
+            count: Any = "finished"
+            with receiver, sender:
+                try:
+                    with raising_at_point(k, zerocopy.ZeroCopySender.sendall.__code__):
+                        zc.sendall(data)
+                except Stop as exc:
+                    count = getattr(exc, "bytes_transferred", None)
+                    del exc  # see the GC note in faultkit/peers.py
+                sender.shutdown(socket.SHUT_WR)
+                got = peer.finish()
+            assert_prefix(got, data, "receiver")
+            if count == "finished":
+                assert got == data
+                # Blocking: one send; with a timeout, dozens of short ones.
+                assert k > (3 if timeout is None else 10), f"finished at point {k}: too few"
+                return
+            if count is None:  # raised as sendall began: nothing may have moved
+                assert got == b"", f"point {k}: no bytes_transferred, {len(got)} delivered"
+                continue
+            assert count == len(got), f"point {k}: counted {count}, {len(got)} delivered"
+        pytest.fail("sendall never finished: more points than tried")
+
+
+@contextlib.contextmanager
+def raising_at_point(k: int, code: CodeType) -> Iterator[None]:
+    """Raise Stop at the kth point where a signal handler could run within a call of *code*."""
+    seen = 0
+    armed = False
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal seen, armed
+        if frame.f_code is code and event in ("call", "return"):
+            # From its start to its return: an exception after that is the caller's.
+            armed = event == "call"
+        if armed and event in ("call", "return", "c_return"):
+            seen += 1
+            if seen == k:
+                sys.setprofile(None)
+                raise Stop(k)
+
+    sys.setprofile(profile)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
 
 
 # --- non-blocking fds where blocking ones were expected ---------------------------

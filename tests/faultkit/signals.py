@@ -205,6 +205,13 @@ class Scenario:
         self.call = lambda: zc.sendall(self.data)
         self.returns = None
 
+    def _setup_ZeroCopySender_sendall_plain(self) -> None:
+        # Below the threshold: sendall's plain path (socket.send, no tally).
+        a = self._socket_sink("tcp")
+        zc = zerocopy.ZeroCopySender(a, threshold=len(self.data) + 1)
+        self.call = lambda: zc.sendall(self.data)
+        self.returns = None
+
     def _setup_aio_send_file(self) -> None:
         a = self._socket_sink()
         a.setblocking(False)
@@ -253,6 +260,7 @@ SIGNAL_APIS = [
     "send_file",
     "relay",
     "ZeroCopySender.sendall",
+    "ZeroCopySender.sendall:plain",
 ]
 
 

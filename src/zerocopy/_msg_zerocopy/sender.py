@@ -92,6 +92,7 @@ class ZeroCopySender:
         self._tracker = state.tracker
         self._lock = state.lock
         self._fd = sock.fileno()
+        self._sock_send = sock.send  # bound once: sendall's fast path is mostly call overhead
         #: Why zero-copy is off, or None while it is on.
         self.disabled_reason: str | None = enable_zerocopy(sock, fallback)
         self.zerocopy = self.disabled_reason is None
@@ -272,20 +273,36 @@ class ZeroCopySender:
         A failure part-way raises with ``bytes_transferred``: the bytes the
         kernel accepted before it.
         """
+        # The common case first, with as little Python as possible around the
+        # send: bytes or a bytearray that goes out plainly (below the
+        # threshold, or zero-copy off, as it is once the kernel reported a
+        # copy), nothing to call back.  On a blocking socket one send()
+        # carries it all; its result is logged from C (list.extend driving
+        # map, as Tally.call does) before a signal handler can run, so a
+        # failure still says exactly how many bytes moved, which
+        # socket.sendall cannot.  A short send (timeout, signal, non-blocking
+        # socket) leaves the rest to _send_logged.
+        kind = type(data)
+        if (kind is bytes or kind is bytearray) and on_release is None:
+            size = len(data)
+            if size and (size < self.threshold or not self.zerocopy):
+                log: list[int] = []
+                try:
+                    log.extend(map(self._sock_send, (data,)))  # logged before any handler runs
+                    if log[0] != size:
+                        _send_logged(self._sock_send, memoryview(data)[log[0] :], log)
+                except BaseException as exc:
+                    set_transferred(exc, sum(log))
+                    raise
+                self.stats.plain_sends += 1
+                return
         view = memoryview(data).cast("B")
         if not self.zerocopy or len(view) < self.threshold:
-            # Nothing to track: plain sends, counted so a failure can say
-            # how far it got (socket.sendall cannot).  Tally.call, inlined:
-            # small sends are this path's business, and a method call per
-            # send cost a tenth of a 4 KiB send's CPU.  A blocking send
-            # returns short only at a timeout or signal: the log stays short.
-            send = self.sock.send
-            log: list[int] = []
+            # Nothing to track: plain sends, counted as above.
+            log = []
             try:
                 try:
-                    while view:
-                        log.extend(map(send, (view,)))  # logged before any handler runs
-                        view = view[log[-1] :]
+                    _send_logged(self._sock_send, view, log)
                     self.stats.plain_sends += 1
                 finally:
                     if on_release is not None:
@@ -319,6 +336,17 @@ class ZeroCopySender:
         tb: TracebackType | None,
     ) -> None:
         self.flush()
+
+
+def _send_logged(send: Any, view: memoryview, log: list[int]) -> None:
+    """Send all of *view* with *send* (``socket.send``), logging each result before any handler.
+
+    ``sum(log)`` is then exact whatever raises.  A blocking send returns
+    short only at a timeout or signal, so the log stays short.
+    """
+    while view:
+        log.extend(map(send, (view,)))
+        view = view[log[-1] :]
 
 
 def send_once(
