@@ -247,10 +247,11 @@ def copyfileobj(
         # The common call.  Shutil's own loop first: a copy whose second read
         # finds the end (one chunk or less: most copies) ends here, having
         # made shutil's calls and nothing else.  Only a second chunk with
-        # bytes in it says the copy may be large enough to weigh the kernel.  A BufferedReader is
-        # read with read1: the same chunks from a file, in no more system
-        # calls; from a pipe or socket, what has arrived, never held in a
-        # read that waits for more (where a signal would lose it).
+        # bytes in it says the copy may be large enough to weigh the kernel.
+        # A BufferedReader is read with read1: the same chunks from a file,
+        # in no more system calls; from a pipe or socket, what has arrived,
+        # never held in a read that waits for more (where a signal would
+        # lose it).
         done = 0
         try:
             read = fsrc.read1 if type(fsrc) is BufferedReader else fsrc.read
