@@ -90,7 +90,9 @@ BASELINE = {"copyfileobj": "shutil.copyfileobj", "copyfile": "shutil.copyfile"}
 
 
 def _env(tree: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
+    # A fixed hash seed: with a random one, dict layouts (and so instruction
+    # counts) differ from child to child by a few thousand per call.
+    env = dict(os.environ, PYTHONHASHSEED="0")
     if tree is not None:
         env["PYTHONPATH"] = str(tree / "src")
     return env
