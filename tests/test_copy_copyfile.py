@@ -206,18 +206,37 @@ class TestCopyfileLoop:
         assert zerocopy.last_method() == "copy_file_range"
 
     @pytest.mark.parametrize("err", [errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP])
-    def test_not_here_falls_back(
+    def test_not_here_takes_sendfile(
         self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
     ) -> None:
-        """A "not supported here" errno on the first call: the general path, same bytes."""
+        """A "not supported here" errno on the first call: sendfile, as shutil, same bytes."""
         data = payload(300_000)
         src = tmp_path / "src"
         src.write_bytes(data)
 
-        def refuse(sfd: int, dfd: int, count: int) -> int:
+        def refuse(*args: Any) -> int:
             raise OSError(err, os.strerror(err))
 
         monkeypatch.setattr(copy_files, "_cfr", refuse)
+        monkeypatch.setattr(copy_files, "copyfileobj", refuse)  # must not be reached
+        zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert zerocopy.last_method() == "sendfile"
+
+    @pytest.mark.parametrize("err", [errno.EXDEV, errno.EINVAL])
+    def test_neither_call_here_falls_back(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err: int
+    ) -> None:
+        """Neither copy_file_range nor sendfile can start: the general path, from offset 0."""
+        data = payload(300_000)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+
+        def refuse(*args: Any) -> int:
+            raise OSError(err, os.strerror(err))
+
+        monkeypatch.setattr(copy_files, "_cfr", refuse)
+        monkeypatch.setattr(copy_files, "_sendfile", refuse)
         general = []
         real_copyfileobj = copy_files.copyfileobj
 
@@ -229,6 +248,43 @@ class TestCopyfileLoop:
         zerocopy.copyfile(src, tmp_path / "dst")
         assert (tmp_path / "dst").read_bytes() == data
         assert general == [(0, 0)]  # the general path, from the start of both
+
+    def test_sendfile_failure_part_way(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """sendfile failing after bytes moved: its errno, both names, the exact count."""
+        data = payload(MiB)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        calls = 0
+
+        def refuse(*args: Any) -> int:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+        def fail_third(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return os.sendfile(out_fd, in_fd, offset, 70_000)
+
+        monkeypatch.setattr(copy_files, "_cfr", refuse)
+        monkeypatch.setattr(copy_files, "_sendfile", fail_third)
+        dst = tmp_path / "dst"
+        with pytest.raises(OSError, match="No space left") as info:
+            zerocopy.copyfile(src, dst)
+        assert zerocopy.bytes_transferred(info.value) == 140_000
+        assert dst.read_bytes() == data[:140_000]
+        assert (info.value.filename, info.value.filename2) == (str(src), str(dst))
+        assert zerocopy.last_method() == "sendfile"
+
+    def test_to_a_device_like_shutil(self, backend: ModuleType, tmp_path: Path) -> None:
+        """/dev/null as the destination: shutil's result (copy_file_range takes files only)."""
+        src = tmp_path / "src"
+        src.write_bytes(payload(200_000))
+        assert shutil.copyfile(src, "/dev/null") == "/dev/null"
+        assert zerocopy.copyfile(src, "/dev/null") == "/dev/null"
+        assert zerocopy.last_method() == "sendfile"
 
     @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EIO, errno.EXDEV])
     def test_failure_part_way_says_what_dst_holds(

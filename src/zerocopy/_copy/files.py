@@ -109,16 +109,52 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
             while moved := _cfr(sfd, dfd, _CFR_CHUNK):
                 total += moved
         except BaseException as exc:
-            # Not here (another filesystem, a device) before a byte moved:
-            # the general path.  Anything else is the copy's failure.
-            if total or not isinstance(exc, OSError) or exc.errno not in FALLBACK_ERRNOS:
+            # Not here before a byte moved (another filesystem, a device):
+            # sendfile at the same positions, as shutil copies, then the
+            # general path.  Anything else is the copy's failure.
+            if total or not _not_here(exc):
                 note_method("copy_file_range")
                 kernel.name_files(exc, fsrc, fdst)
                 raise
+            total = _sendfile_all(fsrc, fdst, sfd, dfd)
+        else:
+            if total:
+                note_method("copy_file_range")
         if total:  # 0: an empty file, or procfs/sysfs, which report size 0
-            note_method("copy_file_range")
             return total
     return copyfileobj(fsrc, fdst)  # every other case, as before
+
+
+def _not_here(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in FALLBACK_ERRNOS
+
+
+def _sendfile_all(fsrc: Any, fdst: Any, sfd: int, dfd: int) -> int:
+    """sendfile from *sfd*'s position to *dfd*'s until end of file; 0 if it cannot start.
+
+    The destination may be a device here (copy_file_range takes regular
+    files only), so its size is no count: each call's result is logged from
+    C (as :class:`~zerocopy._tally.Tally` does) before a signal handler can
+    run, and a failure carries the exact sum.
+    """
+    log: list[int] = []
+    try:
+        while True:
+            log.extend(map(_sendfile, (dfd,), (sfd,), (None,), (_CFR_CHUNK,)))
+            if not log[-1]:
+                break
+    except BaseException as exc:
+        moved = sum(log)
+        if moved or not _not_here(exc):
+            note_method("sendfile")
+            kernel.name_files(exc, fsrc, fdst)
+            set_transferred(exc, moved)
+            raise
+        return 0
+    moved = sum(log)
+    if moved:
+        note_method("sendfile")
+    return moved
 
 
 def _backend_cfr(sfd: int, dfd: int, count: int) -> int:
@@ -130,6 +166,9 @@ def _backend_cfr(sfd: int, dfd: int, count: int) -> int:
 #: instructions, through the cffi shim 2,900 plus 3,300 for each offset
 #: pointer it allocates (docs/benchmarks.md, "Small copies, counted").
 _cfr = getattr(os, "copy_file_range", _backend_cfr)
+#: copyfile's sendfile, where copy_file_range cannot start (os.sendfile: the
+#: cheaper call, as above; offset None copies at the source's position).
+_sendfile = os.sendfile
 _CFR_CHUNK = 1 << 30  # as kernel.py: the design's 1 GiB chunks
 
 
