@@ -49,9 +49,10 @@ def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) 
     Same return value (*dst*) and the same errors: :class:`shutil.SameFileError`
     for the same file, :class:`shutil.SpecialFileError` for named pipes,
     :class:`IsADirectoryError` and :class:`FileNotFoundError` as shutil raises
-    them.  The bytes move with ``copy_file_range`` (then ``sendfile``, then a
-    read/write loop) through :func:`zerocopy.copyfileobj`.  Every exception
-    after the checks carries ``bytes_transferred``: the bytes *dst* holds.
+    them.  The bytes move with ``copy_file_range``, else ``sendfile`` (across
+    filesystems, to a device), else :func:`zerocopy.copyfileobj`'s paths.
+    Every exception after the checks carries ``bytes_transferred``: the
+    bytes *dst* holds.
     """
     sys.audit("shutil.copyfile", src, dst)
     if _samefile(src, dst):
