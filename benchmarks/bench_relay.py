@@ -17,11 +17,16 @@ Proxy CPU is the toolkit's ``process_cpu`` of the proxy process, read from
 "direct" run (client to sink, no proxy) gives the ceiling.
 
 ``--concurrent N --duration S`` measures N connections at once for S seconds
-each run: every client connection sends as fast as it can until the
-deadline; the table gives the aggregate throughput and the proxy's CPU per
-GiB, for zerocopy.relay (a thread per connection), a plain asyncio
-StreamReader/StreamWriter relay, ``zerocopy.aio.relay`` (if the module is
-there) and HAProxy.
+each run (``--connections 1,32,256``: one table per count, the proxies
+started once): every client connection sends as fast as it can until the
+deadline; the table gives the aggregate throughput, the proxy's CPU per GiB
+and its peak RSS and pipe descriptors (sampled every 50 ms), for
+zerocopy.relay (a thread per connection), a Python ``recv_into``/``sendall``
+relay (a thread per direction, 1 MiB buffers), a plain asyncio
+StreamReader/StreamWriter relay, an asyncio relay on raw sockets
+(``sock_recv_into``/``sock_sendall``, 1 MiB buffers), ``zerocopy.aio.relay``
+on asyncio and on uvloop (if installed), and HAProxy.  Issue 13's targets
+(the relays against HAProxy's forced splice) are checked.
 
 HAProxy runs only if ``haproxy`` is on PATH (``apt-get install haproxy``),
 twice, each with a temporary configuration bound to loopback: ``mode tcp``
@@ -32,6 +37,7 @@ byte through 1 MiB pipes, like zerocopy).
 
     python benchmarks/bench_relay.py [--size 1G] [--repeat 5] [--json FILE]
     python benchmarks/bench_relay.py --concurrent 32 --duration 20 [--repeat 5]
+    python benchmarks/bench_relay.py --connections 1,32,256 --duration 8 --repeat 3
 """
 
 from __future__ import annotations
@@ -207,6 +213,51 @@ def role_proxy_aio(target: int) -> None:
             await zerocopy.aio.relay(conn, up)
         except OSError as exc:
             print(f"aio relay: {exc!r}", file=sys.stderr, flush=True)
+        finally:
+            conn.close()
+            up.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ls = _listen()
+        ls.setblocking(False)
+        tasks = set()
+        while True:
+            conn, _ = await loop.sock_accept(ls)
+            conn.setblocking(False)
+            task = loop.create_task(handle(loop, conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    _exit_when_stdin_closes()
+    asyncio.run(main())
+
+
+def role_proxy_aio_uvloop(target: int) -> None:
+    """zerocopy.aio.relay as role_proxy_aio, on uvloop's event loop."""
+    import uvloop
+
+    uvloop.install()
+    role_proxy_aio(target)
+
+
+def role_proxy_asyncio_raw(target: int) -> None:
+    """asyncio on raw non-blocking sockets: sock_recv_into a 1 MiB buffer, sock_sendall."""
+
+    async def pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> None:
+        buf = memoryview(bytearray(MiB))
+        while n := await loop.sock_recv_into(src, buf):
+            await loop.sock_sendall(dst, buf[:n])
+        dst.shutdown(socket.SHUT_WR)
+
+    async def handle(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        up.setblocking(False)
+        try:
+            await loop.sock_connect(up, ("127.0.0.1", target))
+            await asyncio.gather(pump(loop, conn, up), pump(loop, up, conn))
+        except OSError as exc:
+            print(f"asyncio raw relay: {exc!r}", file=sys.stderr, flush=True)
         finally:
             conn.close()
             up.close()
@@ -442,12 +493,28 @@ def _parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds per run with --concurrent (default 20)",
     )
+    p.add_argument(
+        "--connections",
+        default="",
+        metavar="LIST",
+        help="like --concurrent, for each count in a comma-separated list (e.g. 1,32,256)",
+    )
     p.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     return p
 
 
+def _raise_nofile() -> None:
+    """256 relayed connections need more descriptors than a default soft limit of 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run_role(role: list[str]) -> int:
     name, *rest = role
+    _raise_nofile()
     if name == "sink":
         role_sink(rest == ["verify"])
     elif name == "client":
@@ -458,6 +525,8 @@ def _run_role(role: list[str]) -> int:
             "python": role_proxy_python,
             "asyncio": role_proxy_asyncio,
             "aio": role_proxy_aio,
+            "aio-uvloop": role_proxy_aio_uvloop,
+            "asyncio-raw": role_proxy_asyncio_raw,
         }[name](int(rest[0]))
     return 0
 
@@ -468,6 +537,8 @@ _ROLES = {
     "python relay 1M": "python",
     "asyncio streams": "asyncio",
     "zerocopy.aio.relay": "aio",
+    "zerocopy.aio.relay (uvloop)": "aio-uvloop",
+    "asyncio raw 1M": "asyncio-raw",
 }
 
 
@@ -476,11 +547,17 @@ def _start_proxies(
 ) -> dict[str, Any]:
     """Start every proxy in front of the *sink* port; each is added to *peers* to stop."""
     if concurrent:
-        wanted = ["zerocopy.relay (threads)", "asyncio streams"]
+        wanted = [
+            "zerocopy.relay (threads)",
+            "python relay 1M",
+            "asyncio streams",
+            "asyncio raw 1M",
+            "zerocopy.aio.relay",
+        ]
+        if importlib.util.find_spec("uvloop") is not None:
+            wanted.append("zerocopy.aio.relay (uvloop)")
     else:
-        wanted = ["zerocopy.relay", "python relay 1M"]
-    if importlib.util.find_spec("zerocopy.aio") is not None:
-        wanted.append("zerocopy.aio.relay")
+        wanted = ["zerocopy.relay", "python relay 1M", "zerocopy.aio.relay"]
     proxies: dict[str, Any] = {}
     for name in wanted:
         proxies[name] = Peer(_ROLES[name], str(sink))
@@ -491,6 +568,74 @@ def _start_proxies(
         proxies["haproxy forced splice 1M"] = HAProxy(sink, workdir, forced=True, pipesize=MiB)
         peers.append(proxies["haproxy forced splice 1M"])
     return proxies
+
+
+def _concurrent_targets(results: dict[str, list[Sample]]) -> list[c.Target]:
+    """Issue 13's targets: the relays against HAProxy's forced splice."""
+    ref = "haproxy forced splice 1M"
+    targets = []
+    if ref in results:
+        for name in (
+            "zerocopy.aio.relay",
+            "zerocopy.aio.relay (uvloop)",
+            "zerocopy.relay (threads)",
+        ):
+            targets.append(c.Target(name, ref, "throughput", 1.0))
+            targets.append(c.Target(name, ref, "cpu", 1.2))
+    return targets
+
+
+class MemoryWatch:
+    """Peak RSS and pipe descriptors of process *pid*, sampled every 50 ms in a thread."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.rss = 0
+        self.pipes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        assert self.pid is not None
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    self.rss = max(self.rss, int(line.split()[1]) * KiB)
+        pipes = 0
+        fds = f"/proc/{self.pid}/fd"
+        for name in os.listdir(fds):
+            try:
+                if os.readlink(os.path.join(fds, name)).startswith("pipe:"):
+                    pipes += 1
+            except OSError:
+                continue  # closed meanwhile
+        self.pipes = max(self.pipes, pipes)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self._sample()
+            except OSError:
+                return
+
+    def __enter__(self) -> MemoryWatch:
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.pid:
+            self._thread.join()
+
+    def info(self) -> dict[str, Any]:
+        return {"peak_rss_mib": self.rss / MiB, "peak_pipe_fds": self.pipes} if self.pid else {}
+
+
+def _memory_notes(s: dict[str, Any]) -> str:
+    if "peak_rss_mib" not in s:
+        return ""
+    return f"RSS {s['peak_rss_mib']:.0f} MiB, {s['peak_pipe_fds']:.0f} pipe fds (peaks)"
 
 
 def _targets(results: dict[str, list[Sample]]) -> list[c.Target]:
@@ -513,72 +658,93 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.apply_quick(args)
     if args.quick:
         args.duration = min(args.duration, 1.0)
-    concurrent = args.concurrent > 0
+    counts = [int(x) for x in args.connections.split(",") if x.strip()]
+    if args.concurrent > 0 and not counts:
+        counts = [args.concurrent]
+    if any(n <= 0 for n in counts):
+        raise SystemExit("--connections: counts must be > 0")
+    concurrent = bool(counts)
     haproxy = _haproxy_version()
+    _raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
     peers: list[Any] = []
+    published = []
     try:
         sink = Peer("sink", *(["verify"] if args.verify else []))
         peers.append(sink)
         proxies = _start_proxies(concurrent, sink.port, bool(haproxy), workdir, peers)
         client = Peer("client")
         peers.append(client)
-
-        def variant(name: str, port: int, pid: int | None) -> Callable[[], Sample]:
-            def run() -> Sample:
-                cpu0 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
-                if concurrent:
-                    answer = client.ask(f"many {port} {args.concurrent} {args.duration}")
-                else:
-                    answer = client.ask(f"one {port} {args.size} {int(args.verify)}")
-                cpu1 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
-                status, seconds, total, *_err = answer.split(maxsplit=3)
-                if status != "ok":
-                    raise AssertionError(f"{name}: transfer failed: {answer.strip()}")
-                cpu = cpu1.minus(cpu0)
-                return Sample(float(seconds), cpu.user, cpu.sys, int(total))
-
-            return run
-
-        variants = [(name, variant(name, p.port, p.pid)) for name, p in proxies.items()]
-        if not concurrent:
-            variants.append(("direct (no proxy)", variant("direct", sink.port, None)))
-
-        info = machine()
-        info["haproxy"] = haproxy or "not installed: skipped"
-        info["proxy_cpu"] = "the proxy process's, from /proc/<pid>/stat (10 ms ticks)"
-        if concurrent:
-            info["connections"] = args.concurrent
-            info["duration_s"] = args.duration
-        peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
-        with LoadMeter() as load, c.Deadline(args.timeout):
-            results = run_rounds(c.select(variants, args.only), args.repeat, on_round=print_round)
-        # The peers are this benchmark's own processes but are reaped only at
-        # the end, so LoadMeter counts them as "everything else": move them.
-        peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
-        summary = dict(load.summary)
-        summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
-        summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
-        info["load_during_run"] = summary
+        for n in counts or [0]:
+            published.append(_measure(args, n, proxies, sink, client, peers, haproxy))
     finally:
         for p in reversed(peers):
             p.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-    if concurrent:
-        base = "asyncio streams"
-        targets: list[c.Target] = []
-        title = f"loopback TCP relay, {args.concurrent} connections x {args.duration:g} s"
-        # The header's "per run" figure: the median bytes one run moved.
-        args.size = int(statistics.median(s.nbytes for s in results[next(iter(results))]))
-    else:
-        base = "python relay 1M"
-        targets = _targets(results)
-        title = "loopback TCP relay, one connection"
-
-    c.publish(title, args, info, results, base, targets)
+    for title, info, results, base, targets, size in published:
+        args.size = size
+        c.publish(title, args, info, results, base, targets, _memory_notes)
     return 0
+
+
+def _measure(
+    args: argparse.Namespace,
+    n: int,
+    proxies: dict[str, Any],
+    sink: Peer,
+    client: Peer,
+    peers: list[Any],
+    haproxy: str | None,
+) -> tuple[str, dict[str, Any], dict[str, list[Sample]], str, list[c.Target], int]:
+    """Every variant with *n* concurrent connections (0: one connection of --size)."""
+
+    def variant(name: str, port: int, pid: int | None) -> Callable[[], Sample]:
+        def run() -> Sample:
+            cpu0 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
+            with MemoryWatch(pid) as mem:
+                if n:
+                    answer = client.ask(f"many {port} {n} {args.duration}")
+                else:
+                    answer = client.ask(f"one {port} {args.size} {int(args.verify)}")
+            cpu1 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
+            status, seconds, total, *_err = answer.split(maxsplit=3)
+            if status != "ok":
+                raise AssertionError(f"{name}: transfer failed: {answer.strip()}")
+            cpu = cpu1.minus(cpu0)
+            return Sample(float(seconds), cpu.user, cpu.sys, int(total), mem.info())
+
+        return run
+
+    variants = [(name, variant(name, p.port, p.pid)) for name, p in proxies.items()]
+    if not n:
+        variants.append(("direct (no proxy)", variant("direct", sink.port, None)))
+
+    info = machine()
+    info["haproxy"] = haproxy or "not installed: skipped"
+    info["proxy_cpu"] = "the proxy process's, from /proc/<pid>/stat (10 ms ticks)"
+    info["proxy_memory"] = "peak VmRSS and pipe fds of the proxy (stdio pipes too), every 50 ms"
+    if n:
+        info["connections"] = n
+        info["duration_s"] = args.duration
+    peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
+    with LoadMeter() as load, c.Deadline(args.timeout):
+        results = run_rounds(c.select(variants, args.only), args.repeat, on_round=print_round)
+    # The peers are this benchmark's own processes but are reaped only at
+    # the end, so LoadMeter counts them as "everything else": move them.
+    peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
+    summary = dict(load.summary)
+    summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
+    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
+    info["load_during_run"] = summary
+
+    if n:
+        title = f"loopback TCP relay, {n} connections x {args.duration:g} s"
+        # The header's "per run" figure: the median bytes one run moved.
+        size = int(statistics.median(s.nbytes for s in results[next(iter(results))]))
+        return title, info, results, "asyncio streams", _concurrent_targets(results), size
+    title = "loopback TCP relay, one connection"
+    return title, info, results, "python relay 1M", _targets(results), args.size
 
 
 if __name__ == "__main__":
