@@ -1,6 +1,7 @@
 /*
  * zerocopy's C shims: one static function per system call, no Python C-API,
- * no policy, no loops.  Each returns the kernel's result, or -1 with errno set
+ * no policy; the one loop (zc_relay_step) repeats two splices and reports
+ * why it stopped, deciding nothing.  Each returns the kernel's result, or -1 with errno set
  * (cffi reads it as ffi.errno right after the call).  Retrying on EINTR is the
  * Python layer's job, so that Python signal handlers get to run in between.
  */
@@ -20,7 +21,7 @@
 #include <netinet/in.h>
 #include <linux/errqueue.h>
 
-#define ZC_ABI_VERSION 1
+#define ZC_ABI_VERSION 2
 
 #ifndef SO_ZEROCOPY
 #define SO_ZEROCOPY 60
@@ -38,6 +39,20 @@
 /* Room for one IPv4/IPv6 extended error with its offender address. */
 #define ZC_COMPLETION_CONTROL_SIZE \
     (CMSG_SPACE(sizeof(struct sock_extended_err) + 64))
+
+/* Why zc_relay_step returned (zerocopy._constants repeats these values). */
+#define ZC_STEP_ERROR -1     /* a splice failed: errno in state->err */
+#define ZC_STEP_SRC_EMPTY 1  /* src would block, the pipe is empty */
+#define ZC_STEP_SRC_END 2    /* src returned 0 (end of stream or an urgent mark), pipe empty */
+#define ZC_STEP_DST_FULL 3   /* dst would block; state->in_pipe bytes wait in the pipe */
+#define ZC_STEP_BUDGET 4     /* budget bytes were delivered in this call */
+#define ZC_STEP_DST_ZERO 5   /* dst took 0 bytes (never from a stream socket) */
+
+struct zc_relay_state {
+    int64_t in_pipe;
+    int64_t delivered;
+    int32_t err;
+};
 
 struct zc_completion {
     uint32_t first;
@@ -90,6 +105,64 @@ static ssize_t zc_copy_file_range(int fd_in, int64_t *off_in, int fd_out,
 static ssize_t zc_send(int sockfd, const void *buf, size_t len, int flags)
 {
     return send(sockfd, buf, len, flags);
+}
+
+/*
+ * One step of one relay direction: src -> pipe -> dst with non-blocking
+ * splices, until something would block, src ends, a splice fails, or
+ * `budget` bytes reached dst in this call.  It reads from src only into an
+ * empty pipe, so EAGAIN from src always means "src is empty" and EAGAIN
+ * towards dst always means "dst is full".  The counts live in the caller's
+ * `state` and are updated right after each splice, so they are exact however
+ * the call ends.  EINTR is returned as an error (state->err), for the caller
+ * to run its signal handlers and call again.
+ */
+static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
+                         size_t pipe_size, int64_t budget,
+                         struct zc_relay_state *state)
+{
+    int64_t moved = 0;
+    ssize_t n;
+
+    if (state == NULL) {
+        errno = EINVAL;
+        return ZC_STEP_ERROR;
+    }
+    for (;;) {
+        if (state->in_pipe > 0) {
+            n = splice(pipe_r, NULL, dst, NULL, (size_t)state->in_pipe,
+                       SPLICE_F_NONBLOCK);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    return ZC_STEP_DST_FULL;
+                }
+                state->err = errno;
+                return ZC_STEP_ERROR;
+            }
+            if (n == 0) {
+                return ZC_STEP_DST_ZERO;
+            }
+            state->in_pipe -= n;
+            state->delivered += n;
+            moved += n;
+            if (moved >= budget) {
+                return ZC_STEP_BUDGET;
+            }
+            continue;
+        }
+        n = splice(src, NULL, pipe_w, NULL, pipe_size, SPLICE_F_NONBLOCK);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return ZC_STEP_SRC_EMPTY;
+            }
+            state->err = errno;
+            return ZC_STEP_ERROR;
+        }
+        if (n == 0) {
+            return ZC_STEP_SRC_END;
+        }
+        state->in_pipe += n;
+    }
 }
 
 /*

@@ -28,7 +28,17 @@ from zerocopy import _backend, _constants
 
 ALL_SIX = frozenset({"sendfile", "splice", "tee", "vmsplice", "copy_file_range", "msg_zerocopy"})
 OS_FEATURES = frozenset({"sendfile", "splice", "copy_file_range", "vmsplice"})
-BACKEND_API = {"NAME", "sendfile", "splice", "tee", "vmsplice", "copy_file_range", "probe"}
+BACKEND_API = {
+    "NAME",
+    "sendfile",
+    "splice",
+    "tee",
+    "vmsplice",
+    "copy_file_range",
+    "probe",
+    "relay_state",
+    "relay_step",
+}
 
 
 @pytest.fixture

@@ -42,6 +42,22 @@ class TestConstants:
         assert _constants.SO_EE_ORIGIN_ZEROCOPY == compiled.lib.SO_EE_ORIGIN_ZEROCOPY
         assert _constants.SO_EE_CODE_ZEROCOPY_COPIED == compiled.lib.SO_EE_CODE_ZEROCOPY_COPIED
 
+    @pytest.mark.parametrize(
+        "name",
+        ["ERROR", "SRC_EMPTY", "SRC_END", "DST_FULL", "DST_ZERO"],
+    )
+    def test_relay_step_statuses_match_compiled(self, compiled: ModuleType, name: str) -> None:
+        """The os backend's relay_step statuses are the C pump's."""
+        from zerocopy import _constants
+
+        assert getattr(_constants, f"STEP_{name}") == getattr(compiled.lib, f"ZC_STEP_{name}")
+
+    def test_relay_step_budget_status_matches_compiled(self, compiled: ModuleType) -> None:
+        """STEP_BUDGET_SPENT (STEP_BUDGET is a byte count) is ZC_STEP_BUDGET."""
+        from zerocopy import _constants
+
+        assert _constants.STEP_BUDGET_SPENT == compiled.lib.ZC_STEP_BUDGET
+
     @pytest.mark.parametrize("name", ["SPLICE_F_MOVE", "SPLICE_F_NONBLOCK", "SPLICE_F_MORE"])
     def test_match_os_module(self, name: str) -> None:
         """The splice flags equal the os module's."""

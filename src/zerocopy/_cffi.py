@@ -25,6 +25,8 @@ __all__ = [
     "parse_completions",
     "probe",
     "recv_completions",
+    "relay_state",
+    "relay_step",
     "send",
     "sendfile",
     "splice",
@@ -35,7 +37,7 @@ __all__ = [
 NAME = "cffi"
 
 #: Must equal ZC_ABI_VERSION in csrc/zerocopy.c; see the note in zerocopy.h.
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 if lib.zc_abi_version() != _ABI_VERSION:
     raise ImportError(
@@ -144,6 +146,24 @@ def send(fd: int, buf: Any, flags: int, tally: Tally | None = None) -> int:
     """One send(2) of *buf* with *flags* (e.g. MSG_ZEROCOPY), retried on EINTR."""
     with ffi.from_buffer(buf) as view:  # released at once (see vmsplice)
         return _retry("send", lib.zc_send, fd, view, len(view), flags, tally=tally)
+
+
+def relay_state() -> Any:
+    """A zeroed ``struct zc_relay_state``: ``in_pipe``, ``delivered``, ``err``."""
+    return ffi.new("struct zc_relay_state *")
+
+
+def relay_step(
+    src: int, pipe_r: int, pipe_w: int, dst: int, pipe_size: int, budget: int, state: Any
+) -> int:
+    """One relay direction's step in one C call; returns a ``STEP_*`` status.
+
+    src -> pipe -> dst with non-blocking splices until something would block,
+    src ends, a splice fails (``state.err``; EINTR too, for the caller to run
+    its signal handlers) or *budget* bytes reached dst.  ``state.delivered``
+    and ``state.in_pipe`` are exact however it ends; nothing is raised.
+    """
+    return int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
 
 
 def _records(out: Any, n: int) -> list[Completion]:

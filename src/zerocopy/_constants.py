@@ -16,6 +16,13 @@ __all__ = [
     "SPLICE_F_MORE",
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
+    "STEP_BUDGET",
+    "STEP_BUDGET_SPENT",
+    "STEP_DST_FULL",
+    "STEP_DST_ZERO",
+    "STEP_ERROR",
+    "STEP_SRC_EMPTY",
+    "STEP_SRC_END",
 ]
 
 SPLICE_F_MOVE = 0x01  #: A no-op since Linux 2.6.21; accepted for completeness.
@@ -41,3 +48,12 @@ MAX_RW_COUNT = 0x7FFFF000
 # direction before the other direction's turn, an asyncio transfer before it
 # yields to the loop, so one fast peer cannot starve the rest.
 STEP_BUDGET = 4 * 1024 * 1024
+
+# Why a backend's relay_step returned (csrc/zerocopy.c's ZC_STEP_*, checked
+# against the compiled values by the tests).
+STEP_ERROR = -1  #: a splice failed; the state's ``err`` says why (EINTR included)
+STEP_SRC_EMPTY = 1  #: the source would block, and the pipe is empty
+STEP_SRC_END = 2  #: the source returned 0 (end of stream, or an urgent mark), pipe empty
+STEP_DST_FULL = 3  #: the destination would block; ``in_pipe`` bytes wait in the pipe
+STEP_BUDGET_SPENT = 4  #: the call delivered its budget
+STEP_DST_ZERO = 5  #: the destination took 0 bytes (never from a stream socket)

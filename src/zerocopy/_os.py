@@ -17,7 +17,15 @@ import stat
 from collections.abc import Sequence
 from typing import Any
 
-from ._constants import SPLICE_F_NONBLOCK
+from ._constants import (
+    SPLICE_F_NONBLOCK,
+    STEP_BUDGET_SPENT,
+    STEP_DST_FULL,
+    STEP_DST_ZERO,
+    STEP_ERROR,
+    STEP_SRC_EMPTY,
+    STEP_SRC_END,
+)
 from ._errors import UnsupportedOperation, oserror, reraise_as
 from ._tally import Tally
 
@@ -25,6 +33,8 @@ __all__ = [
     "NAME",
     "copy_file_range",
     "probe",
+    "relay_state",
+    "relay_step",
     "send",
     "sendfile",
     "splice",
@@ -129,6 +139,76 @@ def send(fd: int, buf: Any, flags: int, tally: Tally | None = None) -> int:
         raise reraise_as(exc, "send") from None
     finally:
         sock.detach()
+
+
+class RelayState:
+    """What the cffi backend keeps in a ``struct zc_relay_state``.
+
+    ``delivered`` is summed from a log that each delivering splice's result
+    enters from C (as :class:`~zerocopy._tally.Tally` does), so that it is
+    exact even if a signal handler raised right after the call.
+    """
+
+    __slots__ = ("err", "in_pipe", "log")
+
+    def __init__(self) -> None:
+        self.in_pipe = 0
+        self.err = 0
+        self.log: list[int] = []
+
+    @property
+    def delivered(self) -> int:
+        return sum(self.log)
+
+
+def relay_state() -> RelayState:
+    """A fresh :class:`RelayState`."""
+    return RelayState()
+
+
+def relay_step(
+    src: int, pipe_r: int, pipe_w: int, dst: int, pipe_size: int, budget: int, state: RelayState
+) -> int:
+    """The cffi backend's ``zc_relay_step``, over :func:`os.splice` (see there)."""
+    log = state.log
+    moved = 0
+    try:
+        while True:
+            if state.in_pipe > 0:
+                try:
+                    log.extend(
+                        map(
+                            os.splice,
+                            (pipe_r,),
+                            (dst,),
+                            (state.in_pipe,),
+                            (None,),
+                            (None,),
+                            (SPLICE_F_NONBLOCK,),
+                        )
+                    )
+                except BlockingIOError:
+                    return STEP_DST_FULL
+                n = log[-1]
+                if n == 0:
+                    return STEP_DST_ZERO
+                state.in_pipe -= n
+                moved += n
+                if len(log) > 32:
+                    log[:] = (sum(log),)
+                if moved >= budget:
+                    return STEP_BUDGET_SPENT
+                continue
+            try:
+                n = os.splice(src, pipe_w, pipe_size, None, None, SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                return STEP_SRC_EMPTY
+            if n == 0:
+                return STEP_SRC_END
+            state.in_pipe += n
+    except OSError as exc:
+        state.err = exc.errno or 0
+        return STEP_ERROR
 
 
 def _exists(call: Any, *args: Any) -> bool:

@@ -1,0 +1,210 @@
+"""The backends' relay_step: one relay direction's step (src -> pipe -> dst) in one call.
+
+Every test runs on both backends (the ``backend`` fixture): the cffi backend's
+C pump and the os backend's loop over os.splice keep one contract.  Bytes are
+compared with what was sent, counts with what arrived.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+
+from copykit import payload
+from zerocopy._constants import (
+    STEP_BUDGET_SPENT,
+    STEP_DST_FULL,
+    STEP_ERROR,
+    STEP_SRC_EMPTY,
+    STEP_SRC_END,
+)
+from zerocopy._pipes import PipePool
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int, int]]:
+    """(read fd, write fd, capacity) of a fresh 1 MiB pipe."""
+    pool = PipePool(maxsize=0)
+    p = pool.acquire()
+    try:
+        yield p.r, p.w, p.size
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def pairs() -> Iterator[tuple[socket.socket, socket.socket, socket.socket, socket.socket]]:
+    """(feeder, src, dst, reader): feeder -> src and dst -> reader, src and dst non-blocking."""
+    feeder, src = socket.socketpair()
+    dst, reader = socket.socketpair()
+    src.setblocking(False)
+    dst.setblocking(False)
+    try:
+        yield feeder, src, dst, reader
+    finally:
+        for s in (feeder, src, dst, reader):
+            s.close()
+
+
+def _drain(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    out = bytearray()
+    try:
+        while chunk := sock.recv(MiB):
+            out += chunk
+    except BlockingIOError:
+        pass
+    return bytes(out)
+
+
+def _step(
+    backend: ModuleType,
+    src: socket.socket,
+    pipe: tuple[int, int, int],
+    dst: socket.socket,
+    state: object,
+    budget: int = 64 * MiB,
+) -> int:
+    r, w, size = pipe
+    return int(backend.relay_step(src.fileno(), r, w, dst.fileno(), size, budget, state))
+
+
+class TestRelayStep:
+    def test_moves_what_is_there_then_src_empty(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """Everything the source holds reaches dst; then the source would block."""
+        feeder, src, dst, reader = pairs
+        data = payload(100_000)
+        feeder.sendall(data)
+        state = backend.relay_state()
+        assert _step(backend, src, pipe, dst, state) == STEP_SRC_EMPTY
+        assert state.delivered == len(data)
+        assert state.in_pipe == 0
+        assert _drain(reader) == data
+
+    def test_end_of_stream(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """A half-closed source ends the step with SRC_END once every byte is delivered."""
+        feeder, src, dst, reader = pairs
+        feeder.sendall(b"last words")
+        feeder.shutdown(socket.SHUT_WR)
+        state = backend.relay_state()
+        assert _step(backend, src, pipe, dst, state) == STEP_SRC_END
+        assert state.delivered == 10
+        assert _drain(reader) == b"last words"
+
+    def test_counts_accumulate_across_calls(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """The state carries the running count from call to call."""
+        feeder, src, dst, reader = pairs
+        state = backend.relay_state()
+        sent = b""
+        for i in range(5):
+            chunk = payload(3_000 + i)
+            feeder.sendall(chunk)
+            sent += chunk
+            assert _step(backend, src, pipe, dst, state) == STEP_SRC_EMPTY
+            assert state.delivered == len(sent)
+        assert _drain(reader) == sent
+
+    def test_full_destination_keeps_the_rest_in_the_pipe(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """dst would block: DST_FULL, delivered + in_pipe is what was read, nothing lost."""
+        feeder, src, dst, reader = pairs
+        dst.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * KiB)
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KiB)
+        data = payload(2 * MiB)
+        feeder.setblocking(False)
+        view = memoryview(data)
+        got = bytearray()
+        state = backend.relay_state()
+        fulls = 0
+        while view or state.in_pipe:
+            try:
+                view = view[feeder.send(view) :]
+            except BlockingIOError:
+                pass
+            status = _step(backend, src, pipe, dst, state)
+            assert status in (STEP_SRC_EMPTY, STEP_DST_FULL)
+            if status == STEP_DST_FULL:
+                fulls += 1
+                assert state.in_pipe > 0
+            got += _drain(reader)
+            assert state.delivered == len(got)
+        assert fulls > 0, "the destination never filled up"
+        assert bytes(got) == data
+
+    def test_budget(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """A step returns BUDGET_SPENT once it delivered its budget, and goes on next time."""
+        feeder, src, dst, reader = pairs
+        data = payload(200_000)
+        feeder.sendall(data)
+        state = backend.relay_state()
+        assert _step(backend, src, pipe, dst, state, budget=1) == STEP_BUDGET_SPENT
+        first = state.delivered
+        assert 1 <= first <= len(data)
+        status = _step(backend, src, pipe, dst, state)
+        assert status == STEP_SRC_EMPTY
+        assert state.delivered == len(data)
+        assert _drain(reader) == data
+
+    def test_error_from_the_destination(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """A peer gone away: ERROR with the errno in the state, nothing raised."""
+        feeder, src, dst, reader = pairs
+        reader.close()
+        feeder.sendall(b"x" * 1000)
+        state = backend.relay_state()
+        assert _step(backend, src, pipe, dst, state) == STEP_ERROR
+        assert state.err in (errno.EPIPE, errno.ECONNRESET)
+        assert state.delivered == 0
+        assert state.in_pipe == 1000
+
+    def test_error_from_the_source(self, backend: ModuleType, pipe: tuple[int, int, int]) -> None:
+        """A bad source fd: ERROR, EBADF."""
+        r, w, size = pipe
+        state = backend.relay_state()
+        dst, peer = socket.socketpair()
+        with dst, peer:
+            assert backend.relay_step(-1, r, w, dst.fileno(), size, MiB, state) == STEP_ERROR
+        assert state.err == errno.EBADF
+
+    def test_regular_file_source(
+        self,
+        backend: ModuleType,
+        pairs: tuple[socket.socket, ...],
+        pipe: tuple[int, int, int],
+        tmp_path: object,
+    ) -> None:
+        """Any fd splice reads works as the source: a file's bytes, then SRC_END."""
+        _, _, dst, reader = pairs
+        data = payload(50_000)
+        path = os.path.join(str(tmp_path), "f")
+        with open(path, "wb") as f:
+            f.write(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            state = backend.relay_state()
+            r, w, size = pipe
+            assert backend.relay_step(fd, r, w, dst.fileno(), size, MiB, state) == STEP_SRC_END
+        finally:
+            os.close(fd)
+        assert state.delivered == len(data)
+        assert _drain(reader) == data
