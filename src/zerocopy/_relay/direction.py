@@ -9,6 +9,9 @@ EAGAIN is ambiguous in a relay: from ``splice(socket -> pipe)`` it can mean an
 empty socket or a full pipe.  This side only reads into an *empty* pipe, so
 EAGAIN there always means the socket is empty, and EAGAIN while draining the
 pipe always means the destination socket is full.  No hot loop either way.
+The splices run in the backend's ``relay_step`` (one C call per step on the
+cffi backend), which returns why it stopped instead of raising EAGAIN and
+keeps the counts in the direction's ``state``.
 """
 
 from __future__ import annotations
@@ -17,14 +20,19 @@ import errno
 import os
 import select
 import socket
-from collections.abc import Callable
 
 from .. import _backend
-from .._constants import SPLICE_F_NONBLOCK, STEP_BUDGET
-from .._errors import set_relay_counts
+from .._constants import (
+    STEP_BUDGET,
+    STEP_BUDGET_SPENT,
+    STEP_DST_FULL,
+    STEP_DST_ZERO,
+    STEP_SRC_EMPTY,
+    STEP_SRC_END,
+)
+from .._errors import oserror, set_relay_counts
 from .._fd import read_past_urgent_mark
 from .._pipes import Pipe, PipePool, default_pool
-from .._tally import Tally
 
 __all__ = ["Direction", "annotate"]
 
@@ -36,14 +44,12 @@ class Direction:
         "done",
         "dst",
         "dst_fd",
-        "eof",
         "family",
-        "in_pipe",
         "pipe",
         "pool",
         "src",
         "src_fd",
-        "tally",
+        "state",
         "waiting",
     )
 
@@ -55,9 +61,8 @@ class Direction:
         self.dst_fd = dst.fileno()
         self.pool = pool if pool is not None else default_pool()
         self.pipe: Pipe | None = None
-        self.in_pipe = 0  # bytes read from src that dst has not taken yet
-        self.tally = Tally()  # the splices that delivered to dst
-        self.eof = False
+        #: in_pipe, delivered and err, kept by the backend's relay_step.
+        self.state = _backend.current().relay_state()
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
         self.waiting: tuple[int, int] | None = None
@@ -70,58 +75,47 @@ class Direction:
         if self.pipe is None:
             self.pipe = self.pool.acquire()
         pipe = self.pipe
-        splice = _backend.current().splice
-        tally = self.tally
-        tally.fold()
-        progressed = False
-        budget = STEP_BUDGET
-        while budget > 0:
-            if self.in_pipe:
-                try:
-                    n = splice(
-                        pipe.r, self.dst_fd, self.in_pipe, None, None, SPLICE_F_NONBLOCK, tally
-                    )
-                except BlockingIOError:
-                    self.waiting = (self.dst_fd, select.POLLOUT)
-                    return progressed
-                if n == 0:  # a stream socket never takes 0 bytes; do not spin
-                    raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
-                self.in_pipe -= n
-                budget -= n
-                progressed = True
-                continue
-            if self.eof:
-                self._finish()
-                return True
-            n = self._fill(pipe, splice)
-            if n < 0:
+        backend = _backend.current()
+        state = self.state
+        before = (state.delivered, state.in_pipe)
+        while True:
+            # One call moves src -> pipe -> dst until something would block
+            # (the backend's relay_step: one C call on the cffi backend).
+            status = backend.relay_step(
+                self.src_fd, pipe.r, pipe.w, self.dst_fd, pipe.size, STEP_BUDGET, state
+            )
+            if status == STEP_DST_FULL:
+                self.waiting = (self.dst_fd, select.POLLOUT)
+                break
+            if status in (STEP_SRC_EMPTY, STEP_SRC_END):
+                # Either can also mean "stopped at TCP urgent data".
+                urgent = read_past_urgent_mark(self.src_fd, self.family)
+                if urgent:
+                    state.in_pipe += os.write(pipe.w, urgent)  # the pipe is empty
+                    continue
+                if status == STEP_SRC_END and urgent is None:
+                    self._finish()
+                    return True
                 self.waiting = (self.src_fd, select.POLLIN)
-                return progressed
-            progressed = True
-            if n == 0:
-                self.eof = True
-            self.in_pipe = n
-        return progressed
+                break
+            if status == STEP_BUDGET_SPENT:
+                break  # waiting None: step again after the other side's turn
+            if status == STEP_DST_ZERO:  # a stream socket never takes 0 bytes; do not spin
+                raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
+            if state.err != errno.EINTR:
+                raise oserror(state.err, "splice")
+            # EINTR: the loop's backward jump runs the signal handlers; go on.
+        return (state.delivered, state.in_pipe) != before
 
-    def _fill(self, pipe: Pipe, splice: Callable[..., int]) -> int:
-        """Read src into the (empty) pipe: bytes read, 0 at end of stream, -1 if src is empty."""
-        try:
-            n = splice(self.src_fd, pipe.w, pipe.size, None, None, SPLICE_F_NONBLOCK)
-        except BlockingIOError:
-            n = -1
-        if n <= 0:
-            # EAGAIN or 0 can also mean "stopped at TCP urgent data".
-            urgent = read_past_urgent_mark(self.src_fd, self.family)
-            if urgent:
-                return os.write(pipe.w, urgent)  # the pipe is empty
-            if urgent is not None:
-                return -1  # past the urgent byte, nothing after it yet
-        return n
+    @property
+    def in_pipe(self) -> int:
+        """Bytes read from src that dst has not taken yet."""
+        return int(self.state.in_pipe)
 
     @property
     def moved(self) -> int:
         """Bytes delivered to dst; exact even if a signal handler's exception ended the step."""
-        return self.tally.total()
+        return int(self.state.delivered)
 
     def _finish(self) -> None:
         # End of stream from src: pass the half-close on; the other direction
