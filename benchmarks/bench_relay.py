@@ -201,6 +201,22 @@ def role_proxy_asyncio(target: int) -> None:
     asyncio.run(main())
 
 
+async def _serve_raw(
+    handle: Callable[[asyncio.AbstractEventLoop, socket.socket], Any],
+) -> None:
+    """Accept on raw non-blocking sockets for ever, a task per connection."""
+    loop = asyncio.get_running_loop()
+    ls = _listen()
+    ls.setblocking(False)
+    tasks = set()
+    while True:
+        conn, _ = await loop.sock_accept(ls)
+        conn.setblocking(False)
+        task = loop.create_task(handle(loop, conn))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
 def role_proxy_aio(target: int) -> None:
     """zerocopy.aio.relay on non-blocking sockets, one task per connection."""
     import zerocopy.aio
@@ -217,20 +233,8 @@ def role_proxy_aio(target: int) -> None:
             conn.close()
             up.close()
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ls = _listen()
-        ls.setblocking(False)
-        tasks = set()
-        while True:
-            conn, _ = await loop.sock_accept(ls)
-            conn.setblocking(False)
-            task = loop.create_task(handle(loop, conn))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
     _exit_when_stdin_closes()
-    asyncio.run(main())
+    asyncio.run(_serve_raw(handle))
 
 
 def role_proxy_aio_uvloop(target: int) -> None:
@@ -262,20 +266,8 @@ def role_proxy_asyncio_raw(target: int) -> None:
             conn.close()
             up.close()
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ls = _listen()
-        ls.setblocking(False)
-        tasks = set()
-        while True:
-            conn, _ = await loop.sock_accept(ls)
-            conn.setblocking(False)
-            task = loop.create_task(handle(loop, conn))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
     _exit_when_stdin_closes()
-    asyncio.run(main())
+    asyncio.run(_serve_raw(handle))
 
 
 def role_client() -> None:
