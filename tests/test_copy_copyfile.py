@@ -18,7 +18,7 @@ import pytest
 
 import zerocopy
 from conftest import hang_guard
-from copykit import MiB, payload
+from copykit import MiB, always_fail, payload
 from zerocopy._copy import files as copy_files
 
 
@@ -214,8 +214,7 @@ class TestCopyfileLoop:
         src = tmp_path / "src"
         src.write_bytes(data)
 
-        def refuse(*args: Any) -> int:
-            raise OSError(err, os.strerror(err))
+        refuse = always_fail(err)
 
         monkeypatch.setattr(copy_files, "_cfr", refuse)
         monkeypatch.setattr(copy_files, "copyfileobj", refuse)  # must not be reached
@@ -232,8 +231,7 @@ class TestCopyfileLoop:
         src = tmp_path / "src"
         src.write_bytes(data)
 
-        def refuse(*args: Any) -> int:
-            raise OSError(err, os.strerror(err))
+        refuse = always_fail(err)
 
         monkeypatch.setattr(copy_files, "_cfr", refuse)
         monkeypatch.setattr(copy_files, "_sendfile", refuse)
@@ -258,8 +256,7 @@ class TestCopyfileLoop:
         src.write_bytes(data)
         calls = 0
 
-        def refuse(*args: Any) -> int:
-            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        refuse = always_fail(errno.EXDEV)
 
         def fail_third(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
             nonlocal calls

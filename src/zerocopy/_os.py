@@ -144,21 +144,21 @@ def send(fd: int, buf: Any, flags: int, tally: Tally | None = None) -> int:
 class RelayState:
     """What the cffi backend keeps in a ``struct zc_relay_state``.
 
-    ``delivered`` is summed from a log that each delivering splice's result
-    enters from C (as :class:`~zerocopy._tally.Tally` does), so that it is
-    exact even if a signal handler raised right after the call.
+    ``delivered`` comes from a :class:`~zerocopy._tally.Tally` of the
+    delivering splices, so it is exact even if a signal handler raised right
+    after a call.
     """
 
-    __slots__ = ("err", "in_pipe", "log")
+    __slots__ = ("err", "in_pipe", "tally")
 
     def __init__(self) -> None:
         self.in_pipe = 0
         self.err = 0
-        self.log: list[int] = []
+        self.tally = Tally()
 
     @property
     def delivered(self) -> int:
-        return sum(self.log)
+        return self.tally.total()
 
 
 def relay_state() -> RelayState:
@@ -170,32 +170,22 @@ def relay_step(
     src: int, pipe_r: int, pipe_w: int, dst: int, pipe_size: int, budget: int, state: RelayState
 ) -> int:
     """The cffi backend's ``zc_relay_step``, over :func:`os.splice` (see there)."""
-    log = state.log
+    tally = state.tally
     moved = 0
     try:
         while True:
             if state.in_pipe > 0:
                 try:
-                    log.extend(
-                        map(
-                            os.splice,
-                            (pipe_r,),
-                            (dst,),
-                            (state.in_pipe,),
-                            (None,),
-                            (None,),
-                            (SPLICE_F_NONBLOCK,),
-                        )
+                    n = tally.call(
+                        os.splice, (pipe_r, dst, state.in_pipe, None, None, SPLICE_F_NONBLOCK)
                     )
                 except BlockingIOError:
                     return STEP_DST_FULL
-                n = log[-1]
                 if n == 0:
                     return STEP_DST_ZERO
                 state.in_pipe -= n
                 moved += n
-                if len(log) > 32:
-                    log[:] = (sum(log),)
+                tally.fold()
                 if moved >= budget:
                     return STEP_BUDGET_SPENT
                 continue

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from .. import _backend
 from .._errors import FALLBACK_ERRNOS, set_transferred
+from .._tally import Tally
 from .._types import StrOrBytesPath
 from . import kernel
 from .fileobj import copyfileobj
@@ -134,25 +135,23 @@ def _sendfile_all(fsrc: Any, fdst: Any, sfd: int, dfd: int) -> int:
     """sendfile from *sfd*'s position to *dfd*'s until end of file; 0 if it cannot start.
 
     The destination may be a device here (copy_file_range takes regular
-    files only), so its size is no count: each call's result is logged from
-    C (as :class:`~zerocopy._tally.Tally` does) before a signal handler can
-    run, and a failure carries the exact sum.
+    files only), so its size is no count: a :class:`~zerocopy._tally.Tally`
+    keeps each call's result from before a signal handler can run, and a
+    failure carries the exact sum.
     """
-    log: list[int] = []
+    tally = Tally()
     try:
-        while True:
-            log.extend(map(_sendfile, (dfd,), (sfd,), (None,), (_CFR_CHUNK,)))
-            if not log[-1]:
-                break
+        while tally.call(_sendfile, (dfd, sfd, None, _CFR_CHUNK)):
+            tally.fold()
     except BaseException as exc:
-        moved = sum(log)
+        moved = tally.total()
         if moved or not _not_here(exc):
             note_method("sendfile")
             kernel.name_files(exc, fsrc, fdst)
             set_transferred(exc, moved)
             raise
         return 0
-    moved = sum(log)
+    moved = tally.total()
     if moved:
         note_method("sendfile")
     return moved
