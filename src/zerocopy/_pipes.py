@@ -100,6 +100,18 @@ class PipePool:
                     return
         pipe.close()
 
+    def give_back(self, pipe: Pipe) -> None:
+        """Take back *pipe*, which the caller knows is empty, without asking the kernel.
+
+        For a relay direction whose pipe just drained: it keeps no pipe while
+        idle.  The pipe is pooled if there is room and closed otherwise.
+        """
+        with self._lock:
+            if len(self._idle) < self.maxsize:
+                self._idle.append(pipe)
+                return
+        pipe.close()
+
     @contextlib.contextmanager
     def lease(self) -> Iterator[Pipe]:
         """Lend a pipe for the ``with`` block; a pipe left with data is closed."""

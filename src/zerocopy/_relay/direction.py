@@ -12,6 +12,10 @@ pipe always means the destination socket is full.  No hot loop either way.
 The splices run in the backend's ``relay_step`` (one C call per step on the
 cffi backend), which returns why it stopped instead of raising EAGAIN and
 keeps the counts in the direction's ``state``.
+
+A direction holds a pipe from the pool only while bytes are in flight, so an
+idle relay holds none, and looks for the TCP urgent mark only after a call
+that read nothing (see :meth:`Direction._past_urgent_mark`).
 """
 
 from __future__ import annotations
@@ -68,19 +72,27 @@ class Direction:
         self.waiting: tuple[int, int] | None = None
 
     def step(self) -> bool:
-        """Move bytes until something would block; True if anything changed."""
+        """Move bytes until something would block; True if anything changed.
+
+        The direction holds a pipe only while bytes are in flight: it takes one
+        from the pool when it starts a step without one, and gives it back as
+        soon as the source is empty and the pipe has drained.  An idle relay
+        holds no pipe.  No pipe to be had (EMFILE, ENFILE) raises that
+        :class:`OSError`, counts exact as always.
+        """
         self.waiting = None
         if self.done:
             return False
-        if self.pipe is None:
-            self.pipe = self.pool.acquire()
         pipe = self.pipe
+        if pipe is None:
+            self.pipe = pipe = self.pool.acquire()
         backend = _backend.current()
         state = self.state
         before = (state.delivered, state.in_pipe)
         while True:
             # One call moves src -> pipe -> dst until something would block
             # (the backend's relay_step: one C call on the cffi backend).
+            seen = state.delivered + state.in_pipe
             status = backend.relay_step(
                 self.src_fd, pipe.r, pipe.w, self.dst_fd, pipe.size, STEP_BUDGET, state
             )
@@ -88,8 +100,7 @@ class Direction:
                 self.waiting = (self.dst_fd, select.POLLOUT)
                 break
             if status in (STEP_SRC_EMPTY, STEP_SRC_END):
-                # Either can also mean "stopped at TCP urgent data".
-                urgent = read_past_urgent_mark(self.src_fd, self.family)
+                urgent = self._past_urgent_mark(status, state.delivered + state.in_pipe == seen)
                 if urgent:
                     state.in_pipe += os.write(pipe.w, urgent)  # the pipe is empty
                     continue
@@ -97,6 +108,10 @@ class Direction:
                     self._finish()
                     return True
                 self.waiting = (self.src_fd, select.POLLIN)
+                if not state.in_pipe:
+                    # Idle until the source has bytes: the pipe goes back.
+                    self.pipe = None
+                    self.pool.give_back(pipe)
                 break
             if status == STEP_BUDGET_SPENT:
                 break  # waiting None: step again after the other side's turn
@@ -106,6 +121,19 @@ class Direction:
                 raise oserror(state.err, "splice")
             # EINTR: the loop's backward jump runs the signal handlers; go on.
         return (state.delivered, state.in_pipe) != before
+
+    def _past_urgent_mark(self, status: int, read_nothing: bool) -> bytes | None:
+        """Bytes past the source's TCP urgent mark if the step stopped there, else None.
+
+        splice stops at the urgent mark for good, with EAGAIN, or 0 once the
+        peer has ended the stream.  Only a call that read nothing can be
+        sitting there (one that read bytes stopped before the mark at worst,
+        and the wake-up after it reads nothing), so only then, or at an end
+        of stream, is the mark looked for: no ioctl after every EAGAIN.
+        """
+        if status == STEP_SRC_END or read_nothing:
+            return read_past_urgent_mark(self.src_fd, self.family)
+        return None
 
     @property
     def in_pipe(self) -> int:
@@ -129,7 +157,7 @@ class Direction:
         self.close()
 
     def close(self) -> None:
-        """Give the pipe back (the pool closes it if bytes are left in it)."""
+        """Give the pipe back, if it holds one (the pool closes it if bytes are left in it)."""
         pipe, self.pipe = self.pipe, None
         if pipe is not None:
             self.pool.release(pipe)
