@@ -12,28 +12,34 @@ connects to a proxy, sends ``--size`` bytes from a 1 MiB buffer with
 ``sendall``, shuts down writing and waits for the sink's answer (the byte
 count, relayed back through the proxy); the run's time is the client's, from
 connect to answer.  The sink reads with ``recv_into`` over one 1 MiB buffer.
-Proxy CPU is the toolkit's ``process_cpu`` of the proxy process, read from
-``/proc/<pid>/stat`` around each run (all of its threads; 10 ms ticks).  A
+Proxy CPU is the toolkit's ``process_tree_cpu`` of the proxy process, read
+from ``/proc/<pid>/stat`` around each run (all of its threads and live worker
+processes; 10 ms ticks).  A
 "direct" run (client to sink, no proxy) gives the ceiling.
 
 ``--concurrent N --duration S`` measures N connections at once for S seconds
 each run (``--connections 1,32,256``: one table per count, the proxies
 started once): every client connection sends as fast as it can until the
 deadline; the table gives the aggregate throughput, the proxy's CPU per GiB
-and its peak RSS and pipe descriptors (sampled every 50 ms), for
+and its peak RSS, pipe descriptors and bytes held in pipes (sampled every
+50 ms; the first process of a multi-process proxy only), for
 zerocopy.relay (a thread per connection), a Python ``recv_into``/``sendall``
 relay (a thread per direction, 1 MiB buffers), a plain asyncio
 StreamReader/StreamWriter relay, an asyncio relay on raw sockets
 (``sock_recv_into``/``sock_sendall``, 1 MiB buffers), ``zerocopy.aio.relay``
-on asyncio and on uvloop (if installed), and HAProxy.  Issue 13's targets
-(the relays against HAProxy's forced splice) are checked.
+on asyncio and on uvloop (if installed), each as one event loop, as two loops
+in two threads and as two forked worker processes (SO_REUSEPORT listeners on
+one port), and HAProxy.  Issue 13's targets (the relays against HAProxy's
+forced splice) are checked.
 
 HAProxy runs only if ``haproxy`` is on PATH (``apt-get install haproxy``),
 twice, each with a temporary configuration bound to loopback: ``mode tcp``
 with ``option splice-auto`` (the issue's baseline; its heuristics may never
 splice a single stream) and with ``option splice-request`` and
 ``splice-response`` plus ``tune.pipesize 1048576`` (splicing from the first
-byte through 1 MiB pipes, like zerocopy).
+byte through 1 MiB pipes, like zerocopy).  HAProxy 2.5 and later run a
+thread per core by default; with ``--connections`` the forced-splice
+configuration also runs with ``nbthread 1``, the match for one event loop.
 
     python benchmarks/bench_relay.py [--size 1G] [--repeat 5] [--json FILE]
     python benchmarks/bench_relay.py --concurrent 32 --duration 20 [--repeat 5]
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -55,6 +62,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +80,7 @@ from zerocopy._bench.toolkit import (
     machine,
     print_round,
     process_cpu,
+    process_tree_cpu,
     run_rounds,
 )
 
@@ -201,12 +210,29 @@ def role_proxy_asyncio(target: int) -> None:
     asyncio.run(main())
 
 
+def _listen_shared(n: int) -> list[socket.socket]:
+    """*n* listeners on one port (SO_REUSEPORT): the kernel spreads connections over them."""
+    listeners: list[socket.socket] = []
+    port = 0
+    for _ in range(n):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        ls.bind(("127.0.0.1", port))
+        ls.listen(256)
+        port = ls.getsockname()[1]
+        listeners.append(ls)
+    print(port, flush=True)
+    return listeners
+
+
 async def _serve_raw(
     handle: Callable[[asyncio.AbstractEventLoop, socket.socket], Any],
+    ls: socket.socket | None = None,
 ) -> None:
     """Accept on raw non-blocking sockets for ever, a task per connection."""
     loop = asyncio.get_running_loop()
-    ls = _listen()
+    if ls is None:
+        ls = _listen()
     ls.setblocking(False)
     tasks = set()
     while True:
@@ -217,8 +243,15 @@ async def _serve_raw(
         task.add_done_callback(tasks.discard)
 
 
-def role_proxy_aio(target: int) -> None:
-    """zerocopy.aio.relay on non-blocking sockets, one task per connection."""
+def role_proxy_aio(target: int, loops: int = 1, processes: int = 1) -> None:
+    """zerocopy.aio.relay on non-blocking sockets, one task per connection.
+
+    With *loops* > 1, that many threads each run an event loop of their own
+    with a listener of their own on the same port (SO_REUSEPORT); with
+    *processes* > 1, that many processes do (forked workers, as
+    ``uvicorn --workers`` runs them).  HAProxy runs a thread per core by
+    default.  The relay's splices release the GIL.
+    """
     import zerocopy.aio
 
     async def handle(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
@@ -234,15 +267,34 @@ def role_proxy_aio(target: int) -> None:
             up.close()
 
     _exit_when_stdin_closes()
-    asyncio.run(_serve_raw(handle))
+    if processes > 1:
+        listeners = _listen_shared(processes)
+        for ls in listeners[1:]:
+            if os.fork() == 0:  # a worker: it serves its listener until the parent dies
+                _die_with_parent()
+                asyncio.run(_serve_raw(handle, ls))
+                os._exit(0)
+        asyncio.run(_serve_raw(handle, listeners[0]))
+        return
+    if loops == 1:
+        asyncio.run(_serve_raw(handle))
+        return
+    workers = [
+        threading.Thread(target=lambda ls=ls: asyncio.run(_serve_raw(handle, ls)))
+        for ls in _listen_shared(loops)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
 
 
-def role_proxy_aio_uvloop(target: int) -> None:
+def role_proxy_aio_uvloop(target: int, loops: int = 1, processes: int = 1) -> None:
     """zerocopy.aio.relay as role_proxy_aio, on uvloop's event loop."""
     import uvloop
 
     uvloop.install()
-    role_proxy_aio(target)
+    role_proxy_aio(target, loops, processes)
 
 
 def role_proxy_asyncio_raw(target: int) -> None:
@@ -392,11 +444,20 @@ class HAProxy:
     """haproxy -db with a temporary mode tcp / option splice-auto configuration."""
 
     def __init__(
-        self, target: int, workdir: str, *, forced: bool = False, pipesize: int | None = None
+        self,
+        target: int,
+        workdir: str,
+        *,
+        forced: bool = False,
+        pipesize: int | None = None,
+        threads: int | None = None,
     ) -> None:
         with socket.create_server(("127.0.0.1", 0)) as probe:
             self.port = probe.getsockname()[1]
         tune = f"    tune.pipesize {pipesize}\n" if pipesize else ""
+        # HAProxy 2.5 and later run a thread per core unless told otherwise.
+        if threads:
+            tune += f"    nbthread {threads}\n"
         # splice-auto splices only once its heuristics call a stream "fast"; with
         # forced=True splice-request/splice-response splice from the first byte.
         splice = (
@@ -519,18 +580,23 @@ def _run_role(role: list[str]) -> int:
             "aio": role_proxy_aio,
             "aio-uvloop": role_proxy_aio_uvloop,
             "asyncio-raw": role_proxy_asyncio_raw,
-        }[name](int(rest[0]))
+        }[name](*map(int, rest))
     return 0
 
 
-_ROLES = {
-    "zerocopy.relay": "zerocopy",
-    "zerocopy.relay (threads)": "zerocopy",
-    "python relay 1M": "python",
-    "asyncio streams": "asyncio",
-    "zerocopy.aio.relay": "aio",
-    "zerocopy.aio.relay (uvloop)": "aio-uvloop",
-    "asyncio raw 1M": "asyncio-raw",
+# Each variant's role, and what follows the target port on its command line.
+_ROLES: dict[str, tuple[str, ...]] = {
+    "zerocopy.relay": ("zerocopy",),
+    "zerocopy.relay (threads)": ("zerocopy",),
+    "python relay 1M": ("python",),
+    "asyncio streams": ("asyncio",),
+    "zerocopy.aio.relay": ("aio",),
+    "zerocopy.aio.relay (uvloop)": ("aio-uvloop",),
+    "zerocopy.aio.relay (2 loops)": ("aio", "2"),
+    "zerocopy.aio.relay (uvloop 2 loops)": ("aio-uvloop", "2"),
+    "zerocopy.aio.relay (2 processes)": ("aio", "1", "2"),
+    "zerocopy.aio.relay (uvloop 2 processes)": ("aio-uvloop", "1", "2"),
+    "asyncio raw 1M": ("asyncio-raw",),
 }
 
 
@@ -545,45 +611,77 @@ def _start_proxies(
             "asyncio streams",
             "asyncio raw 1M",
             "zerocopy.aio.relay",
+            "zerocopy.aio.relay (2 loops)",
+            "zerocopy.aio.relay (2 processes)",
         ]
         if importlib.util.find_spec("uvloop") is not None:
-            wanted.append("zerocopy.aio.relay (uvloop)")
+            wanted += [
+                "zerocopy.aio.relay (uvloop)",
+                "zerocopy.aio.relay (uvloop 2 loops)",
+                "zerocopy.aio.relay (uvloop 2 processes)",
+            ]
     else:
         wanted = ["zerocopy.relay", "python relay 1M", "zerocopy.aio.relay"]
     proxies: dict[str, Any] = {}
     for name in wanted:
-        proxies[name] = Peer(_ROLES[name], str(sink))
+        role, *extra = _ROLES[name]
+        proxies[name] = Peer(role, str(sink), *extra)
         peers.append(proxies[name])
     if haproxy:
         proxies["haproxy splice-auto"] = HAProxy(sink, workdir)
         peers.append(proxies["haproxy splice-auto"])
         proxies["haproxy forced splice 1M"] = HAProxy(sink, workdir, forced=True, pipesize=MiB)
         peers.append(proxies["haproxy forced splice 1M"])
+        if concurrent:
+            # The default above runs a thread per core; one event loop is
+            # compared with one HAProxy thread too.
+            one = HAProxy(sink, workdir, forced=True, pipesize=MiB, threads=1)
+            proxies["haproxy forced splice 1M (1 thread)"] = one
+            peers.append(one)
     return proxies
 
 
 def _concurrent_targets(results: dict[str, list[Sample]]) -> list[c.Target]:
-    """Issue 13's targets: the relays against HAProxy's forced splice."""
+    """Issue 13's targets: the relays against HAProxy's forced splice.
+
+    HAProxy runs a thread per core by default (two here), so each relay is
+    held to that and, where it runs one event loop, also to one HAProxy
+    thread; the two-loop variants are HAProxy's match in threads.
+    """
     ref = "haproxy forced splice 1M"
+    one = "haproxy forced splice 1M (1 thread)"
+    pairs = [
+        ("zerocopy.aio.relay", ref),
+        ("zerocopy.aio.relay (uvloop)", ref),
+        ("zerocopy.relay (threads)", ref),
+        ("zerocopy.aio.relay (2 loops)", ref),
+        ("zerocopy.aio.relay (uvloop 2 loops)", ref),
+        ("zerocopy.aio.relay (2 processes)", ref),
+        ("zerocopy.aio.relay (uvloop 2 processes)", ref),
+        ("zerocopy.aio.relay", one),
+        ("zerocopy.aio.relay (uvloop)", one),
+    ]
     targets = []
-    if ref in results:
-        for name in (
-            "zerocopy.aio.relay",
-            "zerocopy.aio.relay (uvloop)",
-            "zerocopy.relay (threads)",
-        ):
-            targets.append(c.Target(name, ref, "throughput", 1.0))
-            targets.append(c.Target(name, ref, "cpu", 1.2))
+    for name, against in pairs:
+        if name in results and against in results:
+            targets.append(c.Target(name, against, "throughput", 1.0))
+            targets.append(c.Target(name, against, "cpu", 1.2))
     return targets
 
 
 class MemoryWatch:
-    """Peak RSS and pipe descriptors of process *pid*, sampled every 50 ms in a thread."""
+    """Peak RSS, pipe descriptors and bytes held in pipes of process *pid*, every 50 ms.
+
+    The bytes in a pipe are read with FIONREAD through ``/proc/<pid>/fd``:
+    opening a pipe's read end there gives another descriptor of the same
+    pipe.  Those bytes sit in pipe buffer pages, memory that RSS does not show.
+    """
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
         self.rss = 0
         self.pipes = 0
+        self.pipe_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -594,14 +692,25 @@ class MemoryWatch:
                 if line.startswith("VmRSS:"):
                     self.rss = max(self.rss, int(line.split()[1]) * KiB)
         pipes = 0
+        queued = 0
         fds = f"/proc/{self.pid}/fd"
         for name in os.listdir(fds):
+            path = os.path.join(fds, name)
             try:
-                if os.readlink(os.path.join(fds, name)).startswith("pipe:"):
-                    pipes += 1
+                if not os.readlink(path).startswith("pipe:"):
+                    continue
+                pipes += 1
+                if os.stat(path, follow_symlinks=False).st_mode & 0o400:  # a read end
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                    try:
+                        got = fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4)
+                        queued += struct.unpack("i", got)[0]
+                    finally:
+                        os.close(fd)
             except OSError:
                 continue  # closed meanwhile
         self.pipes = max(self.pipes, pipes)
+        self.pipe_bytes = max(self.pipe_bytes, queued)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -621,13 +730,22 @@ class MemoryWatch:
             self._thread.join()
 
     def info(self) -> dict[str, Any]:
-        return {"peak_rss_mib": self.rss / MiB, "peak_pipe_fds": self.pipes} if self.pid else {}
+        if not self.pid:
+            return {}
+        return {
+            "peak_rss_mib": self.rss / MiB,
+            "peak_pipe_fds": self.pipes,
+            "peak_pipe_mib": self.pipe_bytes / MiB,
+        }
 
 
 def _memory_notes(s: dict[str, Any]) -> str:
     if "peak_rss_mib" not in s:
         return ""
-    return f"RSS {s['peak_rss_mib']:.0f} MiB, {s['peak_pipe_fds']:.0f} pipe fds (peaks)"
+    return (
+        f"RSS {s['peak_rss_mib']:.0f} MiB, {s['peak_pipe_fds']:.0f} pipe fds, "
+        f"{s.get('peak_pipe_mib', 0):.1f} MiB in pipes (peaks)"
+    )
 
 
 def _targets(results: dict[str, list[Sample]]) -> list[c.Target]:
@@ -693,13 +811,13 @@ def _measure(
 
     def variant(name: str, port: int, pid: int | None) -> Callable[[], Sample]:
         def run() -> Sample:
-            cpu0 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
+            cpu0 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
             with MemoryWatch(pid) as mem:
                 if n:
                     answer = client.ask(f"many {port} {n} {args.duration}")
                 else:
                     answer = client.ask(f"one {port} {args.size} {int(args.verify)}")
-            cpu1 = process_cpu(pid) if pid else CpuTimes(0.0, 0.0)
+            cpu1 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
             status, seconds, total, *_err = answer.split(maxsplit=3)
             if status != "ok":
                 raise AssertionError(f"{name}: transfer failed: {answer.strip()}")
@@ -714,6 +832,8 @@ def _measure(
 
     info = machine()
     info["haproxy"] = haproxy or "not installed: skipped"
+    if haproxy:
+        info["haproxy_threads"] = f"its default (a thread per core: {os.cpu_count()}) unless named"
     info["proxy_cpu"] = "the proxy process's, from /proc/<pid>/stat (10 ms ticks)"
     info["proxy_memory"] = "peak VmRSS and pipe fds of the proxy (stdio pipes too), every 50 ms"
     if n:
