@@ -224,6 +224,43 @@ class TestPipeProperties:
         finally:
             p.clear()
 
+    def test_small_pipe_is_used_but_not_kept(
+        self, pool: PipePool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """F_SETPIPE_SZ refused (the per-user pipe budget): the small pipe works, then is closed."""
+        monkeypatch.setattr(_pipes, "_F_SETPIPE_SZ", -1)  # every F_SETPIPE_SZ fails (EINVAL)
+        with pool.lease() as pipe:
+            assert pipe.size == fcntl.fcntl(pipe.w, fcntl.F_GETPIPE_SZ) < pool.pipe_size
+            assert os.write(pipe.w, b"x") == 1
+            assert os.read(pipe.r, 1) == b"x"
+            small = (pipe.r, pipe.w)
+        assert len(pool) == 0
+        assert all(_closed(fd) for fd in small)
+        pipe = pool.acquire()
+        small = (pipe.r, pipe.w)
+        pool.give_back(pipe)
+        assert len(pool) == 0
+        assert all(_closed(fd) for fd in small)
+        monkeypatch.undo()
+        with pool.lease() as pipe:  # the budget has room again: full-sized, and kept
+            assert pipe.size == pool.pipe_size
+        assert len(pool) == 1
+
+    def test_give_back_keeps_up_to_maxsize(self) -> None:
+        """give_back pools an empty pipe while there is room and closes it after that."""
+        p = PipePool(maxsize=1)
+        try:
+            a, b = p.acquire(), p.acquire()
+            p.give_back(a)
+            kept = (b.r, b.w)
+            p.give_back(b)
+            assert len(p) == 1
+            assert p.acquire() is a
+            assert all(_closed(fd) for fd in kept)
+            p.give_back(a)
+        finally:
+            p.clear()
+
     def test_pipe_is_blocking(self, pool: PipePool) -> None:
         """Pool pipes are in blocking mode (SPLICE_F_NONBLOCK is per call)."""
         with pool.lease() as pipe:

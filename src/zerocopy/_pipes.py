@@ -57,7 +57,8 @@ class PipePool:
     """A thread-safe, bounded pool of pipes for splice.
 
     *maxsize* bounds the idle pipes kept (each holds two fds); *pipe_size* is
-    the capacity asked for, capped at ``pipe-max-size``.  :meth:`lease` lends
+    the capacity asked for, capped at ``pipe-max-size``; a pipe that came out
+    smaller (the per-user pipe budget) is used but not kept.  :meth:`lease` lends
     a pipe for a ``with`` block and takes it back only if it is empty.
     """
 
@@ -76,9 +77,19 @@ class PipePool:
         try:
             size = fcntl.fcntl(w, _F_SETPIPE_SZ, self.pipe_size)
         except OSError:
-            # EPERM past the per-user pipe-page budget: a default pipe still works.
+            # EPERM past the per-user pipe-page budget (pipe-user-pages-soft):
+            # the small pipe the kernel gave still works, and is not pooled.
             size = fcntl.fcntl(w, _F_GETPIPE_SZ)
         return Pipe(r, w, size)
+
+    def _keeps(self, pipe: Pipe) -> bool:
+        """Whether the pool keeps this empty pipe: a full-sized one, while there is room.
+
+        A pipe made small by the per-user budget is closed rather than kept,
+        so that the pipes made once the budget has room again are full-sized.
+        Called with the lock held.
+        """
+        return pipe.size >= self.pipe_size and len(self._idle) < self.maxsize
 
     def acquire(self) -> Pipe:
         """Return an empty pipe; raises :class:`OSError` (EMFILE...) if none can be made."""
@@ -95,7 +106,7 @@ class PipePool:
             empty = False
         if empty:
             with self._lock:
-                if len(self._idle) < self.maxsize:
+                if self._keeps(pipe):
                     self._idle.append(pipe)
                     return
         pipe.close()
@@ -107,7 +118,7 @@ class PipePool:
         idle.  The pipe is pooled if there is room and closed otherwise.
         """
         with self._lock:
-            if len(self._idle) < self.maxsize:
+            if self._keeps(pipe):
                 self._idle.append(pipe)
                 return
         pipe.close()
