@@ -792,8 +792,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in reversed(peers):
             p.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    for title, info, results, base, targets, size in published:
+    json_path = args.json
+    for n, (title, info, results, base, targets, size) in zip(
+        counts or [0], published, strict=True
+    ):
         args.size = size
+        if json_path and len(published) > 1:
+            # One file per connection count: FILE.json -> FILE-32.json ...
+            stem, dot, ext = json_path.rpartition(".")
+            args.json = f"{stem}-{n}.{ext}" if dot else f"{json_path}-{n}"
         c.publish(title, args, info, results, base, targets, _memory_notes)
     return 0
 
@@ -834,8 +841,11 @@ def _measure(
     info["haproxy"] = haproxy or "not installed: skipped"
     if haproxy:
         info["haproxy_threads"] = f"its default (a thread per core: {os.cpu_count()}) unless named"
-    info["proxy_cpu"] = "the proxy process's, from /proc/<pid>/stat (10 ms ticks)"
-    info["proxy_memory"] = "peak VmRSS and pipe fds of the proxy (stdio pipes too), every 50 ms"
+    info["proxy_cpu"] = "the proxy's and its live workers', from /proc/<pid>/stat (10 ms ticks)"
+    info["proxy_memory"] = (
+        "peak VmRSS, pipe fds (stdio pipes too) and bytes in pipes of the proxy's"
+        " first process, every 50 ms"
+    )
     if n:
         info["connections"] = n
         info["duration_s"] = args.duration
