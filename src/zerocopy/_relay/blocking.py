@@ -17,7 +17,8 @@ __all__ = ["relay"]
 def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -> tuple[int, int]:
     """Copy both directions between connected stream sockets *a* and *b* until both end.
 
-    Bytes go through the kernel with ``splice`` via two pooled pipes.  An end
+    Bytes go through the kernel with ``splice`` via pooled pipes, one per
+    direction while it has bytes in flight (an idle relay holds none).  An end
     of stream from one side becomes ``shutdown(SHUT_WR)`` on the other, and
     the other direction carries on.  Returns ``(a_to_b, b_to_a)``.
 
