@@ -155,7 +155,7 @@ class TestAsyncioIdle:
             for t in pushers:
                 t.start()
             held = 0
-            for _ in range(200):
+            for _ in range(1000):  # up to 20 s, for a loaded machine
                 await asyncio.sleep(0.02)
                 held = pipes_beyond(before)
                 if held == 2 * BLOCKED:
