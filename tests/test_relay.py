@@ -11,6 +11,7 @@ default pipe pool's idle pipes aside) and no thread behind.
 
 from __future__ import annotations
 
+import os
 import random
 import select
 import selectors
@@ -741,6 +742,112 @@ class TestConcurrent:
 
 
 # --- one direction ------------------------------------------------------------
+
+
+class _Cut(Exception):
+    """Stands for a signal handler's exception striking between two statements."""
+
+
+class _Holder:
+    __slots__ = ("pipe",)
+
+    def __init__(self) -> None:
+        self.pipe: Any = None
+
+
+class TestPipeHandOver:
+    """A direction's pipe is never lost nor pooled twice when an exception cuts a hand-over."""
+
+    def _direction(self, pool: PipePool) -> tuple[Direction, list[socket.socket]]:
+        src_peer, src = socket.socketpair()
+        dst, dst_peer = socket.socketpair()
+        for s in (src, dst):
+            s.setblocking(False)
+        return Direction(src, dst, pool=pool), [src_peer, src, dst, dst_peer]
+
+    def test_cut_after_give_back(
+        self, backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The pool has the pipe and the direction still points at it: pooled once after close()."""
+        pool = PipePool(maxsize=2)
+        d, socks = self._direction(pool)
+        real = pool.give_back
+
+        def give_back_then_cut(pipe: Any) -> None:
+            real(pipe)
+            raise _Cut
+
+        try:
+            monkeypatch.setattr(pool, "give_back", give_back_then_cut)
+            socks[0].sendall(b"abc")
+            with pytest.raises(_Cut):
+                d.step()
+            assert d.pipe is not None
+            assert list(pool._idle) == [d.pipe]
+            d.close()
+            assert d.pipe is None
+            assert len(pool) == 1  # once, not twice
+            assert socks[3].recv(10) == b"abc"
+        finally:
+            pool.clear()
+            for s in socks:
+                s.close()
+
+    def test_cut_after_give_back_then_taken_by_another(
+        self, backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another holder took the pipe since: the cut direction's close() leaves it alone."""
+        pool = PipePool(maxsize=2)
+        d, socks = self._direction(pool)
+        real = pool.give_back
+
+        def give_back_then_cut(pipe: Any) -> None:
+            real(pipe)
+            raise _Cut
+
+        other = _Holder()
+        try:
+            monkeypatch.setattr(pool, "give_back", give_back_then_cut)
+            with pytest.raises(_Cut):
+                d.step()
+            taken = pool.take(other)
+            assert taken is d.pipe
+            assert os.write(taken.w, b"in use") == 6  # the other holder's bytes
+            d.close()
+            assert len(pool) == 0  # not pooled while the other holder has it
+            assert taken.r >= 0  # nor closed under it
+            assert taken.queued() == 6
+            pool.release(taken, other)  # bytes left in it: closed
+            assert taken.r == -1
+        finally:
+            pool.clear()
+            for s in socks:
+                s.close()
+
+    def test_cut_right_after_take(
+        self, backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An exception as soon as take() returns: the pipe is held, close() pools it."""
+        pool = PipePool(maxsize=2)
+        d, socks = self._direction(pool)
+        real = pool.take
+
+        def take_then_cut(holder: Any) -> Any:
+            real(holder)
+            raise _Cut
+
+        try:
+            monkeypatch.setattr(pool, "take", take_then_cut)
+            with pytest.raises(_Cut):
+                d.step()
+            assert d.pipe is not None
+            assert len(pool) == 0
+            d.close()
+            assert len(pool) == 1
+        finally:
+            pool.clear()
+            for s in socks:
+                s.close()
 
 
 class TestDirection:

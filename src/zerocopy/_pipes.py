@@ -15,6 +15,7 @@ import os
 import termios
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["Pipe", "PipePool", "default_pool"]
 
@@ -32,14 +33,19 @@ def _pipe_max_size() -> int:
 
 
 class Pipe:
-    """One pipe: ``r`` and ``w`` are its fds, ``size`` its capacity in bytes."""
+    """One pipe: ``r`` and ``w`` are its fds, ``size`` its capacity in bytes.
 
-    __slots__ = ("r", "size", "w")
+    ``holder`` is the object that took it with :meth:`PipePool.take`, until
+    it gives it back (None for a pooled pipe or one from :meth:`acquire`).
+    """
+
+    __slots__ = ("holder", "r", "size", "w")
 
     def __init__(self, r: int, w: int, size: int) -> None:
         self.r = r
         self.w = w
         self.size = size
+        self.holder: object | None = None
 
     def queued(self) -> int:
         """Bytes waiting in the pipe (``FIONREAD``)."""
@@ -98,8 +104,44 @@ class PipePool:
                 return self._idle.pop()
         return self._new()
 
-    def release(self, pipe: Pipe) -> None:
-        """Take *pipe* back if it is empty and there is room; close it otherwise."""
+    def take(self, holder: Any) -> Pipe:
+        """Give *holder* an empty pipe, as ``holder.pipe``, and return it.
+
+        For a relay direction, which takes and gives back a pipe at every
+        burst.  A signal handler's exception can strike after any call
+        returns.  So ``holder.pipe`` is set before the pipe leaves the idle
+        list, and the pipe always has an owner that :meth:`release` can find.
+        The pipe is also marked as the holder's, so a release after a
+        hand-over that was cut short cannot pool a pipe that someone else
+        has taken since.  Raises :class:`OSError` (EMFILE...) if no pipe can
+        be made.
+        """
+        with self._lock:
+            idle = self._idle
+            if idle:
+                pipe = idle[-1]
+                pipe.holder = holder
+                holder.pipe = pipe
+                idle.pop()
+                return pipe
+        pipe = self._new()
+        pipe.holder = holder
+        holder.pipe = pipe
+        return pipe
+
+    def release(self, pipe: Pipe, holder: object | None = None) -> None:
+        """Take *pipe* back if it is empty and there is room; close it otherwise.
+
+        *holder* is who took it with :meth:`take` (None after :meth:`acquire`).
+        A pipe no longer theirs (given back already, maybe taken by another
+        since) is left alone.
+        """
+        with self._lock:
+            if pipe.holder is not holder:
+                return
+            if any(p is pipe for p in self._idle):
+                pipe.holder = None  # pooled by a give_back that was cut short
+                return
         try:
             empty = pipe.r >= 0 and pipe.queued() == 0
         except OSError:
@@ -108,6 +150,7 @@ class PipePool:
             with self._lock:
                 if self._keeps(pipe):
                     self._idle.append(pipe)
+                    pipe.holder = None
                     return
         pipe.close()
 
@@ -115,11 +158,14 @@ class PipePool:
         """Take back *pipe*, which the caller knows is empty, without asking the kernel.
 
         For a relay direction whose pipe just drained: it keeps no pipe while
-        idle.  The pipe is pooled if there is room and closed otherwise.
+        idle.  The pipe is pooled if there is room and closed otherwise.  The
+        holder clears its ``pipe`` after this returns; if an exception comes
+        in between, its :meth:`release` of the pipe is a no-op.
         """
         with self._lock:
             if self._keeps(pipe):
                 self._idle.append(pipe)
+                pipe.holder = None
                 return
         pipe.close()
 

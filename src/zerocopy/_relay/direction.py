@@ -85,7 +85,7 @@ class Direction:
             return False
         pipe = self.pipe
         if pipe is None:
-            self.pipe = pipe = self.pool.acquire()
+            pipe = self.pool.take(self)  # sets self.pipe first: see PipePool.take
         backend = _backend.current()
         state = self.state
         before = (state.delivered, state.in_pipe)
@@ -110,8 +110,10 @@ class Direction:
                 self.waiting = (self.src_fd, select.POLLIN)
                 if not state.in_pipe:
                     # Idle until the source has bytes: the pipe goes back.
-                    self.pipe = None
+                    # self.pipe is cleared only once the pool has it, so an
+                    # exception in between leaves it to close(), never lost.
                     self.pool.give_back(pipe)
+                    self.pipe = None
                 break
             if status == STEP_BUDGET_SPENT:
                 break  # waiting None: step again after the other side's turn
@@ -158,9 +160,10 @@ class Direction:
 
     def close(self) -> None:
         """Give the pipe back, if it holds one (the pool closes it if bytes are left in it)."""
-        pipe, self.pipe = self.pipe, None
+        pipe = self.pipe
         if pipe is not None:
-            self.pool.release(pipe)
+            self.pool.release(pipe, self)  # a no-op if the pool has it already
+            self.pipe = None
 
 
 def annotate(exc: BaseException, ab: Direction | None, ba: Direction | None) -> BaseException:
