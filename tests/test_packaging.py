@@ -154,6 +154,24 @@ class TestMetadata:
         assert requires == ["setuptools>=77", "cffi>=1.17"]
 
 
+class TestCibuildwheel:
+    def test_config(self) -> None:
+        """x86_64 and aarch64 manylinux wheels, the extension required, a smoke test per wheel."""
+        with PYPROJECT.open("rb") as f:
+            config = tomllib.load(f)["tool"]["cibuildwheel"]
+        assert config["linux"]["archs"] == ["x86_64", "aarch64"]
+        assert config["build"] == ["cp3*-manylinux_*"]
+        assert config["environment"]["ZEROCOPY_REQUIRE_EXTENSION"] == "1"
+        assert "--only-plat" in config["linux"]["repair-wheel-command"]
+        commands = config["test-command"]
+        assert commands[0] == "python -m zerocopy info --require-extension"
+        # The smoke test's files exist and travel to the test environment.
+        tested = [w for c in commands for w in c.split() if w.startswith("tests/")]
+        assert tested
+        assert all((ROOT / path).is_file() for path in tested), tested
+        assert "tests" in config["test-sources"]
+
+
 @pytest.mark.slow
 class TestBuild:
     def test_sdist_holds_what_the_tests_read(self, tmp_path: Path) -> None:
