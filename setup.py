@@ -16,6 +16,7 @@ CPython 3.11 and later.  Free-threaded interpreters have no stable ABI
 from __future__ import annotations
 
 import os
+import re
 import sys
 import sysconfig
 
@@ -70,6 +71,15 @@ def _warn(exc: BaseException) -> None:
     )
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for the marker: the compiler's full command line says nothing more."""
+    text = str(exc)
+    failed = re.match(r"Command '\['([^']*)'.*returned non-zero exit status (\d+)", text, re.S)
+    if failed:
+        text = f"the compiler {failed[1]!r} exited with status {failed[2]}"
+    return f"{type(exc).__name__}: {text}"
+
+
 def _free_threaded() -> bool:
     return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
@@ -109,7 +119,7 @@ class OptionalBuildExt(build_ext):
         directory = os.path.dirname(self.get_ext_fullpath(fullname))
         os.makedirs(directory, exist_ok=True)
         with open(os.path.join(directory, MARKER), "w", encoding="utf-8") as f:
-            f.write(f"{type(exc).__name__}: {exc}\n")
+            f.write(_reason(exc) + "\n")
 
 
 setup(
