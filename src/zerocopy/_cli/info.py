@@ -66,18 +66,23 @@ def collect() -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     data = collect()
-    # Exit status 1 lets an install script or a container build stop on a copy
-    # that silently fell back to the os backend.
-    status = 1 if args.require_extension and data["compiled_module"] != "loaded" else 0
-    if status:
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        _print_text(data)
+    if args.require_extension and data["compiled_module"] != "loaded":
+        # Exit status 1 lets an install script or a container build stop on a
+        # copy that fell back to the os backend.
         print(
             "zerocopy info: --require-extension: the compiled module is not loaded; "
             f"rebuild it with: {data['rebuild_command']}",
             file=sys.stderr,
         )
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return status
+        return 1
+    return 0
+
+
+def _print_text(data: dict[str, Any]) -> None:
     rows = [
         ("zerocopy", data["zerocopy"]),
         ("backend", data["backend"]),
@@ -100,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
         if key == "  " + next(iter(data["features"])):
             print("features:")
         print(f"{key:<{width}}  {value}")
-    return status
 
 
 def add_parser(sub: Any) -> None:
