@@ -13,6 +13,7 @@ import platform
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 import zerocopy
+from conftest import only_backend
 from zerocopy import _backend, _constants
 
 SIX = sorted(_constants.FEATURE_NAMES)
@@ -171,3 +173,49 @@ class TestCommandLine:
         proc = _run("--help", backend="os", cwd=tmp_path)
         assert proc.returncode == 0
         assert "info" in proc.stdout
+
+
+@pytest.fixture
+def cffi_backend() -> Iterator[ModuleType]:
+    """The compiled module loads (or the test is deselected on the os backend)."""
+    yield from only_backend("cffi")
+
+
+class TestRequireExtension:
+    def test_loaded_exits_zero(self, cffi_backend: ModuleType, tmp_path: Path) -> None:
+        """--require-extension exits 0 and says nothing more when the compiled module loads."""
+        for args in (["info", "--require-extension"], ["info", "--json", "--require-extension"]):
+            proc = _run(*args, backend="auto", cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stderr == ""
+        data = json.loads(proc.stdout)
+        assert data["compiled_module"] == "loaded"
+        assert data["rebuild_command"] is None
+        assert "rebuild with" not in _run("info", backend="auto", cwd=tmp_path).stdout
+
+    def test_unavailable_exits_one(self, tmp_path: Path) -> None:
+        """No compiled module: --require-extension exits 1 and gives the rebuild command."""
+        from zerocopy import _extension
+
+        # A sitecustomize that hides the compiled module, as a build without a
+        # compiler leaves it; info still prints everything else.
+        (tmp_path / "sitecustomize.py").write_text(
+            "import sys\nsys.modules['zerocopy._zerocopy_cffi'] = None\n", encoding="utf-8"
+        )
+        path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, _backend.ENV_VAR: "os"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "zerocopy", "info", "--require-extension"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1
+        rows = _rows(proc.stdout)
+        assert rows["compiled module"].startswith("unavailable: zerocopy's compiled module is not")
+        assert rows["rebuild with"] == _extension.rebuild_command()
+        assert "--no-cache-dir" in rows["rebuild with"]
+        assert proc.stderr.startswith("zerocopy info: --require-extension: the compiled module")
+        assert proc.stderr.rstrip().endswith(_extension.rebuild_command())

@@ -13,7 +13,9 @@ the package index or its cache.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,9 @@ _IGNORE = shutil.ignore_patterns(
     ".ruff_cache",
     "_build",
 )
+
+#: The rebuild command's fixed part: this interpreter's pip, past the cache.
+_REBUILD = ["-m", "pip", "install", "--force-reinstall", "--no-deps", "--no-cache-dir"]
 
 _INDEX_DOWN = ("Could not find a version that satisfies", "No matching distribution found")
 
@@ -124,9 +129,17 @@ class TestNoCompiler:
         assert "building 'zerocopy._zerocopy_cffi' extension" in output
         assert "*** WARNING: zerocopy's C extension could not be built" in output
         assert "ZEROCOPY_REQUIRE_EXTENSION=1" in output
+        # The cure: a compiler, then a rebuild that bypasses pip's wheel cache.
+        assert "install a C compiler and the Python headers" in output
+        assert "pip install --force-reinstall --no-deps --no-cache-dir ." in output
+        assert "python -m zerocopy info` prints the exact command" in output
         assert (target / "zerocopy" / "__init__.py").is_file()
         assert (target / "zerocopy" / "py.typed").is_file()
         assert not list(target.rglob("*.so"))
+        # The reason travels with the package, for the import warning and info.
+        marker = (target / "zerocopy" / "_extension_missing.txt").read_text(encoding="utf-8")
+        assert marker.startswith("CompileError: ")
+        assert "'false'" in marker
 
     def test_imports_on_os_backend(
         self, installed: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
@@ -160,6 +173,8 @@ class TestNoCompiler:
         ]
         assert "RuntimeWarning: zerocopy is using its os backend" in child.stderr
         assert "compiled module is not available" in child.stderr
+        assert "the C extension was not built at install time (CompileError: " in child.stderr
+        assert "--no-cache-dir" in child.stderr
 
     def test_cffi_backend_refused(
         self, installed: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
@@ -188,6 +203,38 @@ class TestNoCompiler:
         assert child.returncode == 0, child.stderr
         assert '"backend": "os"' in child.stdout
         assert '"compiled_module": "unavailable: ' in child.stdout
+        data = json.loads(child.stdout)
+        assert data["extension_build_failure"].startswith("CompileError: ")
+        # pip recorded the source directory (PEP 610): rebuild from exactly there.
+        assert data["rebuild_command"] == shlex.join(
+            [sys.executable, *_REBUILD, str(target.parent / "source")]
+        )
+
+    def test_require_extension_fails(
+        self, installed: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+    ) -> None:
+        """info --require-extension on that install exits 1 and names the rebuild command."""
+        proc, target = installed
+        assert proc.returncode == 0
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-W",
+                "ignore::RuntimeWarning",
+                "-m",
+                "zerocopy",
+                "info",
+                "--require-extension",
+            ],
+            env=_env(PYTHONPATH=str(target)),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert child.returncode == 1
+        assert "--require-extension: the compiled module is not loaded" in child.stderr
+        assert f"--no-cache-dir {target.parent / 'source'}" in child.stderr
 
 
 class TestRequireExtension:
@@ -201,3 +248,88 @@ class TestRequireExtension:
         assert "'false'" in output
         assert "*** WARNING" not in output
         assert not (target / "zerocopy").exists()
+
+
+def _info(python: Path, cwd: Path) -> dict[str, object]:
+    child = subprocess.run(
+        [str(python), "-W", "ignore::RuntimeWarning", "-m", "zerocopy", "info", "--json"],
+        env=_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout)  # type: ignore[no-any-return]
+
+
+class TestPipCache:
+    def test_rebuild_command_cures_a_cached_wheel(self, tmp_path: Path) -> None:
+        """After a compiler-less build pip reuses its cached wheel; info's command rebuilds."""
+        if not (ROOT / "setup.py").is_file() or not (ROOT / "csrc").is_dir():
+            pytest.skip(f"{ROOT} is not a source checkout (no setup.py or csrc/)")
+        source = tmp_path / "source"
+        shutil.copytree(ROOT, source, ignore=_IGNORE)
+        # An sdist, as pip would download it: pip caches the wheels it builds
+        # from a named sdist (an index's, or `name @ URL`; never a bare path
+        # or a local directory) and installs the cached one next time.
+        built = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, setuptools.build_meta as b\nprint(b.build_sdist(sys.argv[1]))",
+                str(tmp_path / "sdist"),
+            ],
+            env=_env(),
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert built.returncode == 0, built.stderr[-3000:]
+        sdist = tmp_path / "sdist" / built.stdout.split()[-1]
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        python = venv / "bin" / "python"
+        cache = tmp_path / "pip-cache"
+
+        def pip(*args: str, **extra: str) -> None:
+            proc = subprocess.run(
+                [str(python), "-m", "pip", *args],
+                env=_env(PIP_CACHE_DIR=str(cache), **extra),
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            output = proc.stdout + proc.stderr
+            if proc.returncode != 0 and any(text in output for text in _INDEX_DOWN):
+                pytest.skip("pip could not fetch cffi or the build requirements")
+            assert proc.returncode == 0, output[-3000:]
+
+        pip("install", "cffi>=1.17")
+        requirement = f"zerocopy-io @ {sdist.as_uri()}"
+        pip("install", "--no-deps", requirement, CC="false")
+        first = _info(python, tmp_path)
+        assert first["backend"] == "os"
+        assert str(first["extension_build_failure"]).startswith("CompileError: ")
+        # The compiler is back, but pip installs the wheel it cached: still os.
+        pip("install", "--force-reinstall", "--no-deps", requirement)
+        second = _info(python, tmp_path)
+        assert second["backend"] == "os", "pip no longer reuses its cached wheel"
+        command = str(second["rebuild_command"])
+        assert command == shlex.join([str(python), *_REBUILD, str(sdist)])
+        # info's own command, as a user would paste it.
+        proc = subprocess.run(
+            shlex.split(command),
+            env=_env(PIP_CACHE_DIR=str(cache)),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        third = _info(python, tmp_path)
+        assert third["backend"] == "cffi"
+        assert third["compiled_module"] == "loaded"
+        assert third["extension_build_failure"] is None

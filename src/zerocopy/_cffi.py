@@ -12,12 +12,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import oserror
+from ._extension import unavailable
 from ._tally import Tally
 
 try:
     from ._zerocopy_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - exercised by the no-compiler test
-    raise ImportError(f"zerocopy's compiled module is not available: {exc}") from exc
+    raise ImportError(unavailable(exc)) from exc
 
 __all__ = [
     "NAME",

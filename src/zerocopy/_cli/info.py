@@ -9,7 +9,7 @@ import resource
 import sys
 from typing import Any
 
-from .. import _backend, _constants
+from .. import _backend, _constants, _extension
 
 __all__ = ["add_parser", "collect", "run"]
 
@@ -38,15 +38,21 @@ def collect() -> dict[str, Any]:
     features = _backend.features()
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     compiled: str | None
+    rebuild: str | None = None
     try:
         _backend.load("cffi")
         compiled = "loaded"
     except ImportError as exc:
         compiled = f"unavailable: {exc}"
+        rebuild = _extension.rebuild_command()
     return {
         "zerocopy": zerocopy.__version__,
         "backend": backend.NAME,
         "compiled_module": compiled,
+        # Why the install's build left the module out (None: it did not fail,
+        # or this copy was not built here), and how to build it again.
+        "extension_build_failure": _extension.build_failure(),
+        "rebuild_command": rebuild,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "executable": sys.executable,
         "kernel": platform.release(),
@@ -62,11 +68,26 @@ def run(args: argparse.Namespace) -> int:
     data = collect()
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
+    else:
+        _print_text(data)
+    if args.require_extension and data["compiled_module"] != "loaded":
+        # Exit status 1 lets an install script or a container build stop on a
+        # copy that fell back to the os backend.
+        print(
+            "zerocopy info: --require-extension: the compiled module is not loaded; "
+            f"rebuild it with: {data['rebuild_command']}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_text(data: dict[str, Any]) -> None:
     rows = [
         ("zerocopy", data["zerocopy"]),
         ("backend", data["backend"]),
         ("compiled module", data["compiled_module"]),
+        *([("rebuild with", data["rebuild_command"])] if data["rebuild_command"] else []),
         ("python", f"{data['python']} ({data['executable']})"),
         ("kernel", f"{data['kernel']} {data['machine']}"),
     ]
@@ -84,10 +105,14 @@ def run(args: argparse.Namespace) -> int:
         if key == "  " + next(iter(data["features"])):
             print("features:")
         print(f"{key:<{width}}  {value}")
-    return 0
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("info", help="show backend, features and kernel limits")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--require-extension",
+        action="store_true",
+        help="exit with status 1 when the compiled module does not load",
+    )
     parser.set_defaults(func=run)
