@@ -748,6 +748,17 @@ class _Cut(Exception):
     """Stands for a signal handler's exception striking between two statements."""
 
 
+def _cut_after(monkeypatch: pytest.MonkeyPatch, pool: PipePool, name: str) -> None:
+    """Make *pool*'s method *name* do its work, then raise _Cut, as a handler could."""
+    real = getattr(pool, name)
+
+    def then_cut(arg: Any) -> None:
+        real(arg)
+        raise _Cut
+
+    monkeypatch.setattr(pool, name, then_cut)
+
+
 class _Holder:
     __slots__ = ("pipe",)
 
@@ -771,14 +782,8 @@ class TestPipeHandOver:
         """The pool has the pipe and the direction still points at it: pooled once after close()."""
         pool = PipePool(maxsize=2)
         d, socks = self._direction(pool)
-        real = pool.give_back
-
-        def give_back_then_cut(pipe: Any) -> None:
-            real(pipe)
-            raise _Cut
-
         try:
-            monkeypatch.setattr(pool, "give_back", give_back_then_cut)
+            _cut_after(monkeypatch, pool, "give_back")
             socks[0].sendall(b"abc")
             with pytest.raises(_Cut):
                 d.step()
@@ -799,15 +804,9 @@ class TestPipeHandOver:
         """Another holder took the pipe since: the cut direction's close() leaves it alone."""
         pool = PipePool(maxsize=2)
         d, socks = self._direction(pool)
-        real = pool.give_back
-
-        def give_back_then_cut(pipe: Any) -> None:
-            real(pipe)
-            raise _Cut
-
         other = _Holder()
         try:
-            monkeypatch.setattr(pool, "give_back", give_back_then_cut)
+            _cut_after(monkeypatch, pool, "give_back")
             with pytest.raises(_Cut):
                 d.step()
             taken = pool.take(other)
@@ -830,14 +829,8 @@ class TestPipeHandOver:
         """An exception as soon as take() returns: the pipe is held, close() pools it."""
         pool = PipePool(maxsize=2)
         d, socks = self._direction(pool)
-        real = pool.take
-
-        def take_then_cut(holder: Any) -> Any:
-            real(holder)
-            raise _Cut
-
         try:
-            monkeypatch.setattr(pool, "take", take_then_cut)
+            _cut_after(monkeypatch, pool, "take")
             with pytest.raises(_Cut):
                 d.step()
             assert d.pipe is not None

@@ -147,12 +147,9 @@ class PipePool:
         except OSError:
             empty = False
         if empty:
-            with self._lock:
-                if self._keeps(pipe):
-                    self._idle.append(pipe)
-                    pipe.holder = None
-                    return
-        pipe.close()
+            self._pool_or_close(pipe)
+        else:
+            pipe.close()
 
     def give_back(self, pipe: Pipe) -> None:
         """Take back *pipe*, which the caller knows is empty, without asking the kernel.
@@ -162,9 +159,13 @@ class PipePool:
         holder clears its ``pipe`` after this returns; if an exception comes
         in between, its :meth:`release` of the pipe is a no-op.
         """
+        self._pool_or_close(pipe)
+
+    def _pool_or_close(self, pipe: Pipe) -> None:
+        """Pool the empty *pipe* if the pool keeps it (no holder then); close it otherwise."""
         with self._lock:
             if self._keeps(pipe):
-                self._idle.append(pipe)
+                self._idle.append(pipe)  # then no holder: a cut here leaves it to release()
                 pipe.holder = None
                 return
         pipe.close()
