@@ -147,7 +147,7 @@ class PipePool:
         except OSError:
             empty = False
         if empty:
-            self._pool_or_close(pipe)
+            self.give_back(pipe)
         else:
             pipe.close()
 
@@ -159,10 +159,6 @@ class PipePool:
         holder clears its ``pipe`` after this returns; if an exception comes
         in between, its :meth:`release` of the pipe is a no-op.
         """
-        self._pool_or_close(pipe)
-
-    def _pool_or_close(self, pipe: Pipe) -> None:
-        """Pool the empty *pipe* if the pool keeps it (no holder then); close it otherwise."""
         with self._lock:
             if self._keeps(pipe):
                 self._idle.append(pipe)  # then no holder: a cut here leaves it to release()

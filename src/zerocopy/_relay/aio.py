@@ -21,7 +21,8 @@ async def relay(
     The asyncio twin of :func:`zerocopy.relay`: ``splice`` through pooled
     pipes (held only while bytes are in flight), an end of stream from one
     side becomes ``shutdown(SHUT_WR)`` on the other while the other direction
-    carries on, and the result is ``(a_to_b, b_to_a)``.  Readiness comes from the running loop.
+    carries on, and the result is ``(a_to_b, b_to_a)``.  Readiness comes from
+    the running loop.
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
     that long, :class:`TimeoutError` is raised (``inf``, like None, never
