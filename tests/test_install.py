@@ -75,28 +75,27 @@ def _pip_install(tmp: Path, **extra: str) -> tuple[subprocess.CompletedProcess[s
     shutil.copytree(ROOT, source, ignore=_IGNORE)
     assert not list(source.rglob("*.so"))
     target = tmp / "target"
+    args = ["install", "-v", "--no-deps", "--target", str(target), str(source)]
+    proc = _run_pip(Path(sys.executable), args, _env(CC="false", **extra), tmp)
+    return proc, target
+
+
+def _run_pip(
+    python: Path, args: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``python -m pip *args``; skips (saying so) when pip cannot reach a package index."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-v",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        env=_env(CC="false", **extra),
-        cwd=tmp,
+        [str(python), "-m", "pip", *args],
+        env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
     )
     output = proc.stdout + proc.stderr
     if proc.returncode != 0 and any(text in output for text in _INDEX_DOWN):
-        pytest.skip("pip could not fetch the build requirements (setuptools, cffi)")
-    return proc, target
+        pytest.skip("pip could not fetch cffi or the build requirements (setuptools, cffi)")
+    return proc
 
 
 def _python(code: str, target: Path, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -294,18 +293,9 @@ class TestPipCache:
         cache = tmp_path / "pip-cache"
 
         def pip(*args: str, **extra: str) -> None:
-            proc = subprocess.run(
-                [str(python), "-m", "pip", *args],
-                env=_env(PIP_CACHE_DIR=str(cache), **extra),
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            output = proc.stdout + proc.stderr
-            if proc.returncode != 0 and any(text in output for text in _INDEX_DOWN):
-                pytest.skip("pip could not fetch cffi or the build requirements")
-            assert proc.returncode == 0, output[-3000:]
+            env = _env(PIP_CACHE_DIR=str(cache), **extra)
+            proc = _run_pip(python, list(args), env, tmp_path)
+            assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
 
         pip("install", "cffi>=1.17")
         requirement = f"zerocopy-io @ {sdist.as_uri()}"
