@@ -10,8 +10,8 @@ from typing import Any
 
 from .._aiowait import Waiter, check_nonblocking_socket
 from .._types import SupportsRead
+from .asyncloop import send
 from .common import check_params
-from .stepper import send
 
 __all__ = ["send_file"]
 
