@@ -21,7 +21,7 @@ from .._fd import FILE, kind_of, stream_fd
 from .._tally import Tally
 from .common import COPY_CHUNK, SEND_CHUNK, read_chunk, seekable
 
-__all__ = ["Waits", "send"]
+__all__ = ["Sender", "Waits", "send"]
 
 
 class Waits(Protocol):
@@ -40,7 +40,7 @@ class Waits(Protocol):
         """Drop whatever the waits registered; called once, after the send."""
 
 
-class _Sender:
+class Sender:
     """One send_file call: its socket, its waits and the bytes sent so far.
 
     ``sent`` is the running count; ``tally`` logs every call that sent, and
@@ -122,7 +122,7 @@ async def send(sock: socket.socket, waits: Waits, file: Any, offset: int, count:
     Every exception, a cancellation included, carries ``bytes_transferred``;
     *waits* is closed and the file position set to ``offset + sent`` on the way out.
     """
-    sender = _Sender(sock, waits)
+    sender = Sender(sock, waits)
     try:
         fd = stream_fd(file, reading=True)
         regular = fd is not None and kind_of(os.fstat(fd).st_mode) == FILE

@@ -1,0 +1,213 @@
+"""Waiting under anyio (on its asyncio and trio backends), and the sockets behind anyio streams.
+
+Used by the anyio forms of send_file and relay; imported only by
+:mod:`zerocopy.anyio`, so ``import zerocopy`` never imports anyio.
+
+Readiness comes from ``anyio.wait_readable`` / ``anyio.wait_writable``
+(anyio 4.7 and later; the ``wait_socket_*`` forms before them are
+deprecated).  A relay waits for up to three ``(fd, event)`` keys at once;
+rather than a task per key, the keys go into a private epoll set and the
+task waits once, for that set's fd to become readable (Linux reports an
+epoll fd readable while it has events ready), on either backend.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import select
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
+
+from ._aiowait import Key, check_nonblocking_socket
+
+__all__ = ["AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "take_buffered"]
+
+#: anyio versions this module was tested with: 4.7 brought wait_readable and
+#: wait_writable; take_buffered reads a private attribute of 4.x's asyncio
+#: SocketStream (see there), so a 5.x must be tested before it is allowed.
+SUPPORTED = "anyio>=4.7,<5"
+
+
+def _check_version() -> None:
+    try:
+        version = importlib.metadata.version("anyio")
+    except importlib.metadata.PackageNotFoundError:  # a vendored copy: judge by its API
+        version = "4.7" if hasattr(anyio, "wait_readable") else "0"
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if not (4, 7) <= parts < (5,):
+        raise ImportError(f"zerocopy.anyio supports {SUPPORTED}, not anyio {version}")
+
+
+_check_version()
+
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_TROUBLE = select.EPOLLERR | select.EPOLLHUP
+
+
+class StreamSocket:
+    """The ``socket.socket`` a transfer works on, for a raw socket or an anyio SocketStream.
+
+    A raw socket is used as it is.  A stream's socket belongs to the stream
+    (on asyncio its transport, on trio a trio socket): the transfer works on
+    a duplicate of its fd, closed by :meth:`close`, so that our waits never
+    meet the stream's own (anyio allows one waiter per fd and direction).
+    Both refer to one socket: a shutdown of the duplicate is a shutdown of
+    the stream's socket.
+    """
+
+    __slots__ = ("owned", "sock", "stream")
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.stream: anyio.abc.SocketStream | None = None
+        self.owned = False
+        if isinstance(obj, socket.socket):
+            if obj.type != socket.SOCK_STREAM:
+                raise ValueError(f"{name} must be a SOCK_STREAM socket")
+            check_nonblocking_socket(obj, name)
+            self.sock = obj
+            return
+        if not isinstance(obj, anyio.abc.SocketStream):
+            # A TLSStream is a ByteStream over a SocketStream, not one: the
+            # kernel would put plaintext on the TLS connection.
+            raise TypeError(
+                f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
+            )
+        raw = obj.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        fd = -1 if raw is None else raw.fileno()
+        if fd < 0:
+            raise ValueError(f"{name} is closed")
+        if isinstance(raw, ssl.SSLSocket):
+            raise TypeError(f"{name} must not be a TLS stream")
+        dup = socket.socket(
+            fileno=os.dup(fd)
+        )  # the dup is non-inheritable, as every fd Python makes
+        if dup.type != socket.SOCK_STREAM:
+            dup.close()
+            raise ValueError(f"{name} must be a SOCK_STREAM socket")
+        # Both backends keep a stream's socket non-blocking already; this only
+        # tells the socket object (its timeout), the flag is the file's.
+        dup.setblocking(False)
+        self.sock = dup
+        self.owned = True
+        self.stream = obj
+
+    def close(self) -> None:
+        """Close the duplicate, if one was made."""
+        if self.owned:
+            self.owned = False
+            self.sock.close()
+
+
+def take_buffered(stream: anyio.abc.SocketStream | None) -> bytes:
+    """Take the bytes *stream* has received from its socket but not handed out yet.
+
+    Only anyio's asyncio SocketStream holds any: its transport reads in
+    chunks and ``receive(max_bytes)`` leaves the rest of a chunk in its
+    protocol's ``read_queue``.  That queue is private (anyio 4.7 to 4.x, see
+    :data:`SUPPORTED`); the bytes in it come before those still in the socket.
+    trio's streams and anyio's UNIX streams read the socket directly: nothing.
+    """
+    protocol = getattr(stream, "_protocol", None)
+    queue = getattr(protocol, "read_queue", None)
+    if not isinstance(queue, deque) or not queue:
+        return b""
+    data = b"".join(queue)
+    queue.clear()
+    event = getattr(protocol, "read_event", None)
+    if event is not None:
+        event.clear()  # as receive() does once the queue is empty
+    return data
+
+
+class EpollWaiter:
+    """Readiness of a few ``(fd, event)`` keys through a private epoll set, waited for with anyio.
+
+    The interface of ``_aiowait.Waiter`` (what the relay's rounds need):
+    registrations change only when what is wanted changes (each change is an
+    ``epoll_ctl``), and :attr:`fired` holds the keys that fired.
+    """
+
+    __slots__ = ("epoll", "fired", "registered", "wanted")
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.registered: dict[int, int] = {}  # fd -> epoll event mask
+        self.wanted: set[Key] = set()
+        self.fired: set[Key] = set()
+
+    def watch(self, wanted: set[Key]) -> None:
+        """Watch exactly the keys in *wanted*."""
+        masks: dict[int, int] = {}
+        for fd, event in wanted:
+            masks[fd] = masks.get(fd, 0) | (_IN if event == select.POLLIN else _OUT)
+        for fd in [fd for fd in self.registered if fd not in masks]:
+            self.epoll.unregister(fd)
+            del self.registered[fd]
+        for fd, mask in masks.items():
+            old = self.registered.get(fd)
+            if old is None:
+                self.epoll.register(fd, mask)
+            elif old != mask:
+                self.epoll.modify(fd, mask)
+            self.registered[fd] = mask
+        self.wanted = set(wanted)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return when a watched key fires (or after *timeout* seconds)."""
+        with anyio.move_on_after(timeout):
+            await anyio.wait_readable(self.epoll.fileno())
+        for fd, events in self.epoll.poll(0):
+            # An error or hang-up is news for both events: the next step sees it.
+            if events & (_IN | _TROUBLE) and (fd, select.POLLIN) in self.wanted:
+                self.fired.add((fd, select.POLLIN))
+            if events & (_OUT | _TROUBLE) and (fd, select.POLLOUT) in self.wanted:
+                self.fired.add((fd, select.POLLOUT))
+
+    def close(self) -> None:
+        """Close the epoll set (no wait is pending on it by then)."""
+        self.registered.clear()
+        self.epoll.close()
+
+
+class AnyioWaits:
+    """The waits of a send under anyio: ``wait_writable`` on the socket's fd."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        # A raw socket's fd, or StreamSocket's duplicate: no stream's waiter is on it.
+        self.fd = sock.fileno()
+
+    async def writable(self) -> None:
+        await anyio.wait_writable(self.fd)
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def close(self) -> None:
+        pass  # anyio's waits unregister themselves
+
+
+class AnyioClock:
+    """anyio's clock, and its checkpoint to let other tasks run."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
