@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -124,7 +124,7 @@ class Counter:
 
 
 @pytest.fixture
-def sendfile_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
+def sendfile_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Counter:
     """Wrap the current backend's ``sendfile``: calls and the bytes they sent."""
     counter = Counter()
     real = backend.sendfile
@@ -136,11 +136,11 @@ def sendfile_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> It
         return n
 
     monkeypatch.setattr(backend, "sendfile", counting)
-    yield counter
+    return counter
 
 
 @pytest.fixture
-def splice_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter]:
+def splice_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Counter:
     """Wrap the current backend's ``relay_step`` (its splices): calls and bytes delivered."""
     counter = Counter()
     real = backend.relay_step
@@ -155,4 +155,4 @@ def splice_counter(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iter
             counter.moved += state.delivered - before
 
     monkeypatch.setattr(backend, "relay_step", counting)
-    yield counter
+    return counter
