@@ -13,6 +13,7 @@ epoll fd readable while it has events ready), on either backend.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import os
 import select
@@ -29,10 +30,10 @@ import anyio.to_thread
 
 from ._aiowait import Key, check_nonblocking_socket
 
-__all__ = ["AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "take_buffered"]
+__all__ = ["AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket"]
 
 #: anyio versions this module was tested with: 4.7 brought wait_readable and
-#: wait_writable; take_buffered reads a private attribute of 4.x's asyncio
+#: wait_writable; StreamSocket.hold_reading uses private attributes of 4.x's asyncio
 #: SocketStream (see there), so a 5.x must be tested before it is allowed.
 SUPPORTED = "anyio>=4.7,<5"
 
@@ -65,11 +66,12 @@ class StreamSocket:
     the stream's socket.
     """
 
-    __slots__ = ("owned", "sock", "stream")
+    __slots__ = ("owned", "paused", "sock", "stream")
 
     def __init__(self, obj: Any, name: str) -> None:
         self.stream: anyio.abc.SocketStream | None = None
         self.owned = False
+        self.paused: asyncio.ReadTransport | None = None
         if isinstance(obj, socket.socket):
             if obj.type != socket.SOCK_STREAM:
                 raise ValueError(f"{name} must be a SOCK_STREAM socket")
@@ -101,32 +103,43 @@ class StreamSocket:
         self.owned = True
         self.stream = obj
 
+    def hold_reading(self) -> bytes:
+        """Stop the stream reading its socket; return what it read ahead and did not hand out.
+
+        Only anyio's asyncio SocketStream (TCP) reads on its own: through an
+        asyncio transport, whose reading anyio pauses between ``receive()``
+        calls (though not on a stream made by ``SocketStream.from_socket``,
+        as of anyio 4.16), and whose protocol keeps in a ``read_queue`` the
+        rest of a chunk that ``receive(max_bytes)`` split.  Those bytes come
+        before any still in the socket.  The transport and protocol are
+        private (anyio 4.7 to 4.x, see :data:`SUPPORTED`).  trio's streams and
+        anyio's UNIX streams read the socket directly, only when asked: for
+        them (and raw sockets) this does nothing and returns ``b""``.
+        :meth:`close` resumes the reading paused here.
+        """
+        transport = getattr(self.stream, "_transport", None)
+        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
+            transport.pause_reading()
+            self.paused = transport
+        protocol = getattr(self.stream, "_protocol", None)
+        queue = getattr(protocol, "read_queue", None)
+        if not isinstance(queue, deque) or not queue:
+            return b""
+        data = b"".join(queue)
+        queue.clear()
+        event = getattr(protocol, "read_event", None)
+        if isinstance(event, asyncio.Event):
+            event.clear()  # as receive() does once the queue is empty
+        return data
+
     def close(self) -> None:
-        """Close the duplicate, if one was made."""
+        """Close the duplicate, if one was made; resume reading, if it was paused here."""
         if self.owned:
             self.owned = False
             self.sock.close()
-
-
-def take_buffered(stream: anyio.abc.SocketStream | None) -> bytes:
-    """Take the bytes *stream* has received from its socket but not handed out yet.
-
-    Only anyio's asyncio SocketStream holds any: its transport reads in
-    chunks and ``receive(max_bytes)`` leaves the rest of a chunk in its
-    protocol's ``read_queue``.  That queue is private (anyio 4.7 to 4.x, see
-    :data:`SUPPORTED`); the bytes in it come before those still in the socket.
-    trio's streams and anyio's UNIX streams read the socket directly: nothing.
-    """
-    protocol = getattr(stream, "_protocol", None)
-    queue = getattr(protocol, "read_queue", None)
-    if not isinstance(queue, deque) or not queue:
-        return b""
-    data = b"".join(queue)
-    queue.clear()
-    event = getattr(protocol, "read_event", None)
-    if event is not None:
-        event.clear()  # as receive() does once the queue is empty
-    return data
+        transport, self.paused = self.paused, None
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
 
 class EpollWaiter:

@@ -7,7 +7,7 @@ import socket
 import anyio.abc
 
 from .._aiowait import ErrorWatch
-from .._anyiowait import AnyioClock, AnyioWaits, EpollWaiter, StreamSocket, take_buffered
+from .._anyiowait import AnyioClock, AnyioWaits, EpollWaiter, StreamSocket
 from .._errors import set_relay_counts
 from .._fd import check_timeout
 from .._send_file.asyncloop import Sender
@@ -51,7 +51,7 @@ async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tup
     errors = ErrorWatch()
     try:
         for sender, end in zip(ahead, (a, b), strict=True):
-            data = take_buffered(end.stream)
+            data = end.hold_reading()
             if data:
                 await sender.send_all(memoryview(data))
         await relay_rounds(waiter, errors, ab, ba, timeout, AnyioClock())
