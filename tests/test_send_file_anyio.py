@@ -138,6 +138,38 @@ class TestBytes:
 
             assert arun(main) == b"head:" + data + b":tail"
 
+    def test_after_cancelled_send(
+        self, backend: ModuleType, arun: Run, tmp_path: Path, sockets: list[socket.socket]
+    ) -> None:
+        """What a cancelled stream.send() left to write still goes before the file's bytes."""
+        big, data = payload(8 * MiB, 10), payload(300_000, 11)
+        recv, send = pair("tcp", sockets)
+        with open(make_file(tmp_path, data), "rb") as f:
+
+            async def main() -> bytes:
+                stream = await as_stream(send.dup())
+                with anyio.move_on_after(0.1):
+                    await stream.send(big)  # nobody reads yet: cancelled part-way
+                got: list[bytes] = []
+                async with anyio.create_task_group() as tg:
+
+                    async def receive() -> None:
+                        got.append(await recv_all(recv))
+
+                    tg.start_soon(receive)
+                    assert await zc_anyio.send_file(stream, f) == len(data)
+                    await stream.send_eof()
+                await stream.aclose()
+                return got[0]
+
+            got = arun(main)
+        # asyncio's transport still sends all of big; trio's send stopped part-way.
+        sent = len(got) - len(data)
+        assert 0 < sent <= len(big)
+        assert got == big[:sent] + data
+        if arun.backend == "asyncio":
+            assert sent == len(big)
+
 
 class TestNotRegular:
     """Objects without a regular file behind them are read and sent, still byte-exact."""

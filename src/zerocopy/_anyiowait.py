@@ -132,6 +132,28 @@ class StreamSocket:
             event.clear()  # as receive() does once the queue is empty
         return data
 
+    async def drain(self) -> None:
+        """Wait until the stream's own earlier sends have all reached the socket.
+
+        anyio's asyncio SocketStream writes through a transport whose buffer
+        ``send()`` waits to empty, but a *cancelled* ``send()`` leaves its
+        bytes there, and the transport writes them later: bytes sent on the
+        socket directly would overtake them.  The transport and the protocol's
+        ``write_event`` (set when the buffer has emptied) are private (anyio
+        4.7 to 4.x, see :data:`SUPPORTED`).  trio's and UNIX streams write the
+        socket directly and have nothing buffered.
+        """
+        transport = getattr(self.stream, "_transport", None)
+        protocol = getattr(self.stream, "_protocol", None)
+        if not isinstance(transport, asyncio.WriteTransport):
+            return
+        while transport.get_write_buffer_size() and not transport.is_closing():
+            event = getattr(protocol, "write_event", None)
+            if isinstance(event, asyncio.Event):
+                await event.wait()
+            # A set event returns without yielding: never spin without a checkpoint.
+            await anyio.lowlevel.checkpoint()
+
     def close(self) -> None:
         """Close the duplicate, if one was made; resume reading, if it was paused here."""
         if self.owned:

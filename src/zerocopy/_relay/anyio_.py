@@ -50,6 +50,8 @@ async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tup
     waiter = EpollWaiter()
     errors = ErrorWatch()
     try:
+        for end in (a, b):
+            await end.drain()  # what the streams still have to write goes first
         for sender, end in zip(ahead, (a, b), strict=True):
             data = end.hold_reading()
             if data:

@@ -32,14 +32,15 @@ async def send_file(
     the argument checks, a cancellation included (``CancelledError`` on
     asyncio, ``trio.Cancelled`` on trio), carries ``bytes_transferred``.
 
-    A stream must not be sent on by another task meanwhile; its own sends
-    have all reached the socket by the time ``send()`` returns (anyio keeps
-    no write buffer), so the file's bytes follow them in order, and the
-    stream is usable again afterwards.
+    A stream must not be sent on by another task meanwhile.  Its earlier
+    sends go first, also those of a cancelled ``send()`` that an asyncio
+    transport still holds (the transfer waits for them), and the stream is
+    usable again afterwards.
     """
     target = StreamSocket(sock, "sock")
     try:
         check_params(target.sock, file, offset, count)
+        await target.drain()
         return await send(target.sock, AnyioWaits(target.sock), file, offset, count)
     finally:
         target.close()
