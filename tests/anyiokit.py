@@ -23,17 +23,31 @@ from netkit import MiB, tcp_pair, unix_pair
 Run = Callable[..., Any]
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def arun(request: pytest.FixtureRequest) -> Run:
-    """Run ``fn(*args)`` to completion on a fresh loop of the anyio backend under test."""
+@pytest.fixture(scope="session")
+def uvloop_warmed() -> None:
+    """Run one uvloop loop, so that the process-wide fds uvloop opens on first use exist.
+
+    Session-scoped, so before any no_leaks fixture takes its census.
+    """
+    anyio.run(anyio.sleep, 0, backend="asyncio", backend_options={"use_uvloop": True})
+
+
+@pytest.fixture(params=["asyncio", "uvloop", "trio"])
+def arun(request: pytest.FixtureRequest, uvloop_warmed: None) -> Run:
+    """Run ``fn(*args)`` to completion on a fresh loop of the anyio backend under test.
+
+    ``uvloop`` is anyio's asyncio backend on a uvloop loop (its transports differ).
+    """
     name = request.param
+    options = {"use_uvloop": name == "uvloop"} if name != "trio" else {}
 
     def runner(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         async def capped() -> Any:
             with anyio.fail_after(30):
                 return await fn(*args)
 
-        return anyio.run(capped, backend=name)
+        backend = "trio" if name == "trio" else "asyncio"
+        return anyio.run(capped, backend=backend, backend_options=options)
 
     runner.backend = name  # type: ignore[attr-defined]
     return runner

@@ -30,6 +30,7 @@ from anyiokit import (
 )
 from anyiokit import arun as arun
 from anyiokit import splice_counter as splice_counter
+from anyiokit import uvloop_warmed as uvloop_warmed
 from netkit import MiB, payload, reset
 from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak
@@ -309,11 +310,13 @@ class TestArguments:
         dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         dgram.setblocking(False)
         sockets.append(dgram)
-        client.send(b"waiting")
 
         async def main() -> None:
             closed = await as_stream(a.dup())
             await closed.aclose()
+            # Only now: a stream made by from_socket reads its socket (uvloop's at once).
+            client.send(b"waiting")
+            await anyio.sleep(0.01)
             cases: list[tuple[Any, Any, dict[str, Any], type[Exception]]] = [
                 (a.fileno(), b, {}, TypeError),
                 (a, "b", {}, TypeError),

@@ -21,6 +21,7 @@ import zerocopy
 from anyiokit import Counter, Run, aclose, as_stream, end_for, pair, recv_all, recv_digest, sha
 from anyiokit import arun as arun
 from anyiokit import sendfile_counter as sendfile_counter
+from anyiokit import uvloop_warmed as uvloop_warmed
 from netkit import MiB, make_file, payload, reset
 from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak

@@ -55,6 +55,21 @@ _OUT = select.EPOLLOUT
 _TROUBLE = select.EPOLLERR | select.EPOLLHUP
 
 
+_TRANSPORT_METHODS = ("is_reading", "pause_reading", "resume_reading", "get_write_buffer_size")
+
+
+def _transport_of(stream: anyio.abc.SocketStream | None) -> Any:
+    """The asyncio transport under anyio's asyncio SocketStream (private), else None.
+
+    Checked by its methods, not its class: uvloop's transports are not
+    subclasses of asyncio's.
+    """
+    transport = getattr(stream, "_transport", None)
+    if all(callable(getattr(transport, name, None)) for name in _TRANSPORT_METHODS):
+        return transport
+    return None
+
+
 class StreamSocket:
     """The ``socket.socket`` a transfer works on, for a raw socket or an anyio SocketStream.
 
@@ -71,7 +86,7 @@ class StreamSocket:
     def __init__(self, obj: Any, name: str) -> None:
         self.stream: anyio.abc.SocketStream | None = None
         self.owned = False
-        self.paused: asyncio.ReadTransport | None = None
+        self.paused: Any = None  # the transport whose reading hold_reading paused
         if isinstance(obj, socket.socket):
             if obj.type != socket.SOCK_STREAM:
                 raise ValueError(f"{name} must be a SOCK_STREAM socket")
@@ -84,8 +99,13 @@ class StreamSocket:
             raise TypeError(
                 f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
             )
-        raw = obj.extra(anyio.abc.SocketAttribute.raw_socket, None)
-        fd = -1 if raw is None else raw.fileno()
+        try:
+            raw = obj.extra(anyio.abc.SocketAttribute.raw_socket, None)
+            fd = -1 if raw is None else raw.fileno()
+        except (AttributeError, OSError, anyio.ClosedResourceError):
+            # A closed stream on uvloop has no socket left, and anyio's
+            # attribute table trips over that (getpeername of None).
+            fd = -1
         if fd < 0:
             raise ValueError(f"{name} is closed")
         if isinstance(raw, ssl.SSLSocket):
@@ -117,8 +137,8 @@ class StreamSocket:
         them (and raw sockets) this does nothing and returns ``b""``.
         :meth:`close` resumes the reading paused here.
         """
-        transport = getattr(self.stream, "_transport", None)
-        if isinstance(transport, asyncio.ReadTransport) and transport.is_reading():
+        transport = _transport_of(self.stream)
+        if transport is not None and transport.is_reading():
             transport.pause_reading()
             self.paused = transport
         protocol = getattr(self.stream, "_protocol", None)
@@ -143,9 +163,9 @@ class StreamSocket:
         4.7 to 4.x, see :data:`SUPPORTED`).  trio's and UNIX streams write the
         socket directly and have nothing buffered.
         """
-        transport = getattr(self.stream, "_transport", None)
+        transport = _transport_of(self.stream)
         protocol = getattr(self.stream, "_protocol", None)
-        if not isinstance(transport, asyncio.WriteTransport):
+        if transport is None:
             return
         while transport.get_write_buffer_size() and not transport.is_closing():
             event = getattr(protocol, "write_event", None)
