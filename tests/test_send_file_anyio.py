@@ -384,3 +384,22 @@ def test_surface() -> None:
     assert zc_anyio.__all__ == ["relay", "send_file"]
     assert zc_anyio.send_file.__module__ == "zerocopy._send_file.anyio_"
     assert zc_anyio.relay.__module__ == "zerocopy._relay.anyio_"
+
+
+@pytest.mark.parametrize("version", ["4.6.2", "5.0.0", "3.7.1"])
+def test_untested_anyio_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """An anyio outside 4.7 to 4.x is an ImportError naming the supported range."""
+    from zerocopy import _anyiowait
+
+    monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name: version)
+    with pytest.raises(ImportError, match=r"anyio>=4\.7,<5.*" + version.replace(".", r"\.")):
+        _anyiowait._check_version()
+
+
+def test_tested_anyio_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """anyio 4.7.0 and 4.16.0 pass the version check."""
+    from zerocopy import _anyiowait
+
+    for version in ("4.7.0", "4.16.0"):
+        monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name, v=version: v)
+        _anyiowait._check_version()
