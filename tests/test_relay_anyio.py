@@ -188,9 +188,14 @@ class TestEnds:
     """Resets, timeouts and cancellation end the relay with exact counts."""
 
     def test_reset_from_server(
-        self, no_fd_leak: None, backend: ModuleType, arun: Run, sockets: list[socket.socket]
+        self,
+        no_fd_leak: None,
+        backend: ModuleType,
+        arun: Run,
+        sockets: list[socket.socket],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A server reset ends the relay with ConnectionResetError and the counts so far."""
+        """A server reset ends the relay: ConnectionResetError, the counts, nothing logged."""
         client, a, b, server = topology("tcp", sockets)
         sockets.remove(server)
 
@@ -213,6 +218,7 @@ class TestEnds:
         exc = arun(main)
         assert isinstance(exc, ConnectionResetError)
         assert counts(exc) == (1000, 0)
+        assert not caplog.records
 
     def test_reset_after_half_close_is_noticed(
         self, no_fd_leak: None, backend: ModuleType, arun: Run, sockets: list[socket.socket]
