@@ -393,7 +393,7 @@ def test_untested_anyio_refused(monkeypatch: pytest.MonkeyPatch, version: str) -
 
     monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name: version)
     with pytest.raises(ImportError, match=r"anyio>=4\.7,<5.*" + version.replace(".", r"\.")):
-        _anyiowait._check_version()
+        _anyiowait.check_version()
 
 
 def test_tested_anyio_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -402,4 +402,4 @@ def test_tested_anyio_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for version in ("4.7.0", "4.16.0"):
         monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name, v=version: v)
-        _anyiowait._check_version()
+        _anyiowait.check_version()

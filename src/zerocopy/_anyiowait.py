@@ -30,15 +30,18 @@ import anyio.to_thread
 
 from ._aiowait import Key, check_nonblocking_socket
 
-__all__ = ["AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket"]
+__all__ = ["SUPPORTED", "AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "check_version"]
 
-#: anyio versions this module was tested with: 4.7 brought wait_readable and
-#: wait_writable; StreamSocket.hold_reading uses private attributes of 4.x's asyncio
-#: SocketStream (see there), so a 5.x must be tested before it is allowed.
+#: The anyio versions this module allows: 4.7 brought wait_readable and
+#: wait_writable; StreamSocket.hold_reading and drain use private attributes
+#: of anyio 4's asyncio SocketStream (its transport and protocol), so a 5.x
+#: must be tested before it is allowed.  Tested: 4.16.0, and 4.7.0 for raw
+#: sockets and connect_tcp/listener streams.
 SUPPORTED = "anyio>=4.7,<5"
 
 
-def _check_version() -> None:
+def check_version() -> None:
+    """Raise :class:`ImportError` naming :data:`SUPPORTED` for an anyio outside it."""
     try:
         version = importlib.metadata.version("anyio")
     except importlib.metadata.PackageNotFoundError:  # a vendored copy: judge by its API
@@ -48,7 +51,7 @@ def _check_version() -> None:
         raise ImportError(f"zerocopy.anyio supports {SUPPORTED}, not anyio {version}")
 
 
-_check_version()
+check_version()
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
