@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import _backend
@@ -116,14 +116,27 @@ class Sender:
             await self.send_all(data)
 
 
-async def send(sock: socket.socket, waits: Waits, file: Any, offset: int, count: int | None) -> int:
+async def send(
+    sock: socket.socket,
+    waits: Waits,
+    file: Any,
+    offset: int,
+    count: int | None,
+    *,
+    first: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     """Send *file* over non-blocking *sock*, waiting with *waits*; arguments already checked.
 
-    Every exception, a cancellation included, carries ``bytes_transferred``;
-    *waits* is closed and the file position set to ``offset + sent`` on the way out.
+    *first*, if given, is awaited before anything is sent (a stream's own
+    buffered bytes going out), inside the accounting: an exception there too
+    carries ``bytes_transferred`` (0).  Every exception, a cancellation
+    included, carries ``bytes_transferred``; *waits* is closed and the file
+    position set to ``offset + sent`` on the way out.
     """
     sender = Sender(sock, waits)
     try:
+        if first is not None:
+            await first()
         fd = stream_fd(file, reading=True)
         regular = fd is not None and kind_of(os.fstat(fd).st_mode) == FILE
         if fd is not None and regular:
