@@ -18,7 +18,6 @@ import importlib.metadata
 import os
 import select
 import socket
-import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -28,13 +27,14 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from ._aiostream import BorrowedSocket
 from ._aiowait import Key, check_nonblocking_socket
 
 __all__ = ["SUPPORTED", "AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "check_version"]
 
 #: The anyio versions this module allows: 4.7 brought wait_readable and
-#: wait_writable; StreamSocket.hold_reading and drain use private attributes
-#: of anyio 4's asyncio SocketStream (its transport and protocol), so a 5.x
+#: wait_writable; StreamSocket uses private attributes of anyio 4's asyncio
+#: SocketStream (its transport and protocol), so a 5.x
 #: must be tested before it is allowed.  Tested: 4.16.0, and 4.7.0 for raw
 #: sockets and connect_tcp/listener streams.
 SUPPORTED = "anyio>=4.7,<5"
@@ -58,38 +58,30 @@ _OUT = select.EPOLLOUT
 _TROUBLE = select.EPOLLERR | select.EPOLLHUP
 
 
-_TRANSPORT_METHODS = ("is_reading", "pause_reading", "resume_reading", "get_write_buffer_size")
-
-
-def _transport_of(stream: anyio.abc.SocketStream | None) -> Any:
-    """The asyncio transport under anyio's asyncio SocketStream (private), else None.
-
-    Checked by its methods, not its class: uvloop's transports are not
-    subclasses of asyncio's.
-    """
-    transport = getattr(stream, "_transport", None)
-    if all(callable(getattr(transport, name, None)) for name in _TRANSPORT_METHODS):
-        return transport
-    return None
-
-
 class StreamSocket:
     """The ``socket.socket`` a transfer works on, for a raw socket or an anyio SocketStream.
 
-    A raw socket is used as it is.  A stream's socket belongs to the stream
-    (on asyncio its transport, on trio a trio socket): the transfer works on
-    a duplicate of its fd, closed by :meth:`close`, so that our waits never
-    meet the stream's own (anyio allows one waiter per fd and direction).
-    Both refer to one socket: a shutdown of the duplicate is a shutdown of
-    the stream's socket.
+    A raw socket is used as it is.  A stream's socket belongs to the stream:
+    the transfer works on a duplicate of its fd, closed by :meth:`close`, so
+    that our waits never meet the stream's own (anyio allows one waiter per
+    fd and direction, asyncio one reader and one writer).  Both refer to one
+    socket: a shutdown of the duplicate is a shutdown of the stream's socket.
+
+    anyio's asyncio TCP stream sits on an asyncio transport (asyncio's or
+    uvloop's), which is lent the way :mod:`zerocopy.aio` lends one (see
+    ``_aiostream.BorrowedSocket``): its reading paused until :meth:`close`,
+    and what it buffers for writing sent first (:meth:`drain`).  The
+    transport is the stream's private ``_transport`` (anyio 4.7 to 4.x, see
+    :data:`SUPPORTED`).  trio's streams and anyio's UNIX streams read and
+    write their socket directly, only when asked: nothing to pause or drain.
     """
 
-    __slots__ = ("owned", "paused", "sock", "stream")
+    __slots__ = ("borrowed", "owned", "sock", "stream")
 
     def __init__(self, obj: Any, name: str) -> None:
         self.stream: anyio.abc.SocketStream | None = None
+        self.borrowed: BorrowedSocket | None = None
         self.owned = False
-        self.paused: Any = None  # the transport whose reading hold_reading paused
         if isinstance(obj, socket.socket):
             if obj.type != socket.SOCK_STREAM:
                 raise ValueError(f"{name} must be a SOCK_STREAM socket")
@@ -102,48 +94,40 @@ class StreamSocket:
             raise TypeError(
                 f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
             )
+        self.stream = obj
+        transport = getattr(obj, "_transport", None)
+        if transport is not None:
+            # Checked (TLS, datagram: TypeError; closing: ValueError), then lent.
+            self.borrowed = BorrowedSocket.check(transport, name)
+            self.sock = self.borrowed.lend()
+            return
         try:
             raw = obj.extra(anyio.abc.SocketAttribute.raw_socket, None)
             fd = -1 if raw is None else raw.fileno()
         except (AttributeError, OSError, anyio.ClosedResourceError):
-            # A closed stream on uvloop has no socket left, and anyio's
-            # attribute table trips over that (getpeername of None).
-            fd = -1
+            fd = -1  # anyio's attribute table can trip over a closed socket
         if fd < 0:
             raise ValueError(f"{name} is closed")
-        if isinstance(raw, ssl.SSLSocket):
-            raise TypeError(f"{name} must not be a TLS stream")
-        dup = socket.socket(
-            fileno=os.dup(fd)
-        )  # the dup is non-inheritable, as every fd Python makes
+        dup = socket.socket(fileno=os.dup(fd))  # non-inheritable, as every fd Python makes
         if dup.type != socket.SOCK_STREAM:
             dup.close()
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
-        # Both backends keep a stream's socket non-blocking already; this only
-        # tells the socket object (its timeout), the flag is the file's.
+        # The stream's socket is non-blocking already (the flag is the open
+        # file's): this tells the socket object, for its timeout.
         dup.setblocking(False)
         self.sock = dup
         self.owned = True
-        self.stream = obj
 
-    def hold_reading(self) -> bytes:
-        """Stop the stream reading its socket; return what it read ahead and did not hand out.
+    def take_read_ahead(self) -> bytes:
+        """Take what the stream read from its socket but has not handed out (relay only).
 
-        Only anyio's asyncio SocketStream (TCP) reads on its own: through an
-        asyncio transport, whose reading anyio pauses between ``receive()``
-        calls (though not on a stream made by ``SocketStream.from_socket``,
-        as of anyio 4.16), and whose protocol keeps in a ``read_queue`` the
-        rest of a chunk that ``receive(max_bytes)`` split.  Those bytes come
-        before any still in the socket.  The transport and protocol are
-        private (anyio 4.7 to 4.x, see :data:`SUPPORTED`).  trio's streams and
-        anyio's UNIX streams read the socket directly, only when asked: for
-        them (and raw sockets) this does nothing and returns ``b""``.
-        :meth:`close` resumes the reading paused here.
+        Only anyio's asyncio TCP stream holds any: ``receive(max_bytes)``
+        keeps the rest of a larger chunk in its protocol's private
+        ``read_queue`` (anyio 4.7 to 4.x, see :data:`SUPPORTED`), and a
+        stream made by ``SocketStream.from_socket`` reads on its own until
+        its reading is paused.  Those bytes come before any still in the
+        socket.  Call after the constructor paused the reading.
         """
-        transport = _transport_of(self.stream)
-        if transport is not None and transport.is_reading():
-            transport.pause_reading()
-            self.paused = transport
         protocol = getattr(self.stream, "_protocol", None)
         queue = getattr(protocol, "read_queue", None)
         if not isinstance(queue, deque) or not queue:
@@ -156,35 +140,23 @@ class StreamSocket:
         return data
 
     async def drain(self) -> None:
-        """Wait until the stream's own earlier sends have all reached the socket.
+        """Wait until what the stream's transport buffers has gone out.
 
-        anyio's asyncio SocketStream writes through a transport whose buffer
-        ``send()`` waits to empty, but a *cancelled* ``send()`` leaves its
-        bytes there, and the transport writes them later: bytes sent on the
-        socket directly would overtake them.  The transport and the protocol's
-        ``write_event`` (set when the buffer has emptied) are private (anyio
-        4.7 to 4.x, see :data:`SUPPORTED`).  trio's and UNIX streams write the
-        socket directly and have nothing buffered.
+        anyio's ``send()`` waits for that buffer to empty, but a *cancelled*
+        ``send()`` leaves its bytes there, and bytes sent on the socket
+        directly would overtake them.
         """
-        transport = _transport_of(self.stream)
-        protocol = getattr(self.stream, "_protocol", None)
-        if transport is None:
-            return
-        while transport.get_write_buffer_size() and not transport.is_closing():
-            event = getattr(protocol, "write_event", None)
-            if isinstance(event, asyncio.Event):
-                await event.wait()
-            # A set event returns without yielding: never spin without a checkpoint.
-            await anyio.lowlevel.checkpoint()
+        if self.borrowed is not None:
+            await self.borrowed.drain(asyncio.get_running_loop())
 
     def close(self) -> None:
-        """Close the duplicate, if one was made; resume reading, if it was paused here."""
-        if self.owned:
+        """Close the duplicate; resume the transport's reading if it was on."""
+        if self.borrowed is not None:
+            self.borrowed.give_back()
+            self.borrowed = None
+        elif self.owned:
             self.owned = False
             self.sock.close()
-        transport, self.paused = self.paused, None
-        if transport is not None and not transport.is_closing():
-            transport.resume_reading()
 
 
 class EpollWaiter:

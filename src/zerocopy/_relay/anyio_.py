@@ -7,12 +7,10 @@ import socket
 import anyio.abc
 
 from .._aiowait import ErrorWatch
-from .._anyiowait import AnyioClock, AnyioWaits, EpollWaiter, StreamSocket
-from .._errors import set_relay_counts
+from .._anyiowait import AnyioClock, EpollWaiter, StreamSocket
 from .._fd import check_timeout
-from .._send_file.asyncloop import Sender
 from .asyncloop import relay_rounds
-from .direction import Direction
+from .direction import Direction, annotate
 
 __all__ = ["relay"]
 
@@ -44,25 +42,23 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
 
 
 async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tuple[int, int]:
-    ahead = [Sender(b.sock, AnyioWaits(b.sock)), Sender(a.sock, AnyioWaits(a.sock))]
-    ab = Direction(a.sock, b.sock)
-    ba = Direction(b.sock, a.sock)
+    ab: Direction | None = None
+    ba: Direction | None = None
     waiter = EpollWaiter()
     errors = ErrorWatch()
     try:
         for end in (a, b):
-            await end.drain()  # what the streams still have to write goes first
-        for sender, end in zip(ahead, (a, b), strict=True):
-            data = end.hold_reading()
-            if data:
-                await sender.send_all(memoryview(data))
+            await end.drain()  # what a stream's transport still holds goes first
+        ab = Direction(a.sock, b.sock, head=a.take_read_ahead())
+        ba = Direction(b.sock, a.sock, head=b.take_read_ahead())
         await relay_rounds(waiter, errors, ab, ba, timeout, AnyioClock())
+        return ab.moved, ba.moved
     except BaseException as exc:
-        set_relay_counts(exc, ahead[0].tally.total() + ab.moved, ahead[1].tally.total() + ba.moved)
+        annotate(exc, ab, ba)
         raise
     finally:
         waiter.close()
         errors.close()
-        ab.close()
-        ba.close()
-    return ahead[0].tally.total() + ab.moved, ahead[1].tally.total() + ba.moved
+        for d in (ab, ba):
+            if d is not None:
+                d.close()

@@ -40,7 +40,7 @@ async def send_file(
     target = StreamSocket(sock, "sock")
     try:
         check_params(target.sock, file, offset, count)
-        await target.drain()
-        return await send(target.sock, AnyioWaits(target.sock), file, offset, count)
+        waits = AnyioWaits(target.sock)
+        return await send(target.sock, waits, file, offset, count, first=target.drain)
     finally:
         target.close()

@@ -21,7 +21,7 @@ from .._fd import FILE, kind_of, stream_fd
 from .._tally import Tally
 from .common import COPY_CHUNK, SEND_CHUNK, read_chunk, seekable
 
-__all__ = ["Sender", "Waits", "send"]
+__all__ = ["Waits", "send"]
 
 
 class Waits(Protocol):
@@ -40,7 +40,7 @@ class Waits(Protocol):
         """Drop whatever the waits registered; called once, after the send."""
 
 
-class Sender:
+class _Sender:
     """One send_file call: its socket, its waits and the bytes sent so far.
 
     ``sent`` is the running count; ``tally`` logs every call that sent, and
@@ -133,7 +133,7 @@ async def send(
     included, carries ``bytes_transferred``; *waits* is closed and the file
     position set to ``offset + sent`` on the way out.
     """
-    sender = Sender(sock, waits)
+    sender = _Sender(sock, waits)
     try:
         if first is not None:
             await first()
