@@ -201,6 +201,8 @@ def report(
 
 def print_targets(checks: Sequence[dict[str, Any]]) -> None:
     print("\ntargets:")
+    if not checks:
+        print("  none checked: no target's candidate and baseline both ran")
     for c in checks:
         paired = f" (paired {c['paired'][0]:.2f}-{c['paired'][1]:.2f})" if c["paired"] else ""
         print(f"  {c['verdict']:<5}  {c['target']}: {c['value']:.3f}{paired}")
