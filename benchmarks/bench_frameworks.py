@@ -237,14 +237,14 @@ class Client:
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, status, *_ = status_line.split(" ", 2)
-        if not version.startswith("HTTP/1."):
+        version, _, status = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not status[:3].isdigit():
             raise RuntimeError(f"not an HTTP/1.x answer: {status_line!r}")
         headers = {}
         for line in lines:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
-        return int(status), headers, rest
+        return int(status[:3]), headers, rest
 
     def get(self, path: str, digest: Any = None) -> int:
         """GET *path*; return the body's length (RuntimeError unless a full 200 answer)."""

@@ -1,0 +1,201 @@
+"""benchmarks/bench_frameworks.py: a --quick run of each variant, its JSON, client and options."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_frameworks.py"
+FRAMEWORKS = ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop")
+STOCK = ["uvicorn", "aiohttp asyncio", "aiohttp uvloop"]
+#: The zerocopy variants, and the module each needs.
+ZEROCOPY = {
+    "uvicorn+zerocopy": "zerocopy.uvicorn:HttpToolsProtocol",
+    "aiohttp uvloop+zerocopy": "zerocopy.aiohttp:FileResponse",
+}
+QUICK_BYTES = 4 * 1024 * 1024 * 3  # --quick: a 4 MiB file, 3 requests per run
+
+_missing = [m for m in FRAMEWORKS if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(_missing), reason=f"{_missing} not installed: pip install 'zerocopy-io[bench]'"
+)
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _importable(spec: str) -> bool:
+    module, _, name = spec.partition(":")
+    try:
+        getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, RuntimeError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The benchmark script as a module (for its client)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return importlib.import_module("bench_frameworks")
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+class TestQuickRun:
+    """--quick serves and checks every body of every variant that can run here."""
+
+    def test_every_variant_runs_or_says_why(self, backend: ModuleType, tmp_path: Path) -> None:
+        """Stock variants run; a zerocopy one runs iff its module imports, else a skip line."""
+        out = tmp_path / "r.json"
+        env = dict(os.environ, ZEROCOPY_BACKEND=backend.NAME)
+        proc = _run("--quick", "--json", str(out), "--dir", str(tmp_path), env=env)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        assert "Traceback" not in proc.stderr
+        report = json.loads(out.read_text(encoding="utf-8"))
+        runs = {name for name in ZEROCOPY if _importable(ZEROCOPY[name])}
+        assert list(report["results"]) == [
+            n for n in [*STOCK[:1], *ZEROCOPY, *STOCK[1:]] if n in STOCK or n in runs
+        ]
+        for name, spec in ZEROCOPY.items():
+            line = f"skipped: {spec.partition(':')[0]} not available ("
+            assert (line in proc.stdout) == (name not in runs), proc.stdout
+        for data in report["results"].values():
+            assert [s["nbytes"] for s in data["samples"]] == [QUICK_BYTES] * 2
+        assert report["machine"]["backend"] == backend.NAME
+        assert report["machine"]["server_errors"] == {}
+        loops = report["machine"]["server_loops"]
+        assert {n: loops[n].startswith("uvloop.") for n in loops} == {
+            n: "uvloop" in n for n in loops
+        }
+        checked = {(t["target"].split(" ")[0]) for t in report["targets"]}
+        assert checked == runs
+        assert list(tmp_path.iterdir()) == [out]  # the served file deleted
+
+    def test_only(self, tmp_path: Path) -> None:
+        """--only runs the named variants alone; the ratios fall back to the first."""
+        out = tmp_path / "r.json"
+        proc = _run("--quick", "--only", "aiohttp asyncio", "--json", str(out))
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        report = json.loads(out.read_text(encoding="utf-8"))
+        assert list(report["results"]) == ["aiohttp asyncio"]
+        assert report["baseline"] == "aiohttp asyncio"
+        assert report["targets"] == []
+
+
+class TestOptions:
+    """Bad options exit 2 with the reason, before any server starts."""
+
+    @pytest.mark.parametrize(
+        ("args", "reason"),
+        [
+            (["--requests", "0"], "--requests must be > 0"),
+            (["--repeat", "0"], "--repeat must be > 0"),
+            (["--size", "0"], "--size"),
+            (["--only", "nginx"], "unknown variant(s) ['nginx']"),
+        ],
+    )
+    def test_refused(self, args: list[str], reason: str) -> None:
+        """Each bad option is refused by name."""
+        proc = _run(*args)
+        assert proc.returncode == 2
+        assert reason in proc.stderr
+
+
+# --- the client, against a loopback server that answers what it is told -----------
+
+
+class TestClient:
+    """The benchmark's client reads exactly Content-Length bytes and refuses anything else."""
+
+    @pytest.fixture
+    def server(self) -> Iterator[tuple[int, list[bytes], threading.Thread]]:
+        """A loopback server answering each request with the next canned reply, then closing."""
+        replies: list[bytes] = []
+        ls = socket.create_server(("127.0.0.1", 0))
+
+        def serve() -> None:
+            conn, _ = ls.accept()
+            with conn:
+                for reply in replies:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            return
+                        data += chunk
+                    conn.sendall(reply)
+
+        t = threading.Thread(target=serve, daemon=True)
+        yield ls.getsockname()[1], replies, t
+        ls.close()
+        t.join(timeout=10)
+        assert not t.is_alive()
+
+    def test_keep_alive_bodies(self, bench: ModuleType, server: tuple) -> None:
+        """Two answers on one connection, bodies longer than the buffer: lengths, sha256 match."""
+        port, replies, t = server
+        body1, body2 = os.urandom(23), os.urandom(7)
+        replies += [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 23\r\n\r\n" + body1,
+            b"HTTP/1.1 200 OK\r\ncontent-length:7\r\nX: y\r\n\r\n" + body2,
+        ]
+        t.start()
+        client = bench.Client(port, memoryview(bytearray(5)))
+        try:
+            d1, d2 = hashlib.sha256(), hashlib.sha256()
+            assert client.get("/a", d1) == 23
+            assert client.get("/b", d2) == 7
+        finally:
+            client.close()
+        assert (d1.digest(), d2.digest()) == (
+            hashlib.sha256(body1).digest(),
+            hashlib.sha256(body2).digest(),
+        )
+
+    @pytest.mark.parametrize(
+        ("reply", "error", "text"),
+        [
+            (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", RuntimeError, "status 404"),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", RuntimeError, "no Content"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", ConnectionError, "3 of 9"),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nabc", RuntimeError, "2 bytes beyond"),
+            (b"HTTP/1.1 200 OK\r\nContent-Le", ConnectionError, "in the headers"),
+            (b"SSH-2.0-x\r\n\r\n", RuntimeError, "not an HTTP/1.x answer"),
+        ],
+    )
+    def test_refuses(
+        self, bench: ModuleType, server: tuple, reply: bytes, error: type, text: str
+    ) -> None:
+        """A wrong status, no length, a short or long body, a cut head or not HTTP: an error."""
+        port, replies, t = server
+        replies.append(reply)
+        t.start()
+        client = bench.Client(port, memoryview(bytearray(64)))
+        try:
+            with pytest.raises(error, match=text):
+                client.get("/", None)
+        finally:
+            client.close()
