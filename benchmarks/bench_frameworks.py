@@ -386,6 +386,29 @@ def _sha256(path: str) -> bytes:
     return digest.digest()
 
 
+#: Ratios printed under the table (whose ratios are against stock uvicorn):
+#: the aiohttp variants against each other.
+PAIRS = [
+    ("aiohttp uvloop+zerocopy", "aiohttp uvloop"),  # the issue's baseline for 5
+    ("aiohttp uvloop+zerocopy", "aiohttp asyncio"),  # "level with aiohttp's own sendfile"
+    ("aiohttp uvloop", "aiohttp asyncio"),  # what uvloop costs aiohttp today
+]
+
+
+def _print_pairs(results: dict[str, list[Sample]]) -> None:
+    ran = [(a, b) for a, b in PAIRS if a in results and b in results]
+    if ran:
+        print("\nagainst each other:")
+    for a, b in ran:
+        r = c.compare(results, a, b)
+        # nan: the baseline's server used no whole 10 ms tick (a --quick run)
+        cpu = "n/a" if r["cpu"] != r["cpu"] else f"{r['cpu']:.2f}x"
+        print(
+            f"  {a} / {b}: throughput {r['throughput']:.2f}x "
+            f"(paired {r['paired_min']:.2f}-{r['paired_max']:.2f}), server CPU per GiB {cpu}"
+        )
+
+
 def _print_issue_figures() -> None:
     print("\nissue 15's figures on its machine (main at f730a43, 10 requests per round):")
     for name, gib_s, cpu in ISSUE_FIGURES:
@@ -449,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TARGETS,
         notes=lambda s: f"client CPU {s['client_cpu_s_per_gib']:.3f} s/GiB",
     )
+    _print_pairs(results)
     _print_issue_figures()
     for line in skipped:
         print(line)
