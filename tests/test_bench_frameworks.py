@@ -137,7 +137,11 @@ class TestOptions:
 
 
 class TestClient:
-    """The benchmark's client reads exactly Content-Length bytes and refuses anything else."""
+    """The benchmark's client reads exactly Content-Length bytes and refuses anything else.
+
+    ``no_leaks`` is requested before ``server``, so it checks after the
+    server has closed: no socket or server thread outlives a test.
+    """
 
     @pytest.fixture
     def server(self) -> Iterator[tuple[int, list[bytes], threading.Thread]]:
@@ -163,7 +167,7 @@ class TestClient:
         t.join(timeout=10)
         assert not t.is_alive()
 
-    def test_keep_alive_bodies(self, bench: ModuleType, server: tuple) -> None:
+    def test_keep_alive_bodies(self, bench: ModuleType, no_leaks: None, server: tuple) -> None:
         """Two answers on one connection, bodies longer than the buffer: lengths, sha256 match."""
         port, replies, t = server
         body1, body2 = os.urandom(23), os.urandom(7)
@@ -196,7 +200,13 @@ class TestClient:
         ],
     )
     def test_refuses(
-        self, bench: ModuleType, server: tuple, reply: bytes, error: type, text: str
+        self,
+        bench: ModuleType,
+        no_leaks: None,
+        server: tuple,
+        reply: bytes,
+        error: type,
+        text: str,
     ) -> None:
         """A wrong status, no length, a short or long body, a cut head or not HTTP: an error."""
         port, replies, t = server
