@@ -58,6 +58,7 @@ import _common as c
 
 from zerocopy._bench.toolkit import (
     GiB,
+    LoadMeter,
     MiB,
     Sample,
     human,
@@ -354,19 +355,27 @@ def _check(server: c.Server, variant: Variant, buf: memoryview, want: bytes) -> 
 
 def _measure(
     args: argparse.Namespace, variants: list[Variant], servers: list[c.Server], want: bytes
-) -> tuple[dict[str, list[Sample]], dict[str, str]]:
-    """The rounds, and each server's event loop class."""
+) -> tuple[dict[str, list[Sample]], dict[str, str], dict[str, float]]:
+    """The rounds, each server's event loop class, and how busy the machine was."""
     buf = memoryview(bytearray(MiB))
     with c.Deadline(args.timeout), contextlib.ExitStack() as stack:
         for server in servers:
             stack.enter_context(server)
         loops = {s.name: _check(s, v, buf, want) for s, v in zip(servers, variants, strict=True)}
-        results = run_rounds(
-            [(s.name, lambda s=s: _run_one(s, args, buf, want)) for s in servers],
-            args.repeat,
-            on_round=print_round,
-        )
-    return results, loops
+        servers_cpu0 = sum(s.cpu().total for s in servers)
+        with LoadMeter() as load:
+            results = run_rounds(
+                [(s.name, lambda s=s: _run_one(s, args, buf, want)) for s in servers],
+                args.repeat,
+                on_round=print_round,
+            )
+        # The servers are ours but reaped only at the end, so LoadMeter
+        # counts them as "everything else": move them.
+        servers_cpu = sum(s.cpu().total for s in servers) - servers_cpu0
+    summary = dict(load.summary)
+    summary["own_cpu_s"] = round(summary["own_cpu_s"] + servers_cpu, 1)
+    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - servers_cpu), 1)
+    return results, loops, summary
 
 
 def _versions() -> dict[str, str]:
@@ -443,12 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             port = c.free_port()
             servers.append(c.Server(v.name, v.argv(port, src), port, env=env))
         info = machine(workdir)
-        results, loops = _measure(args, wanted, servers, want)
+        results, loops, load = _measure(args, wanted, servers, want)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     # A traceback in a server's log means a run it served went wrong.
     errors = {s.name: s.errors[-2000:] for s in servers if "Traceback" in s.errors}
+    info["load_during_run"] = load
     info["frameworks"] = _versions()
     info["server_loops"] = loops
     info["server_errors"] = errors

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 
@@ -91,6 +92,8 @@ class TestQuickRun:
             assert [s["nbytes"] for s in data["samples"]] == [QUICK_BYTES] * 2
         assert report["machine"]["backend"] == backend.NAME
         assert report["machine"]["server_errors"] == {}
+        assert report["machine"]["frameworks"] == {m: version(m) for m in FRAMEWORKS}
+        assert {"own_cpu_s", "other_cpu_s"} <= set(report["machine"]["load_during_run"])
         loops = report["machine"]["server_loops"]
         assert {n: loops[n].startswith("uvloop.") for n in loops} == {
             n: "uvloop" in n for n in loops
