@@ -442,17 +442,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("no variant can run here")
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-frameworks-", dir=args.dir)
+    servers: list[c.Server] = []
     try:
         src = os.path.join(workdir, "file.bin")
         c.fill_file(src, args.size)
         want = _sha256(src)
         env = dict(os.environ, **{FILE_ENV: src})
-        servers = []
         for v in wanted:
             port = c.free_port()
             servers.append(c.Server(v.name, v.argv(port, src), port, env=env))
         info = machine(workdir)
         results, loops, load = _measure(args, wanted, servers, want)
+    except BaseException:
+        # The servers have stopped: what they logged is often why the run failed.
+        for s in servers:
+            if s.errors.strip():
+                print(f"\n{s.name} logged:\n{s.errors[-2000:]}", file=sys.stderr)
+        raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
