@@ -54,17 +54,25 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _importable(spec: str) -> bool:
+    """Whether *spec* ("module:name") imports, asked of a fresh interpreter.
+
+    Not in this process: importing an integration here would import its
+    framework into the test session, where another test may check that
+    ``import zerocopy`` does not.
+    """
     module, _, name = spec.partition(":")
-    try:
-        getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, RuntimeError):
-        return False
-    return True
+    code = (
+        f"import importlib\ntry:\n    getattr(importlib.import_module({module!r}), {name!r})\n"
+        "except (ImportError, AttributeError, RuntimeError):\n    raise SystemExit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert proc.returncode in (0, 3), proc.stderr
+    return proc.returncode == 0
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    """The benchmark script as a module (for its client)."""
+    """The benchmark script as a module (for its client; it imports no framework)."""
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         return importlib.import_module("bench_frameworks")
@@ -115,6 +123,24 @@ class TestQuickRun:
         assert list(report["results"]) == ["aiohttp asyncio"]
         assert report["baseline"] == "aiohttp asyncio"
         assert report["targets"] == []
+
+
+class TestImport:
+    """The script's module is light: the frameworks load only in the server processes."""
+
+    def test_no_framework_on_import(self) -> None:
+        """Importing bench_frameworks (as uvicorn's --factory does) imports no framework."""
+        code = (
+            "import sys\n"
+            f"sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
+            "import bench_frameworks\n"
+            f"print(sorted({set(FRAMEWORKS)!r} & set(sys.modules)))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "[]"
 
 
 class TestOptions:
