@@ -1,0 +1,279 @@
+"""zerocopy.aiohttp.FileResponse: aiohttp's FileResponse with the body sent by sendfile.
+
+Each test runs a real :mod:`aiohttp.web` server (AppRunner and TCPSite on
+127.0.0.1, port 0) in the test's own event loop, asyncio's and uvloop's (the
+``run`` fixture), on every backend, and talks to it with aiohttp's client,
+raw sockets or ``curl``.  The reference for every answer is the file's bytes
+and stock :class:`aiohttp.web.FileResponse` serving the same tree on the same
+loop.  Evidence that the kernel carried the body: the current backend's
+``sendfile`` is wrapped to count the bytes it moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from netkit import Runner, empty_pool, no_fd_leak, run  # noqa: F401 (fixtures)
+
+import zerocopy.aio
+import zerocopy.aiohttp
+from zerocopy.aiohttp import FileResponse
+
+MiB = 1 << 20
+SIZES = {"empty.bin": 0, "one.bin": 1, "odd.bin": 100_003, "big.bin": 5 * MiB + 7}
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+Tree = tuple[Path, dict[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    """A served directory: files of every size and a text file with a .gz sibling."""
+    root = tmp_path_factory.mktemp("www")
+    data: dict[str, bytes] = {}
+    for i, (name, size) in enumerate(SIZES.items()):
+        data[name] = random.Random(i).randbytes(size)
+    data["page.txt"] = b"plain text, compressible\n" * 4000
+    data["page.txt.gz"] = random.Random(9).randbytes(3001)  # aiohttp does not look inside
+    for name, body in data.items():
+        (root / name).write_bytes(body)
+    return root, data
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- counting what the kernel moved -------------------------------------------------
+
+
+@pytest.fixture
+def moved(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The byte counts of every sendfile call the current backend made during the test."""
+    counts: list[int] = []
+    real = backend.sendfile
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        n: int = real(*args, **kwargs)
+        counts.append(n)
+        return n
+
+    monkeypatch.setattr(backend, "sendfile", counting)
+    return counts
+
+
+# --- until zerocopy.aio.send_file takes transports (issue 15, part 1) ---------------
+
+
+async def _send_file_on_transport(
+    transport: Any, file: Any, offset: int = 0, count: int | None = None
+) -> int:
+    """Test-only stand-in for the transport form: drain, pause reading, send on a dup'ed fd."""
+    while transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
+    reading = transport.is_reading()
+    transport.pause_reading()
+    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    try:
+        sock.setblocking(False)
+        return await _SOCKET_SEND_FILE(sock, file, offset, count)
+    finally:
+        sock.close()  # the dup only: the connection stays open
+        if reading:
+            transport.resume_reading()
+
+
+_SOCKET_SEND_FILE = zerocopy.aio.send_file
+
+
+@pytest.fixture(autouse=True)
+def transport_send_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give zerocopy.aio.send_file a transport form if it has none yet (its first arg: sock)."""
+    first = next(iter(inspect.signature(zerocopy.aio.send_file).parameters))
+    if first == "sock":
+
+        async def send_file(x: Any, file: Any, offset: int = 0, count: int | None = None) -> int:
+            if isinstance(x, socket.socket):
+                return await _SOCKET_SEND_FILE(x, file, offset, count)
+            return await _send_file_on_transport(x, file, offset, count)
+
+        monkeypatch.setattr(zerocopy.aio, "send_file", send_file)
+
+
+# --- the server ---------------------------------------------------------------------
+
+
+class Seen:
+    """What the server saw: peer ports of the requests, body_length of each response."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self.body_lengths: list[int] = []
+
+
+def _access_logger(seen: Seen) -> type[AbstractAccessLogger]:
+    class Log(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            seen.body_lengths.append(response.body_length)
+
+    return Log
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    root: Path,
+    response: Callable[[Path], web.StreamResponse] = FileResponse,
+    seen: Seen | None = None,
+) -> AsyncIterator[str]:
+    """Serve *root* on 127.0.0.1 (GET and HEAD of /NAME); yield the base URL."""
+    seen = seen if seen is not None else Seen()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        seen.ports.append(peer[1] if peer else -1)
+        return response(root / request.match_info["name"])
+
+    app = web.Application()
+    app.router.add_get("/{name:.+}", handle)  # and HEAD
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=_access_logger(seen))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+async def fetch(
+    session: aiohttp.ClientSession, url: str, method: str = "GET", **headers: str
+) -> Answer:
+    """Status, headers and body of one request (no decompression)."""
+    async with session.request(method, url, headers=headers) as resp:
+        body = await resp.read()
+        return resp.status, dict(resp.headers), body
+
+
+def _session(**kwargs: Any) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(auto_decompress=False, timeout=TIMEOUT, **kwargs)
+
+
+# Headers that must be equal between stock aiohttp and zerocopy's answers.
+COMPARED = ("Content-Length", "Content-Range", "Content-Type", "ETag", "Last-Modified",
+            "Accept-Ranges", "Content-Encoding", "Transfer-Encoding")  # fmt: skip
+
+
+async def both(root: Path, path: str, method: str = "GET", **headers: str) -> tuple[Answer, Answer]:
+    """The same request to zerocopy's FileResponse and to aiohttp's: (ours, stock)."""
+    answers = []
+    for response in (FileResponse, web.FileResponse):
+        async with serving(root, response) as base, _session() as session:
+            answers.append(await fetch(session, base + path, method, **headers))
+    return answers[0], answers[1]
+
+
+def same(ours: Answer, stock: Answer) -> None:
+    assert ours[0] == stock[0]
+    assert {h: ours[1].get(h) for h in COMPARED} == {h: stock[1].get(h) for h in COMPARED}
+    assert sha(ours[2]) == sha(stock[2])
+
+
+# --- bodies, and the evidence that sendfile carried them ---------------------------
+
+
+class TestBodies:
+    @pytest.mark.parametrize("name", list(SIZES))
+    def test_body_by_sendfile(
+        self, tree: Tree, run: Runner, moved: list[int], name: str, no_fd_leak: None
+    ) -> None:
+        """A GET returns the file's bytes (sha256), and the backend's sendfile moved all of them."""
+        root, data = tree
+
+        async def main() -> Answer:
+            async with serving(root) as base, _session() as session:
+                return await fetch(session, f"{base}/{name}")
+
+        status, headers, body = run(main())
+        assert status == 200
+        assert int(headers["Content-Length"]) == len(data[name])
+        assert sha(body) == sha(data[name])
+        assert sum(moved) == len(data[name])
+
+    def test_stock_baseline(self, tree: Tree, run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Stock aiohttp sends by os.sendfile on asyncio and moves nothing by it on uvloop."""
+        root, data = tree
+        counts: list[int] = []
+        real = os.sendfile
+
+        def counting(*args: Any) -> int:
+            n = real(*args)
+            counts.append(n)
+            return n
+
+        monkeypatch.setattr(os, "sendfile", counting)
+
+        async def main() -> Answer:
+            async with serving(root, web.FileResponse) as base, _session() as session:
+                return await fetch(session, f"{base}/big.bin")
+
+        _, _, body = run(main())
+        assert sha(body) == sha(data["big.bin"])
+        expected = 0 if run.kind == "uvloop" else len(data["big.bin"])  # type: ignore[attr-defined]
+        assert sum(counts) == expected
+
+    def test_access_log_body_length(self, tree: Tree, run: Runner, moved: list[int]) -> None:
+        """body_length (the access log's %b) is what aiohttp's chunked path reports: head + body."""
+        root, data = tree
+        lengths = []
+        for response in (FileResponse, web.FileResponse):
+            seen = Seen()
+
+            async def main(response: Any = response, seen: Seen = seen) -> None:
+                async with serving(root, response, seen) as base, _session() as session:
+                    answer = await fetch(session, f"{base}/odd.bin")
+                    assert sha(answer[2]) == sha(data["odd.bin"])
+
+            run(main())
+            lengths.append(seen.body_lengths)
+        ours, stock = lengths
+        assert len(ours) == 1
+        assert ours[0] > len(data["odd.bin"])  # the head was counted, and the body too
+        if run.kind == "uvloop":  # type: ignore[attr-defined]
+            assert ours == stock  # stock's chunked fallback counts head + body
+        else:
+            assert ours[0] - stock[0] == len(data["odd.bin"])  # stock's sendfile counts the head
+
+    def test_chunk_size_kept(self, tree: Tree, run: Runner, moved: list[int]) -> None:
+        """The chunk_size argument is accepted as aiohttp's, and the body still goes by sendfile."""
+        root, data = tree
+
+        async def main() -> Answer:
+            make = lambda p: FileResponse(p, chunk_size=4096)  # noqa: E731
+            async with serving(root, make) as base, _session() as session:
+                return await fetch(session, f"{base}/big.bin")
+
+        _, _, body = run(main())
+        assert sha(body) == sha(data["big.bin"])
+        assert sum(moved) == len(data["big.bin"])
