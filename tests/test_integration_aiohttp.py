@@ -90,7 +90,7 @@ async def _send_file_on_transport(
     transport: Any, file: Any, offset: int = 0, count: int | None = None
 ) -> int:
     """Test-only stand-in for the transport form: drain, pause reading, send on a dup'ed fd."""
-    while transport.get_write_buffer_size():  # a stand-in: polling is good enough
+    while transport.get_write_buffer_size():  # noqa: ASYNC110 (a stand-in: polling will do)
         await asyncio.sleep(0.001)
     reading = transport.is_reading()
     transport.pause_reading()
