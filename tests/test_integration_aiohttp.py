@@ -15,9 +15,14 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import logging
 import os
 import random
+import shutil
 import socket
+import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
@@ -423,3 +428,181 @@ class TestHeadConditional:
         ours, stock = run(both(tree[0], "/nope.bin"))
         assert ours[0] == 404
         same(ours, stock)
+
+
+# --- connections ------------------------------------------------------------------------
+
+
+class TestConnections:
+    def test_keep_alive(self, tree: Tree, run: Runner, moved: list[int], no_fd_leak: None) -> None:
+        """Several requests on one connection each get their right body, all by sendfile."""
+        root, data = tree
+        seen = Seen()
+        asks: list[tuple[str, str, dict[str, str], bytes]] = [
+            ("GET", "big.bin", {}, data["big.bin"]),
+            ("GET", "odd.bin", {"Range": "bytes=7-70006"}, data["odd.bin"][7:70007]),
+            ("HEAD", "big.bin", {}, b""),
+            ("GET", "one.bin", {}, data["one.bin"]),
+            ("GET", "empty.bin", {}, b""),
+            ("GET", "odd.bin", {}, data["odd.bin"]),
+            ("GET", "big.bin", {"Range": "bytes=-4096"}, data["big.bin"][-4096:]),
+        ]
+
+        async def main() -> list[Answer]:
+            connector = aiohttp.TCPConnector(limit=1)
+            async with serving(root, seen=seen) as base, _session(connector=connector) as s:
+                return [await fetch(s, f"{base}/{name}", m, **h) for m, name, h, _ in asks]
+
+        answers = run(main())
+        for (_, _, _, want), (_, _, body) in zip(asks, answers, strict=True):
+            assert sha(body) == sha(want)
+        assert len(seen.ports) == len(asks)
+        assert len(set(seen.ports)) == 1  # one connection
+        assert sum(moved) == sum(len(want) for *_, want in asks)
+
+    @pytest.mark.parametrize("how", ["reset", "close"])
+    def test_client_goes_away(
+        self,
+        tree: Tree,
+        run: Runner,
+        moved: list[int],
+        how: str,
+        caplog: pytest.LogCaptureFixture,
+        no_fd_leak: None,
+    ) -> None:
+        """A client gone mid-body logs nothing above DEBUG; the server serves the next one."""
+        root, data = tree
+        seen = Seen()
+        caplog.set_level(logging.DEBUG)
+
+        async def main() -> Answer:
+            loop = asyncio.get_running_loop()
+            async with serving(root, seen=seen) as base, _session() as session:
+                host, port = base.removeprefix("http://").split(":")
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                await loop.sock_connect(sock, (host, int(port)))
+                await loop.sock_sendall(sock, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert await loop.sock_recv(sock, 65536)  # the head, at least
+                if how == "reset":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                while not seen.body_lengths:  # noqa: ASYNC110 (the access log is the signal)
+                    await asyncio.sleep(0.005)
+                return await fetch(session, f"{base}/odd.bin")
+
+        status, _, body = run(main())
+        assert (status, sha(body)) == (200, sha(data["odd.bin"]))
+        assert 0 < sum(moved) - SIZES["odd.bin"] < BIG  # the first body was cut short
+        loud = [r for r in caplog.records if r.levelno > logging.DEBUG or r.exc_info]
+        assert loud == [], [r.getMessage() for r in loud]
+
+    def test_file_shrinks(
+        self,
+        tree: Tree,
+        tmp_path: Path,
+        run: Runner,
+        moved: list[int],
+        caplog: pytest.LogCaptureFixture,
+        no_fd_leak: None,
+    ) -> None:
+        """A file cut short after the head: short body, a warning, the connection closed."""
+        path = tmp_path / "shrinks.bin"
+        path.write_bytes(tree[1]["big.bin"])
+        keep = MiB + 5
+
+        class Shrinking(FileResponse):
+            async def _sendfile(self, request: Any, fobj: Any, offset: int, count: int) -> Any:
+                os.truncate(path, keep)
+                return await super()._sendfile(request, fobj, offset, count)
+
+        async def main() -> tuple[bytes, bool]:
+            async with serving(tmp_path, Shrinking) as base, _session() as session:
+                async with session.get(f"{base}/shrinks.bin") as resp:
+                    got = bytearray()
+
+                    async def read_all() -> None:
+                        async for chunk in resp.content.iter_any():
+                            got.extend(chunk)
+
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await read_all()
+                return bytes(got), resp.connection is None
+
+        got, released = run(main())
+        assert got == tree[1]["big.bin"][:keep]
+        assert released
+        assert sum(moved) == keep
+        assert any("file shrank" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+class TestCurl:
+    def test_curl(self, tree: Tree, tmp_path: Path, run: Runner, moved: list[int]) -> None:
+        """curl gets two bodies on one connection, and a range, each byte right (sha256)."""
+        root, data = tree
+
+        async def curl(*args: str) -> str:
+            proc = await asyncio.create_subprocess_exec(
+                "curl", "-sS", "--http1.1", "--max-time", "20", *args,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err
+            return out.decode()
+
+        async def main() -> tuple[str, str]:
+            async with serving(root) as base:
+                fmt = "%{http_code} %{num_connects}\\n"
+                two = await curl(
+                    "-w", fmt, "-o", str(tmp_path / "a"), f"{base}/big.bin",
+                    "-o", str(tmp_path / "b"), f"{base}/odd.bin",
+                )  # fmt: skip
+                part = await curl(
+                    "-w", fmt, "-r", "100-200099", "-o", str(tmp_path / "c"), f"{base}/big.bin"
+                )
+                return two, part
+
+        two, part = run(main())
+        assert two.split() == ["200", "1", "200", "0"]  # the second reused the connection
+        assert part.split() == ["206", "1"]
+        assert sha((tmp_path / "a").read_bytes()) == sha(data["big.bin"])
+        assert sha((tmp_path / "b").read_bytes()) == sha(data["odd.bin"])
+        assert sha((tmp_path / "c").read_bytes()) == sha(data["big.bin"][100:200100])
+        assert sum(moved) == BIG + SIZES["odd.bin"] + 200000
+
+
+# --- the module ---------------------------------------------------------------------------
+
+
+class TestModule:
+    def test_import_zerocopy_does_not_import_aiohttp(self) -> None:
+        """import zerocopy (and zerocopy.aio) loads no aiohttp; zerocopy.aiohttp does."""
+        code = (
+            "import sys, zerocopy, zerocopy.aio, zerocopy.http\n"
+            "print('aiohttp' in sys.modules)\n"
+            "import zerocopy.aiohttp\n"
+            "print('aiohttp' in sys.modules)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert out.stdout.split() == ["False", "True"]
+
+    @pytest.mark.parametrize("version", ["3.13.2", "3.15.0", "4.0.0", "3.9.5", "garbage"])
+    def test_unsupported_version(self, version: str) -> None:
+        """An aiohttp outside the tested range is refused with ImportError naming the range."""
+        with pytest.raises(ImportError, match=r"aiohttp >=3\.14,<3\.15.*" + version):
+            zerocopy.aiohttp._check_version(version)
+
+    @pytest.mark.parametrize("version", ["3.14.0", "3.14.5", aiohttp.__version__])
+    def test_supported_version(self, version: str) -> None:
+        """The tested versions pass the check."""
+        zerocopy.aiohttp._check_version(version)
+
+    def test_drop_in(self) -> None:
+        """zerocopy's FileResponse is an aiohttp FileResponse and takes the same arguments."""
+        resp = FileResponse("x.bin", chunk_size=1024, status=201, reason="R", headers={"A": "b"})
+        assert isinstance(resp, web.FileResponse)
+        assert (resp.status, resp.reason, resp.headers["A"]) == (201, "R", "b")
