@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -152,6 +153,7 @@ async def serving(
     root: Path,
     response: Callable[[Path], web.StreamResponse] = FileResponse,
     seen: Seen | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[str]:
     """Serve *root* on 127.0.0.1 (GET and HEAD of /NAME); yield the base URL."""
     seen = seen if seen is not None else Seen()
@@ -165,11 +167,11 @@ async def serving(
     app.router.add_get("/{name:.+}", handle)  # and HEAD
     runner = web.AppRunner(app, handle_signals=False, access_log_class=_access_logger(seen))
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     try:
         host, port = runner.addresses[0][:2]
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         await runner.cleanup()
 
@@ -430,6 +432,59 @@ class TestHeadConditional:
         ours, stock = run(both(tree[0], "/nope.bin"))
         assert ours[0] == 404
         same(ours, stock)
+
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A server TLS context with a throw-away self-signed certificate (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (it makes the test certificate)")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class TestFallbacks:
+    def test_tls_uses_aiohttp_copy(
+        self, tree: Tree, run: Runner, moved: list[int], tls_context: ssl.SSLContext
+    ) -> None:
+        """Over TLS the body is aiohttp's copy through the TLS transport (no plaintext sendfile)."""
+        root, data = tree
+
+        async def main() -> Answer:
+            async with (
+                serving(root, tls=tls_context) as base,
+                _session(connector=aiohttp.TCPConnector(ssl=False)) as session,
+            ):
+                return await fetch(session, f"{base}/big.bin", Range="bytes=3-")
+
+        status, _, body = run(main())
+        assert (status, sha(body)) == (206, sha(data["big.bin"][3:]))
+        assert moved == []
+
+    def test_nosendfile_honoured(
+        self, tree: Tree, run: Runner, moved: list[int], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """AIOHTTP_NOSENDFILE (aiohttp's switch, read at its import) still means chunked copies."""
+        from aiohttp import web_fileresponse
+
+        monkeypatch.setattr(web_fileresponse, "NOSENDFILE", True)
+        root, data = tree
+
+        async def main() -> Answer:
+            async with serving(root) as base, _session() as session:
+                return await fetch(session, f"{base}/odd.bin")
+
+        status, _, body = run(main())
+        assert (status, sha(body)) == (200, sha(data["odd.bin"]))
+        assert moved == []
 
 
 # --- connections ------------------------------------------------------------------------

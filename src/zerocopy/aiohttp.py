@@ -90,20 +90,29 @@ class FileResponse(web.FileResponse):
         writer = await web.StreamResponse.prepare(self, request)
         assert writer is not None  # prepare returns None only after write_eof
         transport = request.transport
-        if web_fileresponse.NOSENDFILE or self.compression or transport is None or _tls(transport):
-            # aiohttp's own copy: compression needs the bytes, TLS the
-            # encryption, a lost connection the error aiohttp raises there.
+        if web_fileresponse.NOSENDFILE or self.compression:
+            # aiohttp's own chunked copy: compression needs the bytes in Python.
             return await self._sendfile_fallback(writer, fobj, offset, count)
-        if transport.is_closing():
-            # The client went away after the request: what aiohttp raises
-            # then, and its request loop logs quietly (a ConnectionError).
+        if transport is None or transport.is_closing():
+            # The client went away after its request: what aiohttp raises
+            # here, and its request loop drops quietly (a ConnectionError).
             raise ConnectionResetError("Connection lost")
+        if _tls(transport):
+            # The kernel would put plaintext on the wire: aiohttp's copy
+            # through the TLS transport, as stock aiohttp does on uvloop.
+            return await self._sendfile_fallback(writer, fobj, offset, count)
         # StreamResponse sends its headers at prepare(); a subclass that opts
         # into buffering them must not have them go after the body.
         send_headers = getattr(writer, "send_headers", None)
         if send_headers is not None:
             send_headers()
-        sent = await aio.send_file(transport, fobj, offset, count)
+        try:
+            sent = await aio.send_file(transport, fobj, offset, count)
+        except ValueError:
+            if transport.is_closing():
+                # Closed while its write buffer drained: the client is gone.
+                raise ConnectionResetError("Connection lost") from None
+            raise
         # What the chunked path would have counted: the access log's %b
         # (body_length, from output_size) and the writer's remaining length.
         writer.output_size += sent
