@@ -87,7 +87,7 @@ class FileResponse(web.FileResponse):
     async def _sendfile(
         self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
     ) -> AbstractStreamWriter:
-        # Overrides aiohttp's private hook (web_fileresponse.py, 3.14): it is
+        # Overrides aiohttp's private hook (web_fileresponse.py, 3.10 to 3.14): it is
         # called with the open file and the byte span once the status and
         # headers are decided, and must send them and the body.
         writer = await web.StreamResponse.prepare(self, request)
