@@ -517,6 +517,40 @@ class TestConnections:
         assert len(set(seen.ports)) == 1  # one connection
         assert sum(moved) == sum(len(want) for *_, want in asks)
 
+    def test_pipelined(self, tree: Tree, run: Runner, moved: list[int], no_fd_leak: None) -> None:
+        """Requests pipelined in one write get their answers in order, each body right."""
+        root, data = tree
+        asks = [
+            ("/big.bin", "", data["big.bin"]),
+            ("/odd.bin", "Range: bytes=100-\r\n", data["odd.bin"][100:]),
+            ("/one.bin", "", data["one.bin"]),
+            ("/big.bin", "Range: bytes=-3\r\n", data["big.bin"][-3:]),
+        ]
+
+        async def main() -> list[tuple[bytes, bytes]]:
+            async with serving(root) as base:
+                host, port = base.removeprefix("http://").split(":")
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(
+                    b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n{h}\r\n".encode() for p, h, _ in asks)
+                )
+                got = []
+                for _ in asks:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    got.append((head.split(b"\r\n")[0], await reader.readexactly(length)))
+                writer.close()
+                await writer.wait_closed()
+                return got
+
+        got = run(main())
+        assert [status for status, _ in got] == [
+            b"HTTP/1.1 200 OK", b"HTTP/1.1 206 Partial Content",
+            b"HTTP/1.1 200 OK", b"HTTP/1.1 206 Partial Content",
+        ]  # fmt: skip
+        assert [sha(body) for _, body in got] == [sha(want) for *_, want in asks]
+        assert sum(moved) == sum(len(want) for *_, want in asks)
+
     @pytest.mark.parametrize("how", ["reset", "close"])
     def test_client_goes_away(
         self,
