@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import logging
 import os
 import random
@@ -89,44 +88,6 @@ def moved(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(backend, "sendfile", counting)
     return counts
-
-
-# --- until zerocopy.aio.send_file takes transports (issue 15, part 1) ---------------
-
-
-async def _send_file_on_transport(
-    transport: Any, file: Any, offset: int = 0, count: int | None = None
-) -> int:
-    """Test-only stand-in for the transport form: drain, pause reading, send on a dup'ed fd."""
-    while transport.get_write_buffer_size():  # noqa: ASYNC110 (a stand-in: polling will do)
-        await asyncio.sleep(0.001)
-    reading = transport.is_reading()
-    transport.pause_reading()
-    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
-    try:
-        sock.setblocking(False)
-        return await _SOCKET_SEND_FILE(sock, file, offset, count)
-    finally:
-        sock.close()  # the dup only: the connection stays open
-        if reading:
-            transport.resume_reading()
-
-
-_SOCKET_SEND_FILE = zerocopy.aio.send_file
-
-
-@pytest.fixture(autouse=True)
-def transport_send_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give zerocopy.aio.send_file a transport form if it has none yet (its first arg: sock)."""
-    first = next(iter(inspect.signature(zerocopy.aio.send_file).parameters))
-    if first == "sock":
-
-        async def send_file(x: Any, file: Any, offset: int = 0, count: int | None = None) -> int:
-            if isinstance(x, socket.socket):
-                return await _SOCKET_SEND_FILE(x, file, offset, count)
-            return await _send_file_on_transport(x, file, offset, count)
-
-        monkeypatch.setattr(zerocopy.aio, "send_file", send_file)
 
 
 # --- the server ---------------------------------------------------------------------

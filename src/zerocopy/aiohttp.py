@@ -109,13 +109,9 @@ class FileResponse(web.FileResponse):
         send_headers = getattr(writer, "send_headers", None)
         if send_headers is not None:
             send_headers()
-        try:
-            sent = await aio.send_file(transport, fobj, offset, count)
-        except ValueError:
-            if transport.is_closing():
-                # Closed while its write buffer drained: the client is gone.
-                raise ConnectionResetError("Connection lost") from None
-            raise
+        # A transport that closes while its write buffer drains raises
+        # BrokenPipeError, a ConnectionError too.
+        sent = await aio.send_file(transport, fobj, offset, count)
         # What the chunked path would have counted: the access log's %b
         # (body_length, from output_size) and the writer's remaining length.
         writer.output_size += sent
