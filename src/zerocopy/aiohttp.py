@@ -42,7 +42,7 @@ _log = logging.getLogger(__name__)
 #: ``FileResponse._sendfile`` hook and calls the private
 #: ``_sendfile_fallback``, whose signatures aiohttp may change in any release.
 #: tests/test_integration_aiohttp.py passed with 3.10.0, 3.10.11, 3.11.0,
-#: 3.11.18, 3.12.0, 3.12.15, 3.13.0, 3.13.5 and 3.14.5 (3.9.5 answers a
+#: 3.11.18, 3.12.0, 3.12.15, 3.13.0, 3.13.5, 3.14.0 and 3.14.5 (3.9.5 answers a
 #: missing file with a 500 instead of a 404, stock class and this one alike).
 SUPPORTED = ((3, 10), (3, 15))
 
