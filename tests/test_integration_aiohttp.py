@@ -115,6 +115,7 @@ async def serving(
     response: Callable[[Path], web.StreamResponse] = FileResponse,
     seen: Seen | None = None,
     tls: ssl.SSLContext | None = None,
+    shutdown_timeout: float = 5.0,
 ) -> AsyncIterator[str]:
     """Serve *root* on 127.0.0.1 (GET and HEAD of /NAME); yield the base URL."""
     seen = seen if seen is not None else Seen()
@@ -126,7 +127,12 @@ async def serving(
 
     app = web.Application()
     app.router.add_get("/{name:.+}", handle)  # and HEAD
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=_access_logger(seen))
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=_access_logger(seen),
+        shutdown_timeout=shutdown_timeout,  # bounds teardown when a handler is stuck
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
@@ -549,6 +555,64 @@ class TestConnections:
         assert 0 < sum(moved) - SIZES["odd.bin"] < BIG  # the first body was cut short
         loud = [r for r in caplog.records if r.levelno > logging.DEBUG or r.exc_info]
         assert loud == [], [r.getMessage() for r in loud]
+
+    def test_server_shutdown_mid_body(
+        self,
+        tree: Tree,
+        run: Runner,
+        moved: list[int],
+        caplog: pytest.LogCaptureFixture,
+        no_fd_leak: None,
+    ) -> None:
+        """A server shut down while a client stalls mid-body ends the transfer, leaking nothing."""
+        root, _ = tree
+        caplog.set_level(logging.DEBUG)
+
+        async def main() -> bytes:
+            loop = asyncio.get_running_loop()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            try:
+                async with serving(root, shutdown_timeout=0.2) as base:
+                    host, port = base.removeprefix("http://").split(":")
+                    await loop.sock_connect(sock, (host, int(port)))
+                    await loop.sock_sendall(sock, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+                    head = await loop.sock_recv(sock, 4096)
+                    while not moved:  # noqa: ASYNC110 (the counter is the signal)
+                        await asyncio.sleep(0.005)
+                # The server is gone: what the client gets now ends, short.
+                got = bytearray(head)
+                while data := await loop.sock_recv(sock, MiB):
+                    got += data
+                return bytes(got)
+            finally:
+                sock.close()
+
+        got = run(main())
+        assert got.startswith(b"HTTP/1.1 200 OK")
+        assert len(got) < BIG
+        assert sum(moved) < BIG
+        loud = [r for r in caplog.records if r.levelno > logging.DEBUG or r.exc_info]
+        assert loud == [], [r.getMessage() for r in loud]
+
+    def test_buffered_head_goes_first(
+        self, tree: Tree, run: Runner, moved: list[int], no_fd_leak: None
+    ) -> None:
+        """A subclass that buffers its head (aiohttp's opt-in) still sends it before the body."""
+        root, data = tree
+
+        class Buffered(FileResponse):
+            _send_headers_immediately = False
+
+        async def main() -> Answer:
+            async with serving(root, Buffered) as base, _session() as session:
+                return await fetch(session, f"{base}/odd.bin")
+
+        status, headers, body = run(main())
+        assert (status, int(headers["Content-Length"])) == (200, SIZES["odd.bin"])
+        assert sha(body) == sha(data["odd.bin"])
+        assert sum(moved) == SIZES["odd.bin"]
 
     def test_file_shrinks(
         self,
