@@ -121,7 +121,7 @@ class FileResponse(web.FileResponse):
         if sent < count:
             _log.warning(
                 "%s: sent %d of %d bytes (the file shrank); closing the connection",
-                self._path,
+                getattr(fobj, "name", self._path),  # the .gz or .br sibling, if that was sent
                 sent,
                 count,
             )
