@@ -33,7 +33,6 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-import zerocopy.aio
 import zerocopy.aiohttp
 from netkit import Runner
 
