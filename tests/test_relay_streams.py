@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from netkit import MiB, payload, reset
+from netkit import MiB, payload, recv_all, reset
 
 # `name as name`: fixtures, re-exported so that linters count them as used.
 from netkit import empty_pool as empty_pool
@@ -102,14 +102,6 @@ async def proxy_session(
     return results[0], got
 
 
-async def read_to_end(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    chunks = []
-    while data := await loop.sock_recv(sock, MiB):
-        chunks.append(data)
-    return b"".join(chunks)
-
-
 def sender(body: bytes, *, half_close: bool = True) -> Callable[[socket.socket], Awaitable[bytes]]:
     """A client that sends the request line and *body* in one write, then reads to the end."""
 
@@ -118,7 +110,7 @@ def sender(body: bytes, *, half_close: bool = True) -> Callable[[socket.socket],
         await loop.sock_sendall(sock, b"CONNECT\n" + body)
         if half_close:
             sock.shutdown(socket.SHUT_WR)
-        return await read_to_end(sock)
+        return await recv_all(sock)
 
     return client
 
@@ -161,7 +153,7 @@ class TestPairs:
             await asyncio.sleep(0.1)  # the proxy's reader has taken `first` by now
             await loop.sock_sendall(sock, later)
             sock.shutdown(socket.SHUT_WR)
-            return await read_to_end(sock)
+            return await recv_all(sock)
 
         result, got = run(proxy_session(echo_upstream, client))
         assert got == b"up:" + first + later
@@ -176,7 +168,7 @@ class TestPairs:
             await loop.sock_sendall(sock, b"CONNECT\n" + body)
             sock.shutdown(socket.SHUT_WR)
             await asyncio.sleep(0.1)  # the proxy's reader has seen the end by now
-            return await read_to_end(sock)
+            return await recv_all(sock)
 
         result, got = run(proxy_session(echo_upstream, client))
         assert got == b"up:" + body
@@ -227,7 +219,7 @@ class TestPairs:
             await asyncio.sleep(0.2)
             await loop.sock_sendall(sock, b"ping")
             sock.shutdown(socket.SHUT_WR)
-            got = await read_to_end(sock)
+            got = await recv_all(sock)
             sock.close()
             for _ in range(100):
                 if len(results) == 2:
@@ -281,7 +273,7 @@ class TestFailures:
         async def client(sock: socket.socket) -> bytes:
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(sock, b"CONNECT\nabc")
-            return await read_to_end(sock)  # ends when the proxy closes its writer
+            return await recv_all(sock)  # ends when the proxy closes its writer
 
         exc, got = run(proxy_session(upstream, client, timeout=0.3))
         assert isinstance(exc, TimeoutError)

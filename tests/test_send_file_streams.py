@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from netkit import MiB, make_file, payload, reset
+from netkit import MiB, make_file, payload, recv_all, reset
 
 # `name as name`: fixtures, re-exported so that linters count them as used.
 from netkit import empty_pool as empty_pool
@@ -72,14 +72,6 @@ def opened(path: Path) -> BinaryIO:
     return open(path, "rb")  # a small local file: opening it does not stall the loop
 
 
-async def read_to_end(sock: socket.socket) -> bytes:
-    loop = asyncio.get_running_loop()
-    chunks = []
-    while data := await loop.sock_recv(sock, MiB):
-        chunks.append(data)
-    return b"".join(chunks)
-
-
 class TestStreamWriter:
     """A StreamWriter or transport for a socket: bytes, order, counts, the stream after."""
 
@@ -118,7 +110,7 @@ class TestStreamWriter:
             await writer.wait_closed()
             return n
 
-        n, got = run(serve_once(handler, read_to_end))
+        n, got = run(serve_once(handler, recv_all))
         assert n == len(want)
         assert got == b"head\n" + want + b"tail\n"
         assert sum(counted) == len(want)  # every file byte went by sendfile
@@ -144,7 +136,7 @@ class TestStreamWriter:
 
         async def slow(sock: socket.socket) -> bytes:
             await asyncio.sleep(0.2)  # let the transport's buffer fill up first
-            return await read_to_end(sock)
+            return await recv_all(sock)
 
         (buffered, n), got = run(serve_once(handler, slow))
         assert buffered > 0  # the case under test did happen
@@ -176,7 +168,7 @@ class TestStreamWriter:
             await loop.sock_sendall(sock, b"GET\n")
             await asyncio.sleep(0.01)
             await loop.sock_sendall(sock, b"more\n" * 1000)  # while the file is in flight
-            return await read_to_end(sock)
+            return await recv_all(sock)
 
         (reading, rest_ok, request), got = run(serve_once(handler, client))
         assert request == b"GET\n"
@@ -199,7 +191,7 @@ class TestStreamWriter:
             await writer.wait_closed()
             return reading
 
-        reading, got = run(serve_once(handler, read_to_end))
+        reading, got = run(serve_once(handler, recv_all))
         assert reading is False
         assert len(got) == MiB
 
@@ -215,7 +207,7 @@ class TestStreamWriter:
             await writer.wait_closed()
             return n
 
-        n, got = run(serve_once(handler, read_to_end))
+        n, got = run(serve_once(handler, recv_all))
         assert n == len(data) - 10
         assert got == data[10:]
 
@@ -274,7 +266,7 @@ class TestFailures:
 
         async def client(sock: socket.socket) -> bytes:
             await asyncio.sleep(0.4)  # not reading while the handler cancels
-            return await read_to_end(sock)
+            return await recv_all(sock)
 
         (sent, reading), got = run(serve_once(handler, client))
         assert 0 < sent < len(data)
@@ -387,7 +379,7 @@ class TestRefused:
                 await aio.send_file(writer, f)
             return str(info.value)
 
-        _, got = run(serve_once(handler, read_to_end))
+        _, got = run(serve_once(handler, recv_all))
         assert got == b""
         assert counted == []
 
@@ -415,7 +407,7 @@ class TestRefused:
             writer.close()
             return reading
 
-        reading, got = run(serve_once(handler, read_to_end))
+        reading, got = run(serve_once(handler, recv_all))
         assert reading
         assert got == b""
 
