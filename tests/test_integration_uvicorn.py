@@ -1,0 +1,409 @@
+"""zerocopy.uvicorn: uvicorn's httptools protocol with pathsend and zerocopysend, by sendfile.
+
+Each test runs a real uvicorn server on 127.0.0.1 in a thread (on asyncio's
+loop and on uvloop, on every backend) and talks to it with
+:mod:`http.client`, raw sockets or ``curl``.  The reference for every body
+is the file's bytes; the evidence that sendfile carried a body is the byte
+count of the current backend's ``sendfile``, wrapped for the test (capability
+code looks it up at call time).  Stock uvicorn (``http="httptools"``) is the
+reference for headers and moves nothing by sendfile.  Each server is stopped
+and its threads joined before ``no_fd_leak`` counts descriptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.client
+import importlib
+import logging
+import os
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import zerocopy.aio
+from netkit import empty_pool, no_fd_leak  # noqa: F401 (fixtures)
+from zerocopy import _backend
+from zerocopy.uvicorn import HttpToolsProtocol
+
+pytestmark = pytest.mark.usefixtures("no_fd_leak")
+
+KiB = 1024
+MiB = 1024 * KiB
+SIZES = {"empty.bin": 0, "one.bin": 1, "odd.bin": 3 * MiB + 17, "big.bin": 6 * MiB}
+TIMEOUT = 20.0
+ZC = "zerocopy"  # the protocol under test, in the `protocol` parameters
+STOCK = "httptools"  # uvicorn's own
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- files, apps, loops ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """A served directory with files of every size, and their bytes."""
+    root = tmp_path_factory.mktemp("www")
+    data = {name: os.urandom(size) for name, size in SIZES.items()}
+    for name, body in data.items():
+        (root / name).write_bytes(body)
+    return root, data
+
+
+def starlette_app(root: Path) -> Starlette:
+    """Unchanged Starlette code: FileResponse on /file/NAME, StaticFiles under /static."""
+
+    async def file(request: Request) -> FileResponse:
+        return FileResponse(root / request.path_params["name"])
+
+    return Starlette(
+        routes=[
+            Route("/file/{name}", file),
+            Mount("/static", app=StaticFiles(directory=root)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_loops(_transport_form: None, tree: tuple[Path, dict[str, bytes]]) -> None:
+    """Serve one request on each kind of loop before any fd census.
+
+    uvloop keeps a pipe open for the rest of the process from its first
+    loop in a thread: not a leak of the code under test.
+    """
+    for kind in ("asyncio", "uvloop"):
+        with serving(starlette_app(tree[0]), kind) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            get(conn, "/file/one.bin")
+            conn.close()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    """The event loop uvicorn runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def sent_by_sendfile(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that receives the byte count of every sendfile call on the current backend."""
+    assert _backend.current() is backend
+    counts: list[int] = []
+    real = backend.sendfile
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        n: int = real(*args, **kwargs)
+        counts.append(n)
+        return n
+
+    monkeypatch.setattr(backend, "sendfile", counting)
+    return counts
+
+
+# TEMPORARY: until zerocopy.aio.send_file takes a transport on main (issue 15,
+# part 1), this shim gives it that form from the socket form, for the tests.
+_socket_send_file = zerocopy.aio.send_file
+
+
+async def _transport_send_file(
+    transport: Any, file: Any, offset: int = 0, count: int | None = None
+) -> int:
+    while transport.get_write_buffer_size():
+        await asyncio.sleep(0.001)
+    raw = transport.get_extra_info("socket")
+    reading = transport.is_reading()
+    if reading:
+        transport.pause_reading()
+    try:
+        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+            sock.setblocking(False)
+            return await _socket_send_file(sock, file, offset, count)
+    finally:
+        if reading and not transport.is_closing():
+            transport.resume_reading()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _transport_form() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(zerocopy.aio, "send_file", _transport_send_file)
+        yield
+
+
+# --- the server ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(
+    app: Any, loop: str, protocol: str = ZC, log_level: str = "warning", **config: Any
+) -> Iterator[tuple[str, int]]:
+    """Run uvicorn with *app* in a thread; yield its (host, port); stop it and join its threads."""
+    http = HttpToolsProtocol if protocol == ZC else protocol
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=http,
+            loop=loop,
+            log_config=None,
+            log_level=log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            **config,
+        )
+    )
+    before = set(threading.enumerate())
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not server.started:
+            assert thread.is_alive(), "uvicorn did not start"
+            assert time.monotonic() < deadline, "uvicorn did not start in time"
+            time.sleep(0.005)
+        yield listener.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "uvicorn did not stop"
+        # anyio's worker threads (Starlette's os.stat) end when their loop does.
+        for other in set(threading.enumerate()) - before:
+            other.join(TIMEOUT)
+        listener.close()
+
+
+def get(
+    conn: http.client.HTTPConnection, path: str, method: str = "GET", **headers: str
+) -> tuple[http.client.HTTPResponse, bytes]:
+    conn.request(method, path, headers=headers)
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def no_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+# --- Starlette: FileResponse and StaticFiles ------------------------------------------
+
+
+class TestStarlette:
+    @pytest.mark.parametrize("protocol", [ZC, STOCK])
+    def test_file_response_bodies(
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        protocol: str,
+        sent_by_sendfile: list[int],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """FileResponse bodies of 0, 1, odd and several MiB arrive intact; only ours use sendfile."""
+        root, data = tree
+        with serving(starlette_app(root), loop, protocol) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            for name, body in data.items():
+                resp, got = get(conn, f"/file/{name}")
+                assert resp.status == 200
+                assert resp.getheader("content-length") == str(len(body))
+                assert sha(got) == sha(body), name
+            conn.close()
+        expected = sum(SIZES.values()) if protocol == ZC else 0
+        assert sum(sent_by_sendfile) == expected
+        no_warnings(caplog)
+
+    def test_static_files(
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        sent_by_sendfile: list[int],
+    ) -> None:
+        """StaticFiles bodies go out by sendfile; a missing file is still StaticFiles' 404."""
+        root, data = tree
+        with serving(starlette_app(root), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            resp, got = get(conn, "/static/big.bin")
+            assert resp.status == 200
+            assert sha(got) == sha(data["big.bin"])
+            resp, got = get(conn, "/static/missing.bin")
+            assert (resp.status, got) == (404, b"Not Found")
+            conn.close()
+        assert sum(sent_by_sendfile) == SIZES["big.bin"]
+
+    def test_head_keeps_length_sends_no_body(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """HEAD: Content-Length of the file, no body bytes (the next response parses)."""
+        root, data = tree
+        with serving(starlette_app(root), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            resp, got = get(conn, "/file/odd.bin", method="HEAD")
+            assert (resp.status, got) == (200, b"")
+            assert resp.getheader("content-length") == str(SIZES["odd.bin"])
+            # Any stray body byte would be read as the next status line.
+            resp, got = get(conn, "/file/one.bin")
+            assert (resp.status, got) == (200, data["one.bin"])
+            conn.close()
+        assert sum(sent_by_sendfile) == 1
+
+    def test_keep_alive_and_ranges(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """Several requests, ranges among them, share one connection; every body is exact."""
+        root, data = tree
+        big = data["big.bin"]
+        with serving(starlette_app(root), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            conn.connect()
+            first = conn.sock
+            for _ in range(2):
+                resp, got = get(conn, "/file/big.bin")
+                assert sha(got) == sha(big)
+                # Starlette sends ranges as body messages, not pathsend.
+                resp, got = get(conn, "/file/big.bin", Range="bytes=100-200000")
+                assert resp.status == 206
+                assert resp.getheader("content-range") == f"bytes 100-200000/{len(big)}"
+                assert got == big[100:200001]
+                resp, got = get(conn, "/static/empty.bin")
+                assert (resp.status, got) == (200, b"")
+                assert conn.sock is first, "the connection was not kept alive"
+            conn.close()
+        assert sum(sent_by_sendfile) == 2 * len(big)
+
+    def test_connection_close(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """A request with Connection: close gets the whole body, then the server closes."""
+        root, data = tree
+        with serving(starlette_app(root), loop) as (host, port):
+            with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"GET /file/odd.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                raw = b""
+                while chunk := sock.recv(MiB):
+                    raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower()
+        assert sha(body) == sha(data["odd.bin"])
+        assert sum(sent_by_sendfile) == SIZES["odd.bin"]
+
+    def test_access_log(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Each pathsend response is in uvicorn's access log, as with stock uvicorn."""
+        root, _ = tree
+        caplog.set_level(logging.INFO, logger="uvicorn.access")
+        with serving(starlette_app(root), loop, log_level="info") as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            get(conn, "/file/one.bin")
+            get(conn, "/static/odd.bin")
+            conn.close()
+        lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+        assert any('"GET /file/one.bin HTTP/1.1" 200' in line for line in lines), lines
+        assert any('"GET /static/odd.bin HTTP/1.1" 200' in line for line in lines), lines
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the server gets a RST."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_client_goes_away_mid_body(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    sent_by_sendfile: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client reset mid-body: no warning or traceback logged, no fd leaked, next client served."""
+    root, data = tree
+    caplog.set_level(logging.DEBUG, logger="zerocopy.uvicorn")
+    with serving(starlette_app(root), loop) as (host, port):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KiB)
+        sock.settimeout(TIMEOUT)
+        sock.connect((host, port))
+        sock.sendall(b"GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4 * KiB).startswith(b"HTTP/1.1 200")
+        # Wait until the server is in the middle of the body, then reset.
+        deadline = time.monotonic() + TIMEOUT
+        while not sent_by_sendfile and time.monotonic() < deadline:
+            time.sleep(0.005)
+        reset(sock)
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        for _ in range(2):
+            resp, got = get(conn, "/file/odd.bin")
+            assert sha(got) == sha(data["odd.bin"])
+        conn.close()
+    assert 0 < sum(sent_by_sendfile) < SIZES["big.bin"] + 2 * SIZES["odd.bin"]
+    went_away = [r for r in caplog.records if r.name == "zerocopy.uvicorn"]
+    assert [r.getMessage().startswith("client went away") for r in went_away] == [True]
+    no_warnings(caplog)
+
+
+# --- the zerocopysend message, from a raw ASGI application ------------------------------
+
+
+def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
+    """An ASGI app: bytes, two zerocopysend messages (fd with offset+count, file at its position), bytes.
+
+    The body is ``b"head" + data[10:10+5000] + data[777:] + b"tail"``.  With
+    *length*, the response says Content-Length; without, uvicorn chunks it.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert "http.response.zerocopysend" in scope["extensions"]
+        size = path.stat().st_size
+        headers = [(b"content-length", str(8 + 5000 + size - 777).encode())] if length else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"head", "more_body": True})
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            msg = {"type": "http.response.zerocopysend", "file": fd, "offset": 10, "count": 5000}
+            await send({**msg, "more_body": True})
+        finally:
+            os.close(fd)
+        with open(path, "rb") as f:
+            f.seek(777)
+            await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
+        await send({"type": "http.response.body", "body": b"tail", "more_body": False})
+
+    return app
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+def test_zerocopysend_offsets_counts_more_body(
+    tree: tuple[Path, dict[str, bytes]], loop: str, length: bool, sent_by_sendfile: list[int]
+) -> None:
+    """zerocopysend with offset/count and at the file position, between body messages, is exact."""
+    root, data = tree
+    odd = data["odd.bin"]
+    with serving(zerocopy_app(root / "odd.bin", length), loop) as (host, port):
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        for _ in range(2):  # and the connection is usable again after it
+            resp, got = get(conn, "/")
+            assert resp.getheader("transfer-encoding") == (None if length else "chunked")
+            assert sha(got) == sha(b"head" + odd[10:5010] + odd[777:] + b"tail")
+        conn.close()
+    assert sum(sent_by_sendfile) == 2 * (5000 + len(odd) - 777)
