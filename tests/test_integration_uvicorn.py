@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import http.client
 import importlib
+import inspect
 import logging
 import os
 import shutil
@@ -130,7 +131,7 @@ _socket_send_file = zerocopy.aio.send_file
 async def _transport_send_file(
     transport: Any, file: Any, offset: int = 0, count: int | None = None
 ) -> int:
-    while transport.get_write_buffer_size():
+    while transport.get_write_buffer_size():  # noqa: ASYNC110 (no event to wait on)
         await asyncio.sleep(0.001)
     raw = transport.get_extra_info("socket")
     reading = transport.is_reading()
@@ -202,6 +203,16 @@ def get(
     return resp, resp.read()
 
 
+def exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send *request* on a new connection; return all the server sends until it closes."""
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        raw = b""
+        while chunk := sock.recv(MiB):
+            raw += chunk
+    return raw
+
+
 def no_warnings(caplog: pytest.LogCaptureFixture) -> None:
     bad = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not bad, [r.getMessage() for r in bad]
@@ -220,7 +231,7 @@ class TestStarlette:
         sent_by_sendfile: list[int],
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """FileResponse bodies of 0, 1, odd and several MiB arrive intact; only ours use sendfile."""
+        """FileResponse bodies (0, 1, odd, several MiB) arrive intact; only ours use sendfile."""
         root, data = tree
         with serving(starlette_app(root), loop, protocol) as (host, port):
             conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
@@ -297,12 +308,9 @@ class TestStarlette:
     ) -> None:
         """A request with Connection: close gets the whole body, then the server closes."""
         root, data = tree
+        request = b"GET /file/odd.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         with serving(starlette_app(root), loop) as (host, port):
-            with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
-                sock.sendall(b"GET /file/odd.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                raw = b""
-                while chunk := sock.recv(MiB):
-                    raw += chunk
+            raw = exchange(host, port, request)
         head, _, body = raw.partition(b"\r\n\r\n")
         assert b"connection: close" in head.lower()
         assert sha(body) == sha(data["odd.bin"])
@@ -353,7 +361,7 @@ def test_client_goes_away_mid_body(
         reset(sock)
         conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
         for _ in range(2):
-            resp, got = get(conn, "/file/odd.bin")
+            _, got = get(conn, "/file/odd.bin")
             assert sha(got) == sha(data["odd.bin"])
         conn.close()
     assert 0 < sum(sent_by_sendfile) < SIZES["big.bin"] + 2 * SIZES["odd.bin"]
@@ -366,15 +374,16 @@ def test_client_goes_away_mid_body(
 
 
 def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
-    """An ASGI app: bytes, two zerocopysend messages (fd with offset+count, file at its position), bytes.
+    """An ASGI app: bytes, zerocopysend (fd, offset, count), zerocopysend (file, position), bytes.
 
     The body is ``b"head" + data[10:10+5000] + data[777:] + b"tail"``.  With
     *length*, the response says Content-Length; without, uvicorn chunks it.
     """
 
+    size = path.stat().st_size
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert "http.response.zerocopysend" in scope["extensions"]
-        size = path.stat().st_size
         headers = [(b"content-length", str(8 + 5000 + size - 777).encode())] if length else []
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"head", "more_body": True})
@@ -384,7 +393,7 @@ def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
             await send({**msg, "more_body": True})
         finally:
             os.close(fd)
-        with open(path, "rb") as f:
+        with os.fdopen(os.open(path, os.O_RDONLY), "rb") as f:
             f.seek(777)
             await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
         await send({"type": "http.response.body", "body": b"tail", "more_body": False})
@@ -407,3 +416,248 @@ def test_zerocopysend_offsets_counts_more_body(
             assert sha(got) == sha(b"head" + odd[10:5010] + odd[777:] + b"tail")
         conn.close()
     assert sum(sent_by_sendfile) == 2 * (5000 + len(odd) - 777)
+
+
+def scenario_app(path: Path) -> Callable[..., Any]:
+    """An ASGI app whose response for ``/NAME`` is the scenario NAME (see ``SCENARIOS``)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        name = scope["path"].strip("/")
+        if name == "extensions":
+            body = ",".join(sorted(scope.get("extensions", {}))).encode()
+            headers = [(b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        length, message = SCENARIOS[name]
+        start = {"type": "http.response.start", "status": 200}
+        if name != "before-start":
+            headers = [(b"content-length", str(length).encode())]
+            await send({**start, "headers": headers})
+        with os.fdopen(os.open(path, os.O_RDONLY), "rb") as f:
+            await send({"type": "http.response.zerocopysend", "file": f, **message})
+
+    return app
+
+
+# name -> (Content-Length, the zerocopysend message's other keys), for odd.bin.
+SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
+    "exact": (1000, {"offset": 5, "count": 1000}),
+    "longer": (999, {"offset": 5, "count": 1000}),
+    "past-end": (1000, {"offset": SIZES["odd.bin"] - 300, "count": 1000}),
+    "bad-offset": (1000, {"offset": "5", "count": 1000}),
+    "negative-count": (1000, {"offset": 0, "count": -1}),
+    "before-start": (0, {"count": 10}),
+}
+
+
+class TestZeroCopySendErrors:
+    def test_head_sends_no_body(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """HEAD with zerocopysend: Content-Length kept, no body; the next GET on it is exact."""
+        root, data = tree
+        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            resp, got = get(conn, "/exact", method="HEAD")
+            assert (resp.status, resp.getheader("content-length"), got) == (200, "1000", b"")
+            resp, got = get(conn, "/exact")
+            assert got == data["odd.bin"][5:1005]
+            conn.close()
+        assert sum(sent_by_sendfile) == 1000
+
+    @pytest.mark.parametrize(
+        ("name", "error"),
+        [
+            ("longer", "RuntimeError: Response content longer than Content-Length"),
+            ("bad-offset", "TypeError: http.response.zerocopysend 'offset' must be an int"),
+            ("negative-count", "ValueError: http.response.zerocopysend 'count' must be >= 0"),
+            ("before-start", "RuntimeError: Expected ASGI message 'http.response.start'"),
+        ],
+    )
+    def test_bad_message_moves_nothing(
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        name: str,
+        error: str,
+        sent_by_sendfile: list[int],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A bad or misplaced zerocopysend raises its error before a byte of the file moves."""
+        root, _ = tree
+        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
+            raw = exchange(host, port, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if name == "before-start":
+            assert head.startswith(b"HTTP/1.1 500")
+        else:
+            assert (head.startswith(b"HTTP/1.1 200"), body) == (True, b"")
+        assert sent_by_sendfile == []
+        logged = [r for r in caplog.records if r.getMessage() == "Exception in ASGI application\n"]
+        assert len(logged) == 1
+        assert caplog.text.count(error) == 1, caplog.text
+
+    def test_file_shorter_than_count_closes(
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        sent_by_sendfile: list[int],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A count past the end of the file: the bytes it has go out, then the connection closes."""
+        root, data = tree
+        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            conn.request("GET", "/past-end")
+            resp = conn.getresponse()
+            with pytest.raises(http.client.IncompleteRead) as info:
+                resp.read()
+            assert info.value.partial == data["odd.bin"][-300:]
+            conn.close()
+        assert sum(sent_by_sendfile) == 300
+        assert "Response content shorter than promised: the file gave 300 of 1000" in caplog.text
+
+
+@pytest.mark.parametrize("protocol", [ZC, STOCK])
+def test_extensions_offered(tree: tuple[Path, dict[str, bytes]], loop: str, protocol: str) -> None:
+    """Our protocol's HTTP scopes offer pathsend and zerocopysend; stock uvicorn's offer neither."""
+    root, _ = tree
+    with serving(scenario_app(root / "odd.bin"), loop, protocol) as (host, port):
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        _, got = get(conn, "/extensions")
+        conn.close()
+    expected = b"http.response.pathsend,http.response.zerocopysend" if protocol == ZC else b""
+    assert got == expected
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed: the TLS test needs it to make a certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_offers_nothing_and_serves_by_copy(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    certificate: tuple[Path, Path],
+    sent_by_sendfile: list[int],
+) -> None:
+    """Over TLS the extensions are not offered: Starlette streams, bodies exact, no sendfile."""
+    root, data = tree
+    files, extensions = starlette_app(root), scenario_app(root)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        inner = extensions if scope.get("path") == "/extensions" else files
+        await inner(scope, receive, send)
+
+    cert, key = certificate
+    context = ssl.create_default_context(cafile=str(cert))
+    with serving(app, loop, ssl_certfile=str(cert), ssl_keyfile=str(key)) as (host, port):
+        conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=context)
+        assert get(conn, "/extensions")[1] == b""
+        _, got = get(conn, "/file/odd.bin")
+        assert sha(got) == sha(data["odd.bin"])
+        conn.close()
+    assert sent_by_sendfile == []
+
+
+# --- the command line, curl, imports, versions -------------------------------------------
+
+APP_MODULE = """
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+app = Starlette(routes=[Mount("/", StaticFiles(directory={root!r}))])
+"""
+
+
+def test_command_line_with_curl(
+    tree: tuple[Path, dict[str, bytes]], loop: str, backend: ModuleType, tmp_path: Path
+) -> None:
+    """``uvicorn --http zerocopy.uvicorn:HttpToolsProtocol app:app`` serves curl exact bodies."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed: this test needs it as the client")
+    root, data = tree
+    # TEMPORARY (with the shim above): the server process gets the shim too.
+    shim = "import asyncio, os, socket, zerocopy.aio\n_socket_send_file = zerocopy.aio.send_file\n"
+    shim += inspect.getsource(_transport_send_file)
+    shim += "zerocopy.aio.send_file = _transport_send_file\n"
+    (tmp_path / "app.py").write_text(
+        "from typing import Any\n" + shim + APP_MODULE.format(root=str(root))
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    env = {**os.environ, _backend.ENV_VAR: backend.NAME}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--http", "zerocopy.uvicorn:HttpToolsProtocol",
+         "--loop", loop, "--fd", str(listener.fileno()), "--app-dir", str(tmp_path),
+         "--log-level", "warning", "app:app"],
+        pass_fds=[listener.fileno()], env=env, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    listener.close()
+    try:
+        names = ["big.bin", "odd.bin", "empty.bin"]
+        args = [a for n in names for a in (f"http://127.0.0.1:{port}/{n}", "-o", str(tmp_path / n))]
+        # curl retries while the server starts; one invocation reuses one connection.
+        done = subprocess.run(
+            [curl, "-sS", "--fail", "--fail-early", "--retry", "20", "--retry-connrefused",
+             "--retry-delay", "0", "--max-time", str(TIMEOUT), *args],
+            capture_output=True, timeout=TIMEOUT * 2,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        for name in names:
+            assert sha((tmp_path / name).read_bytes()) == sha(data[name]), name
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=TIMEOUT)
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+def test_config_resolves_the_import_string() -> None:
+    """uvicorn's Config turns ``--http zerocopy.uvicorn:HttpToolsProtocol`` into our class."""
+    config = uvicorn.Config(scenario_app(Path("/")), http="zerocopy.uvicorn:HttpToolsProtocol")
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+
+
+def test_import_zerocopy_imports_no_framework() -> None:
+    """``import zerocopy`` (and zerocopy.aio) loads neither uvicorn, httptools nor starlette."""
+    code = (
+        "import sys, zerocopy, zerocopy.aio\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in {'uvicorn', 'httptools', 'starlette'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"[]\n", b"")
+
+
+@pytest.mark.parametrize("version", ["0.54.9", "0.56.0", "1.0.0", "dev"])
+def test_untested_uvicorn_version_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    """On a uvicorn release it was not tested with, importing zerocopy.uvicorn says which are."""
+    monkeypatch.setattr(uvicorn, "__version__", version)
+    for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_impl"):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError, match=rf"supports uvicorn 0\.55\.x, not uvicorn {version}"):
+        importlib.import_module("zerocopy.uvicorn")
+
+
+@pytest.mark.parametrize("version", ["0.55.0", "0.55.12", "0.55.1rc1"])
+def test_tested_uvicorn_versions_accepted(version: str) -> None:
+    """The releases of the supported series pass the check."""
+    from zerocopy._asgi.uvicorn_impl import check_uvicorn_version
+
+    check_uvicorn_version(version)

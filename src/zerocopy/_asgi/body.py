@@ -55,7 +55,9 @@ def _optional_int(message: Mapping[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{ZEROCOPYSEND} {key!r} must be an int or None, not {type(value).__name__}")
+        raise TypeError(
+            f"{ZEROCOPYSEND} {key!r} must be an int or None, not {type(value).__name__}"
+        )
     if value < 0:
         raise ValueError(f"{ZEROCOPYSEND} {key!r} must be >= 0, not {value}")
     return value
@@ -123,4 +125,6 @@ def open_body(message: Mapping[str, Any]) -> FileBody:
     size = _regular_size(fd, f"{ZEROCOPYSEND} 'file'")
     count = _optional_int(message, "count")
     left = max(size - offset, 0)
-    return FileBody(file, offset, left if count is None else count, message.get("more_body", False), owned)
+    return FileBody(
+        file, offset, left if count is None else count, message.get("more_body", False), owned
+    )

@@ -46,8 +46,10 @@ except ImportError as exc:  # httptools is missing: say which extra brings it
         f"zerocopy.uvicorn needs httptools ({exc}): pip install 'zerocopy-io[uvicorn]'"
     ) from exc
 
-from .. import aio  # send_file is looked up at call time: tests may wrap it
-from .body import PATHSEND, ZEROCOPYSEND, FileBody, check_message, open_body
+# After the version check on purpose (E402): on an untested uvicorn the check's
+# message, not an obscure failure inside uvicorn's internals, is what users see.
+from .. import aio  # noqa: E402 (send_file is looked up at call time: tests wrap it)
+from .body import PATHSEND, ZEROCOPYSEND, FileBody, check_message, open_body  # noqa: E402
 
 log = logging.getLogger("zerocopy.uvicorn")
 
@@ -163,9 +165,7 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
             extensions: Mapping[str, Any] = scope.get("extensions", {})
             scope["extensions"] = {**extensions, **{k: {} for k in EXTENSIONS}}
 
-    def _start_asgi_task(
-        self, cycle: httptools_impl.RequestResponseCycle, app: Any
-    ) -> None:
+    def _start_asgi_task(self, cycle: httptools_impl.RequestResponseCycle, app: Any) -> None:
         # uvicorn builds its own cycle class by name in on_headers_complete;
         # every cycle (pipelined ones too) starts here, before its task runs,
         # so this is the one place to make it a ZeroCopyCycle.  The subclass
