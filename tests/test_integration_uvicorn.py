@@ -303,6 +303,25 @@ class TestStarlette:
             conn.close()
         assert sum(sent_by_sendfile) == 2 * len(big)
 
+    def test_pipelined_requests(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """Pipelined requests (sent at once) get their responses in order, each body exact."""
+        root, data = tree
+        names = ["odd.bin", "one.bin", "empty.bin", "big.bin"]
+        requests = [f"GET /file/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names]
+        requests[-1] = requests[-1].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        with serving(starlette_app(root), loop) as (host, port):
+            raw = exchange(host, port, b"".join(requests))
+        for name in names:
+            head, _, raw = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), name
+            assert f"content-length: {SIZES[name]}".encode() in head
+            body, raw = raw[: SIZES[name]], raw[SIZES[name] :]
+            assert sha(body) == sha(data[name]), name
+        assert raw == b""
+        assert sum(sent_by_sendfile) == sum(SIZES[n] for n in names)
+
     def test_connection_close(
         self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
     ) -> None:
@@ -434,6 +453,9 @@ def scenario_app(path: Path) -> Callable[..., Any]:
         if name != "before-start":
             headers = [(b"content-length", str(length).encode())]
             await send({**start, "headers": headers})
+        if name.startswith("path-"):
+            await send({"type": "http.response.pathsend", **message})
+            return
         with os.fdopen(os.open(path, os.O_RDONLY), "rb") as f:
             await send({"type": "http.response.zerocopysend", "file": f, **message})
 
@@ -448,6 +470,8 @@ SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
     "bad-offset": (1000, {"offset": "5", "count": 1000}),
     "negative-count": (1000, {"offset": 0, "count": -1}),
     "before-start": (0, {"count": 10}),
+    "path-missing": (10, {"path": "/nonexistent/zerocopy-test.bin"}),
+    "path-relative": (10, {"path": "odd.bin"}),
 }
 
 
@@ -473,6 +497,8 @@ class TestZeroCopySendErrors:
             ("bad-offset", "TypeError: http.response.zerocopysend 'offset' must be an int"),
             ("negative-count", "ValueError: http.response.zerocopysend 'count' must be >= 0"),
             ("before-start", "RuntimeError: Expected ASGI message 'http.response.start'"),
+            ("path-missing", "FileNotFoundError: [Errno 2] No such file or directory"),
+            ("path-relative", "ValueError: http.response.pathsend 'path' must be absolute"),
         ],
     )
     def test_bad_message_moves_nothing(
@@ -484,7 +510,7 @@ class TestZeroCopySendErrors:
         sent_by_sendfile: list[int],
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A bad or misplaced zerocopysend raises its error before a byte of the file moves."""
+        """A bad or misplaced file-body message raises its error before a byte of the file moves."""
         root, _ = tree
         with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
             raw = exchange(host, port, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
