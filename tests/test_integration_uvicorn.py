@@ -336,7 +336,11 @@ class TestStarlette:
         assert sum(sent_by_sendfile) == SIZES["odd.bin"]
 
     def test_access_log(
-        self, tree: tuple[Path, dict[str, bytes]], loop: str, caplog: pytest.LogCaptureFixture
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        sent_by_sendfile: list[int],
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         """Each pathsend response is in uvicorn's access log, as with stock uvicorn."""
         root, _ = tree
@@ -349,6 +353,7 @@ class TestStarlette:
         lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
         assert any('"GET /file/one.bin HTTP/1.1" 200' in line for line in lines), lines
         assert any('"GET /static/odd.bin HTTP/1.1" 200' in line for line in lines), lines
+        assert sum(sent_by_sendfile) == 1 + SIZES["odd.bin"]
 
 
 def reset(sock: socket.socket) -> None:
@@ -579,13 +584,14 @@ def test_tls_offers_nothing_and_serves_by_copy(
     loop: str,
     certificate: tuple[Path, Path],
     sent_by_sendfile: list[int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Over TLS the extensions are not offered: Starlette streams, bodies exact, no sendfile."""
+    """Over TLS no extension is offered: Starlette streams exact bodies; a zerocopysend fails."""
     root, data = tree
-    files, extensions = starlette_app(root), scenario_app(root)
+    files, scenarios = starlette_app(root), scenario_app(root / "odd.bin")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        inner = extensions if scope.get("path") == "/extensions" else files
+        inner = scenarios if scope.get("path") in ("/extensions", "/exact") else files
         await inner(scope, receive, send)
 
     cert, key = certificate
@@ -595,8 +601,14 @@ def test_tls_offers_nothing_and_serves_by_copy(
         assert get(conn, "/extensions")[1] == b""
         _, got = get(conn, "/file/odd.bin")
         assert sha(got) == sha(data["odd.bin"])
+        conn.request("GET", "/exact")
+        with pytest.raises(http.client.IncompleteRead) as info:
+            conn.getresponse().read()
+        assert info.value.partial == b""
         conn.close()
     assert sent_by_sendfile == []
+    expected = "Expected ASGI message 'http.response.body', but got 'http.response.zerocopysend'"
+    assert caplog.text.count(expected) == 1
 
 
 # --- the command line, curl, imports, versions -------------------------------------------
