@@ -683,19 +683,21 @@ def test_import_zerocopy_imports_no_framework() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, b"[]\n", b"")
 
 
-@pytest.mark.parametrize("version", ["0.54.9", "0.56.0", "1.0.0", "dev"])
+@pytest.mark.parametrize("version", ["0.44.9", "0.56.0", "1.0.0", "dev"])
 def test_untested_uvicorn_version_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     """On a uvicorn release it was not tested with, importing zerocopy.uvicorn says which are."""
     monkeypatch.setattr(uvicorn, "__version__", version)
     for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_impl"):
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(ImportError, match=rf"supports uvicorn 0\.55\.x, not uvicorn {version}"):
+    with pytest.raises(
+        ImportError, match=rf"supports uvicorn 0\.45 to 0\.55, not uvicorn {version}"
+    ):
         importlib.import_module("zerocopy.uvicorn")
 
 
-@pytest.mark.parametrize("version", ["0.55.0", "0.55.12", "0.55.1rc1"])
+@pytest.mark.parametrize("version", ["0.45.0", "0.50.2", "0.55.0", "0.55.12", "0.55.1rc1"])
 def test_tested_uvicorn_versions_accepted(version: str) -> None:
-    """The releases of the supported series pass the check."""
+    """Releases of the supported series pass the check."""
     from zerocopy._asgi.uvicorn_impl import check_uvicorn_version
 
     check_uvicorn_version(version)

@@ -21,9 +21,10 @@ import uvicorn
 
 __all__ = ["SUPPORTED", "HttpToolsProtocol", "ZeroCopyCycle", "check_uvicorn_version"]
 
-#: The uvicorn releases this module was tested with: ``(major, minor)`` pairs.
-SUPPORTED = ((0, 55),)
-_SUPPORTED_TEXT = "uvicorn 0.55.x"
+#: The uvicorn releases this module was tested with, as ``(major, minor)`` pairs:
+#: the test suite passed on the first release of each (and on 0.52.4).
+SUPPORTED = tuple((0, minor) for minor in range(45, 56))
+_SUPPORTED_TEXT = "uvicorn 0.45 to 0.55"
 
 
 def check_uvicorn_version(version: str) -> None:
