@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
+from typing import TypeAlias, cast
 
+from .._aiostream import BorrowedSocket, is_stream_pair
 from .._aiowait import ErrorWatch, Waiter, check_nonblocking_socket
 from .._fd import check_timeout
 from .direction import Direction, annotate
@@ -13,10 +16,12 @@ from .direction import Direction, annotate
 __all__ = ["relay"]
 
 
-async def relay(
-    a: socket.socket, b: socket.socket, *, timeout: float | None = None
-) -> tuple[int, int]:
-    """Copy both directions between non-blocking stream sockets *a* and *b* until both end.
+#: A side of a relay: a socket, or the two ends of an asyncio stream.
+Side: TypeAlias = "socket.socket | tuple[asyncio.StreamReader, asyncio.StreamWriter]"
+
+
+async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int, int]:
+    """Copy both directions between stream sockets *a* and *b* until both end.
 
     The asyncio twin of :func:`zerocopy.relay`: ``splice`` through pooled
     pipes (held only while bytes are in flight), an end of stream from one
@@ -24,38 +29,86 @@ async def relay(
     carries on, and the result is ``(a_to_b, b_to_a)``.  Readiness comes from
     the running loop.
 
+    Each side is a non-blocking socket or a ``(StreamReader, StreamWriter)``
+    pair from :func:`asyncio.open_connection` or :func:`asyncio.start_server`
+    (on asyncio's loops or uvloop).  For a pair, what the writer's transport
+    buffers goes out first, reading is paused, and the bytes the reader has
+    already read are delivered to the other side before any the kernel moves
+    (and counted).  When the relay ends, however it ends, the pair's writer
+    is closed; sockets stay open and non-blocking, and the caller closes
+    them.  A TLS stream is a :class:`TypeError`, a closing one a
+    :class:`ValueError`, before anything moves.
+
     *timeout* is an idle timeout in seconds: if neither direction moves for
     that long, :class:`TimeoutError` is raised (``inf``, like None, never
     expires; a negative or NaN timeout is a :class:`ValueError`).  A reset on
     either side raises the original :class:`OSError` subclass, also on a side
     whose direction has already ended.  Every exception out of ``relay``,
     :class:`asyncio.CancelledError` included, carries ``a_to_b``, ``b_to_a``
-    and ``bytes_transferred``.  The sockets stay open and non-blocking; the
-    caller closes them.
+    and ``bytes_transferred``.
     """
-    for name, sock in (("a", a), ("b", b)):
-        if not isinstance(sock, socket.socket):
-            raise TypeError(f"{name} must be a socket.socket, not {type(sock).__name__}")
-        if sock.type != socket.SOCK_STREAM:
-            raise ValueError(f"{name} must be a SOCK_STREAM socket")
-        check_nonblocking_socket(sock, name)
+    lent = [_check_side(name, side) for name, side in (("a", a), ("b", b))]
     check_timeout(timeout, negative=False)
     loop = asyncio.get_running_loop()
-    ab = Direction(a, b)
-    ba = Direction(b, a)
+    ab: Direction | None = None
+    ba: Direction | None = None
     waiter = Waiter(loop)
     errors = ErrorWatch()
     try:
+        socks: list[socket.socket] = []
+        heads: list[bytes] = []
+        for side, held in zip((a, b), lent, strict=True):
+            if held is None:
+                socks.append(cast(socket.socket, side))
+                heads.append(b"")
+            else:
+                socks.append(held[0].lend(held[1]))
+                heads.append(held[0].head)
+        for held in lent:
+            if held is not None:
+                await held[0].drain(loop)
+        ab = Direction(socks[0], socks[1], head=heads[0])
+        ba = Direction(socks[1], socks[0], head=heads[1])
         await _relay_loop(loop, waiter, errors, ab, ba, timeout)
+        result = ab.moved, ba.moved
     except BaseException as exc:
         annotate(exc, ab, ba)
         raise
     finally:
         waiter.close()
         errors.close()  # after the waiter: its reader is on the epoll fd
-        ab.close()
-        ba.close()
-    return ab.moved, ba.moved
+        for d in (ab, ba):
+            if d is not None:
+                d.close()
+        for held in lent:
+            if held is not None:
+                held[0].was_reading = False  # closed next: no point reading again
+                held[0].give_back()
+                held[2].close()
+    for held in lent:
+        if held is not None:
+            with contextlib.suppress(OSError):
+                await held[2].wait_closed()
+    return result
+
+
+Lent = tuple[BorrowedSocket, asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def _check_side(name: str, side: object) -> Lent | None:
+    """Check one side before anything moves; for a stream pair, what will lend its socket."""
+    if is_stream_pair(side):
+        reader, writer = cast("tuple[asyncio.StreamReader, asyncio.StreamWriter]", side)
+        return BorrowedSocket.check(writer, name, reader=reader), reader, writer
+    if not isinstance(side, socket.socket):
+        raise TypeError(
+            f"{name} must be a socket.socket or a (StreamReader, StreamWriter) pair, "
+            f"not {type(side).__name__}"
+        )
+    if side.type != socket.SOCK_STREAM:
+        raise ValueError(f"{name} must be a SOCK_STREAM socket")
+    check_nonblocking_socket(side, name)
+    return None
 
 
 async def _relay_loop(

@@ -37,6 +37,7 @@ from .._constants import (
 from .._errors import oserror, set_relay_counts
 from .._fd import read_past_urgent_mark
 from .._pipes import Pipe, PipePool, default_pool
+from .._tally import Tally
 
 __all__ = ["Direction", "annotate"]
 
@@ -49,6 +50,8 @@ class Direction:
         "dst",
         "dst_fd",
         "family",
+        "head",
+        "head_sent",
         "pipe",
         "pool",
         "src",
@@ -57,7 +60,14 @@ class Direction:
         "waiting",
     )
 
-    def __init__(self, src: socket.socket, dst: socket.socket, pool: PipePool | None = None):
+    def __init__(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        pool: PipePool | None = None,
+        *,
+        head: bytes = b"",
+    ):
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
@@ -70,6 +80,10 @@ class Direction:
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
         self.waiting: tuple[int, int] | None = None
+        #: Bytes to deliver before any from src (what a StreamReader had read
+        #: already), and the sends that delivered them: see _send_head.
+        self.head = memoryview(head) if head else None
+        self.head_sent: Tally | None = Tally() if head else None
 
     def step(self) -> bool:
         """Move bytes until something would block; True if anything changed.
@@ -83,6 +97,15 @@ class Direction:
         self.waiting = None
         if self.done:
             return False
+        if self.head is not None:
+            before_head = self.moved
+            if not self._send_head():
+                self.waiting = (self.dst_fd, select.POLLOUT)
+                return self.moved != before_head
+            return self._splice() or self.moved != before_head
+        return self._splice()
+
+    def _splice(self) -> bool:
         pipe = self.pipe
         if pipe is None:
             pipe = self.pool.take(self)  # sets self.pipe first: see PipePool.take
@@ -124,6 +147,25 @@ class Direction:
             # EINTR: the loop's backward jump runs the signal handlers; go on.
         return (state.delivered, state.in_pipe) != before
 
+    def _send_head(self) -> bool:
+        """Send what is left of :attr:`head`; True once all of it is out.
+
+        Sent with ``send``, counted by a :class:`Tally`: a signal handler's
+        exception between a send and the count cannot make :attr:`moved` short.
+        """
+        head, tally = self.head, self.head_sent
+        assert head is not None
+        assert tally is not None
+        while True:
+            sent = tally.total()
+            if sent >= len(head):
+                self.head = None
+                return True
+            try:
+                tally.call(self.dst.send, (head[sent:],))
+            except BlockingIOError:
+                return False
+
     def _past_urgent_mark(self, status: int, read_nothing: bool) -> bytes | None:
         """Bytes past the source's TCP urgent mark if the step stopped there, else None.
 
@@ -145,7 +187,8 @@ class Direction:
     @property
     def moved(self) -> int:
         """Bytes delivered to dst; exact even if a signal handler's exception ended the step."""
-        return int(self.state.delivered)
+        head = 0 if self.head_sent is None else self.head_sent.total()
+        return int(self.state.delivered) + head
 
     def _finish(self) -> None:
         # End of stream from src: pass the half-close on; the other direction

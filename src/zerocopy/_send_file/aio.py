@@ -6,16 +6,24 @@ import asyncio
 import os
 import select
 import socket
-from typing import Any
+from typing import Any, cast
 
 from .. import _backend
+from .._aiostream import BorrowedSocket, is_transport_like
 from .._aiowait import Waiter, check_nonblocking_socket
 from .._constants import MAX_RW_COUNT, STEP_BUDGET
 from .._errors import GiveUp, give_up_or_raise, set_transferred
 from .._fd import FILE, kind_of, stream_fd
 from .._tally import Tally
 from .._types import SupportsRead
-from .common import COPY_CHUNK, SEND_CHUNK, check_params, read_chunk, seekable
+from .common import (
+    COPY_CHUNK,
+    SEND_CHUNK,
+    check_file_args,
+    check_params,
+    read_chunk,
+    seekable,
+)
 
 __all__ = ["send_file"]
 
@@ -102,16 +110,30 @@ class _Sender:
 
 
 async def send_file(
-    sock: socket.socket, file: SupportsRead[bytes], offset: int = 0, count: int | None = None
+    sock: socket.socket | asyncio.StreamWriter | asyncio.BaseTransport,
+    file: SupportsRead[bytes],
+    offset: int = 0,
+    count: int | None = None,
 ) -> int:
-    """Send *file* over non-blocking stream socket *sock* with ``sendfile(2)``; return bytes sent.
+    """Send *file* over *sock* with ``sendfile(2)``; return bytes sent.
+
+    *sock* is a non-blocking stream socket, an :class:`asyncio.StreamWriter`
+    or a stream transport (asyncio's, or uvloop's, where ``loop.sendfile``
+    does not exist).
 
     The contract of :func:`zerocopy.send_file` and :meth:`socket.socket.sendfile`:
     sending starts at *offset* (the file position is not used), *count*
     ``None`` means to end of file, and the file position is left at
-    ``offset + sent``.  *sock* must be non-blocking (:class:`ValueError`
+    ``offset + sent``.  A socket must be non-blocking (:class:`ValueError`
     otherwise, as :meth:`asyncio.loop.sock_sendfile`); the task waits for
     writability on the running loop between partial sends.
+
+    A writer or transport is used as ``loop.sendfile(transport, ...)`` uses
+    one: what the transport buffers goes out first, its reading is paused
+    while the kernel sends and resumed afterwards, and the stream is usable
+    again when this returns.  Nothing else may write to it meanwhile.  A TLS
+    or datagram transport is a :class:`TypeError`, a closing one a
+    :class:`ValueError`, both before any byte moves.
 
     Regular files go out with ``sendfile``.  Other objects are read in chunks
     and sent with ``send``: those whose fd carries their bytes but is not a
@@ -122,11 +144,33 @@ async def send_file(
     cleanly.  Every exception after the checks, :class:`asyncio.CancelledError`
     included, carries ``bytes_transferred``.
     """
-    obj: Any = file  # told and seeked too, as any file object
-    check_params(sock, file, offset, count)
-    check_nonblocking_socket(sock, "sock")
-    sender = _Sender(asyncio.get_running_loop(), sock)
+    if isinstance(sock, socket.socket) or not is_transport_like(sock):
+        check_params(sock, file, offset, count)
+        check_nonblocking_socket(sock, "sock")
+        plain = cast(socket.socket, sock)  # check_params raised for anything else
+        return await _send(asyncio.get_running_loop(), plain, file, offset, count, None)
+    borrowed = BorrowedSocket.check(sock, "sock")
+    check_file_args(file, offset, count)
+    loop = asyncio.get_running_loop()
     try:
+        return await _send(loop, borrowed.lend(), file, offset, count, borrowed)
+    finally:
+        borrowed.give_back()
+
+
+async def _send(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    file: SupportsRead[bytes],
+    offset: int,
+    count: int | None,
+    borrowed: BorrowedSocket | None,
+) -> int:
+    obj: Any = file  # told and seeked too, as any file object
+    sender = _Sender(loop, sock)
+    try:
+        if borrowed is not None:
+            await borrowed.drain(loop)
         fd = stream_fd(file, reading=True)
         regular = fd is not None and kind_of(os.fstat(fd).st_mode) == FILE
         if fd is not None and regular:

@@ -10,7 +10,15 @@ from typing import Any
 
 from .._fd import stream_fd
 
-__all__ = ["COPY_CHUNK", "SEND_CHUNK", "check_params", "read_chunk", "regular_fd", "seekable"]
+__all__ = [
+    "COPY_CHUNK",
+    "SEND_CHUNK",
+    "check_file_args",
+    "check_params",
+    "read_chunk",
+    "regular_fd",
+    "seekable",
+]
 
 #: Most one sendfile call is asked for, as socket.sendfile: 1 GiB.
 SEND_CHUNK = 1 << 30
@@ -22,12 +30,26 @@ def check_params(sock: Any, file: Any, offset: Any, count: Any) -> None:
     """Raise what socket.socket.sendfile raises for bad arguments, in the same order."""
     if not isinstance(sock, socket.socket):
         raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    check_binary(file)
+    if not sock.type & socket.SOCK_STREAM:
+        raise ValueError("only SOCK_STREAM type sockets are supported")
+    check_offset_count(offset, count)
+
+
+def check_file_args(file: Any, offset: Any, count: Any) -> None:
+    """check_params without the socket: for a transport, checked on its own."""
+    check_binary(file)
+    check_offset_count(offset, count)
+
+
+def check_binary(file: Any) -> None:
     mode = getattr(file, "mode", "b")
     # GzipFile and friends keep an int in .mode; only a text mode string is wrong.
     if (isinstance(mode, str) and "b" not in mode) or isinstance(file, io.TextIOBase):
         raise ValueError("file should be opened in binary mode")
-    if not sock.type & socket.SOCK_STREAM:
-        raise ValueError("only SOCK_STREAM type sockets are supported")
+
+
+def check_offset_count(offset: Any, count: Any) -> None:
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise TypeError(f"offset must be an int, not {type(offset).__name__}")
     if offset < 0:
