@@ -12,12 +12,10 @@ and its threads joined before ``no_fd_leak`` counts descriptors.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import http.client
 import importlib
-import inspect
 import logging
 import os
 import shutil
@@ -41,7 +39,6 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-import zerocopy.aio
 from netkit import empty_pool, no_fd_leak  # noqa: F401 (fixtures)
 from zerocopy import _backend
 from zerocopy.uvicorn import HttpToolsProtocol
@@ -88,7 +85,7 @@ def starlette_app(root: Path) -> Starlette:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _warm_loops(_transport_form: None, tree: tuple[Path, dict[str, bytes]]) -> None:
+def _warm_loops(tree: tuple[Path, dict[str, bytes]]) -> None:
     """Serve one request on each kind of loop before any fd census.
 
     uvloop keeps a pipe open for the rest of the process from its first
@@ -121,36 +118,6 @@ def sent_by_sendfile(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> li
 
     monkeypatch.setattr(backend, "sendfile", counting)
     return counts
-
-
-# TEMPORARY: until zerocopy.aio.send_file takes a transport on main (issue 15,
-# part 1), this shim gives it that form from the socket form, for the tests.
-_socket_send_file = zerocopy.aio.send_file
-
-
-async def _transport_send_file(
-    transport: Any, file: Any, offset: int = 0, count: int | None = None
-) -> int:
-    while transport.get_write_buffer_size():  # noqa: ASYNC110 (no event to wait on)
-        await asyncio.sleep(0.001)
-    raw = transport.get_extra_info("socket")
-    reading = transport.is_reading()
-    if reading:
-        transport.pause_reading()
-    try:
-        with socket.socket(fileno=os.dup(raw.fileno())) as sock:
-            sock.setblocking(False)
-            return await _socket_send_file(sock, file, offset, count)
-    finally:
-        if reading and not transport.is_closing():
-            transport.resume_reading()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _transport_form() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(zerocopy.aio, "send_file", _transport_send_file)
-        yield
 
 
 # --- the server ---------------------------------------------------------------------
@@ -630,13 +597,7 @@ def test_command_line_with_curl(
     if curl is None:
         pytest.skip("curl is not installed: this test needs it as the client")
     root, data = tree
-    # TEMPORARY (with the shim above): the server process gets the shim too.
-    shim = "import asyncio, os, socket, zerocopy.aio\n_socket_send_file = zerocopy.aio.send_file\n"
-    shim += inspect.getsource(_transport_send_file)
-    shim += "zerocopy.aio.send_file = _transport_send_file\n"
-    (tmp_path / "app.py").write_text(
-        "from typing import Any\n" + shim + APP_MODULE.format(root=str(root))
-    )
+    (tmp_path / "app.py").write_text(APP_MODULE.format(root=str(root)))
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     env = {**os.environ, _backend.ENV_VAR: backend.NAME}
