@@ -323,6 +323,32 @@ class TestStarlette:
         assert sum(sent_by_sendfile) == 1 + SIZES["odd.bin"]
 
 
+def test_fastapi_file_response_and_static_files(
+    tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+) -> None:
+    """FastAPI's FileResponse and StaticFiles (Starlette's) go out by sendfile, bodies exact."""
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse as FastAPIFileResponse
+    from fastapi.staticfiles import StaticFiles as FastAPIStaticFiles
+
+    root, data = tree
+    app = FastAPI()
+
+    @app.get("/file/{name}")
+    async def file(name: str) -> FastAPIFileResponse:
+        return FastAPIFileResponse(root / name)
+
+    app.mount("/static", FastAPIStaticFiles(directory=root))
+    with serving(app, loop) as (host, port):
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        for path in ("/file/odd.bin", "/static/big.bin"):
+            resp, got = get(conn, path)
+            assert resp.status == 200
+            assert sha(got) == sha(data[path.rsplit("/", 1)[1]]), path
+        conn.close()
+    assert sum(sent_by_sendfile) == SIZES["odd.bin"] + SIZES["big.bin"]
+
+
 def reset(sock: socket.socket) -> None:
     """Close with SO_LINGER 0: the server gets a RST."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
