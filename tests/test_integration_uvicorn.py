@@ -390,11 +390,12 @@ def test_client_goes_away_mid_body(
 # --- the zerocopysend message, from a raw ASGI application ------------------------------
 
 
-def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
+def zerocopy_app(path: Path, length: bool, positions: list[int]) -> Callable[..., Any]:
     """An ASGI app: bytes, zerocopysend (fd, offset, count), zerocopysend (file, position), bytes.
 
     The body is ``b"head" + data[10:10+5000] + data[777:] + b"tail"``.  With
     *length*, the response says Content-Length; without, uvicorn chunks it.
+    The fd's and the file's positions after their sends go to *positions*.
     """
 
     size = path.stat().st_size
@@ -408,11 +409,13 @@ def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
         try:
             msg = {"type": "http.response.zerocopysend", "file": fd, "offset": 10, "count": 5000}
             await send({**msg, "more_body": True})
+            positions.append(os.lseek(fd, 0, os.SEEK_CUR))
         finally:
             os.close(fd)
         with os.fdopen(os.open(path, os.O_RDONLY), "rb") as f:
             f.seek(777)
             await send({"type": "http.response.zerocopysend", "file": f, "more_body": True})
+            positions.append(f.tell())
         await send({"type": "http.response.body", "body": b"tail", "more_body": False})
 
     return app
@@ -422,10 +425,11 @@ def zerocopy_app(path: Path, length: bool) -> Callable[..., Any]:
 def test_zerocopysend_offsets_counts_more_body(
     tree: tuple[Path, dict[str, bytes]], loop: str, length: bool, sent_by_sendfile: list[int]
 ) -> None:
-    """zerocopysend with offset/count and at the file position, between body messages, is exact."""
+    """zerocopysend with offset/count or at the file position is exact; positions end past it."""
     root, data = tree
     odd = data["odd.bin"]
-    with serving(zerocopy_app(root / "odd.bin", length), loop) as (host, port):
+    positions: list[int] = []
+    with serving(zerocopy_app(root / "odd.bin", length, positions), loop) as (host, port):
         conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
         for _ in range(2):  # and the connection is usable again after it
             resp, got = get(conn, "/")
@@ -433,6 +437,7 @@ def test_zerocopysend_offsets_counts_more_body(
             assert sha(got) == sha(b"head" + odd[10:5010] + odd[777:] + b"tail")
         conn.close()
     assert sum(sent_by_sendfile) == 2 * (5000 + len(odd) - 777)
+    assert positions == [5010, len(odd)] * 2
 
 
 def scenario_app(path: Path) -> Callable[..., Any]:
@@ -454,6 +459,14 @@ def scenario_app(path: Path) -> Callable[..., Any]:
         if name.startswith("path-"):
             await send({"type": "http.response.pathsend", **message})
             return
+        if name == "pipe":
+            r, w = os.pipe()
+            try:
+                await send({"type": "http.response.zerocopysend", "file": r, **message})
+            finally:
+                os.close(r)
+                os.close(w)
+            return
         with os.fdopen(os.open(path, os.O_RDONLY), "rb") as f:
             await send({"type": "http.response.zerocopysend", "file": f, **message})
 
@@ -468,6 +481,7 @@ SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
     "bad-offset": (1000, {"offset": "5", "count": 1000}),
     "negative-count": (1000, {"offset": 0, "count": -1}),
     "before-start": (0, {"count": 10}),
+    "pipe": (10, {"count": 10}),
     "path-missing": (10, {"path": "/nonexistent/zerocopy-test.bin"}),
     "path-relative": (10, {"path": "odd.bin"}),
 }
@@ -495,6 +509,7 @@ class TestZeroCopySendErrors:
             ("bad-offset", "TypeError: http.response.zerocopysend 'offset' must be an int"),
             ("negative-count", "ValueError: http.response.zerocopysend 'count' must be >= 0"),
             ("before-start", "RuntimeError: Expected ASGI message 'http.response.start'"),
+            ("pipe", "ValueError: http.response.zerocopysend 'file' is not a regular file"),
             ("path-missing", "FileNotFoundError: [Errno 2] No such file or directory"),
             ("path-relative", "ValueError: http.response.pathsend 'path' must be absolute"),
         ],

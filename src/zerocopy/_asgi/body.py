@@ -117,12 +117,12 @@ def open_body(message: Mapping[str, Any]) -> FileBody:
     # position, as os.sendfile with offset None would.
     file = io.FileIO(given, "rb", closefd=False) if owned else given
     fd = file.fileno()
+    size = _regular_size(fd, f"{ZEROCOPYSEND} 'file'")  # first: a pipe cannot tell()
     offset = _optional_int(message, "offset")
     if offset is None:
         # The spec: without an offset, read from the file's current position
         # (tell() of a buffered reader counts what it has read ahead).
         offset = file.tell() if hasattr(file, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
-    size = _regular_size(fd, f"{ZEROCOPYSEND} 'file'")
     count = _optional_int(message, "count")
     left = max(size - offset, 0)
     return FileBody(
