@@ -138,8 +138,7 @@ def serving(
             log_config=None,
             log_level=log_level,
             lifespan="off",
-            timeout_graceful_shutdown=5,
-            **config,
+            **{"timeout_graceful_shutdown": 5, **config},
         )
     )
     before = set(threading.enumerate())
@@ -385,6 +384,35 @@ def test_client_goes_away_mid_body(
     went_away = [r for r in caplog.records if r.name == "zerocopy.uvicorn"]
     assert [r.getMessage().startswith("client went away") for r in went_away] == [True]
     no_warnings(caplog)
+
+
+def test_shutdown_during_a_stalled_body(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    sent_by_sendfile: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Shutdown while the client reads nothing: the send is cancelled, the connection closed."""
+    root, _ = tree
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KiB)
+        sock.settimeout(TIMEOUT)
+        started = time.monotonic()
+        with serving(starlette_app(root), loop, timeout_graceful_shutdown=0.3) as (host, port):
+            sock.connect((host, port))
+            sock.sendall(b"GET /file/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            deadline = time.monotonic() + TIMEOUT
+            while not sent_by_sendfile and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert sent_by_sendfile, "the body never started"
+        assert time.monotonic() - started < TIMEOUT / 2
+        received = 0
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(MiB):
+                received += len(chunk)
+    assert received < SIZES["big.bin"], "the whole body went out: nothing was cancelled"
+    # uvicorn logs the cancelled application as it does for any application.
+    assert "CancelledError" in caplog.text
 
 
 # --- the zerocopysend message, from a raw ASGI application ------------------------------
