@@ -19,11 +19,22 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zerocopy._bench.toolkit import MiB, Sample, human, print_machine, size_arg, summarize
+from zerocopy._bench.toolkit import (
+    CpuTimes,
+    MiB,
+    Sample,
+    human,
+    print_machine,
+    process_tree_cpu,
+    size_arg,
+    summarize,
+)
 
 
 def base_parser(
@@ -190,6 +201,8 @@ def report(
 
 def print_targets(checks: Sequence[dict[str, Any]]) -> None:
     print("\ntargets:")
+    if not checks:
+        print("  none checked: no target's candidate and baseline both ran")
     for c in checks:
         paired = f" (paired {c['paired'][0]:.2f}-{c['paired'][1]:.2f})" if c["paired"] else ""
         print(f"  {c['verdict']:<5}  {c['target']}: {c['value']:.3f}{paired}")
@@ -254,6 +267,104 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+STARTUP = 20.0  # seconds a server may take to answer
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a server to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the benchmark dies (PR_SET_PDEATHSIG).
+
+    A benchmark killed outright (a test's timeout, SIGKILL) runs no
+    ``finally``; its servers must not outlive it on a shared machine.
+    """
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+class Server:
+    """A server process on 127.0.0.1:port, started in __enter__, stopped in __exit__.
+
+    Its stderr (the request log, warnings, tracebacks) is kept in ``errors``
+    once it has stopped.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        cleanup: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.cleanup = cleanup
+        self.env = env
+        self.errors = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+        # The request log goes to a file: a pipe nobody reads would fill up.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _stop()
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env=self.env,
+            preexec_fn=die_with_parent,
+        )
+        deadline = time.monotonic() + STARTUP
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self._stop()
+                raise RuntimeError(f"{self.name} did not start: {err[-2000:]}")
+            time.sleep(0.05)
+
+    def _stop(self) -> str:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return self.errors
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self.cleanup:
+            self.cleanup()
+        self.log.seek(0)
+        self.errors = self.log.read().decode(errors="replace")
+        self.log.close()
+        return self.errors
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu(self) -> CpuTimes:
+        """The server's CPU so far: the toolkit's ``process_tree_cpu`` of its process."""
+        return process_tree_cpu(self.pid)
 
 
 def unlink(path: str) -> None:

@@ -38,15 +38,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
 import _common as c
 
 from zerocopy._bench.toolkit import (
-    CpuTimes,
     GiB,
     MiB,
     Sample,
@@ -54,79 +52,11 @@ from zerocopy._bench.toolkit import (
     machine,
     print_round,
     process_cpu,
-    process_tree_cpu,
     run_rounds,
 )
 
-STARTUP = 20.0  # seconds a server may take to answer
 
-
-# --- servers --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A server process on 127.0.0.1:port, started in __enter__, stopped in __exit__."""
-
-    def __init__(
-        self, name: str, argv: list[str], port: int, cleanup: Callable[[], None] | None = None
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.cleanup = cleanup
-        self.proc: subprocess.Popen[bytes] | None = None
-        # The request log goes to a file: a pipe nobody reads would fill up.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _stop()
-
-    def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log
-        )
-        deadline = time.monotonic() + STARTUP
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self._stop()
-                raise RuntimeError(f"{self.name} did not start: {err[-2000:]}")
-            time.sleep(0.05)
-
-    def _stop(self) -> str:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return ""
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if self.cleanup:
-            self.cleanup()
-        self.log.seek(0)
-        err = self.log.read()
-        self.log.close()
-        return err.decode(errors="replace")
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def cpu(self) -> CpuTimes:
-        assert self.proc is not None
-        return process_tree_cpu(self.proc.pid)
-
-
-def nginx_server(binary: str, directory: str, port: int) -> Server:
+def nginx_server(binary: str, directory: str, port: int) -> c.Server:
     prefix = tempfile.mkdtemp(prefix="zerocopy-bench-nginx-")
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w", encoding="utf-8") as f:
@@ -154,7 +84,7 @@ http {{
 """
         )
     argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
-    return Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
+    return c.Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
 
 
 # --- clients --------------------------------------------------------------------
@@ -239,12 +169,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[Server], list[str]]:
+def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[c.Server], list[str]]:
     """The servers to compare, serving *workdir*; and notes on any left out."""
     # Both Python servers log every request to stderr, alike.
-    port = _free_port()
+    port = c.free_port()
     servers = [
-        Server(
+        c.Server(
             "http.server",
             [
                 sys.executable,
@@ -259,9 +189,9 @@ def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[Server], list
             port,
         ),
     ]
-    port = _free_port()
+    port = c.free_port()
     servers.append(
-        Server(
+        c.Server(
             "zerocopy serve",
             [
                 sys.executable,
@@ -282,7 +212,7 @@ def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[Server], list
         if os.geteuid() != 0:
             notes.append("nginx left out: the benchmark runs it as root, and this is not root")
         else:
-            servers.append(nginx_server(args.nginx, workdir, _free_port()))
+            servers.append(nginx_server(args.nginx, workdir, c.free_port()))
     else:
         notes.append(
             "nginx left out: no nginx binary (apt-get install nginx-light) or --nginx none"
@@ -307,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     buf = memoryview(bytearray(MiB))
     path = "/file.bin"
 
-    def run_one(server: Server) -> Sample:
+    def run_one(server: c.Server) -> Sample:
         u0, s0 = server.cpu()
         r0 = _client_cpu()
         t0 = perf_counter()

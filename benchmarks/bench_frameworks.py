@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Python web servers serving a file: stock uvicorn and aiohttp against zerocopy's integrations.
+
+One file (100 MiB by default) served over HTTP/1.1 on 127.0.0.1 by:
+
+1. ``uvicorn``: Starlette's ``FileResponse`` under stock uvicorn
+   (``--http httptools --loop asyncio``), the baseline for 2;
+2. ``uvicorn+zerocopy``: the same app under ``--http
+   zerocopy.uvicorn:HttpToolsProtocol``;
+3. ``aiohttp asyncio``: aiohttp's ``web.FileResponse`` on asyncio's loop
+   (aiohttp's own ``loop.sendfile`` path);
+4. ``aiohttp uvloop``: the same on uvloop (no ``sock_sendfile`` there: chunks),
+   the baseline for 5;
+5. ``aiohttp uvloop+zerocopy``: ``zerocopy.aiohttp.FileResponse`` on uvloop.
+
+A variant whose zerocopy module does not import is left out with a
+"skipped: ..." line naming the error; one whose framework is not installed
+likewise (``pip install 'zerocopy-io[bench]'`` installs them all).
+
+Each server is its own process, started once and stopped at the end.  A run
+is one keep-alive connection from this process sending ``--requests`` GETs (10
+by default) one after the other, each body read with ``recv_into`` into one
+reused 1 MiB buffer after the status line and headers are parsed (the body's
+length from ``Content-Length``).  Rounds alternate the servers after a warm-up
+round.  Server CPU is the toolkit's ``process_tree_cpu`` of the server
+process, read from ``/proc/<pid>/stat`` around each run (10 ms ticks); the
+client's CPU is in the notes column.  Every server's body is checked against
+the file's sha256 before the rounds (with ``--quick``: every body).
+
+Targets (issue 15): ``uvicorn+zerocopy`` >= 5x the throughput of ``uvicorn``
+at <= 0.2x its server CPU per GiB; ``aiohttp uvloop+zerocopy`` >= 2.5x
+``aiohttp uvloop`` at <= 0.35x.
+
+    python benchmarks/bench_frameworks.py [--size 100M] [--requests 10] [--repeat 5] [--json FILE]
+    python benchmarks/bench_frameworks.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import _common as c
+
+from zerocopy._bench.toolkit import (
+    GiB,
+    LoadMeter,
+    MiB,
+    Sample,
+    human,
+    machine,
+    print_round,
+    process_cpu,
+    run_rounds,
+)
+
+PATH = "/file.bin"
+LOOP_PATH = "/loop"  # answers the server's event loop class, to prove the variant's loop
+FILE_ENV = "ZEROCOPY_BENCH_FILE"  # the served file, for the uvicorn app factory
+IO_TIMEOUT = 60.0  # seconds the client waits on one recv before it gives up
+
+#: What issue 15 measured on this machine (main at f730a43, 10 requests per
+#: round), printed beside the figures: (variant, GiB/s, server CPU s/GiB).
+ISSUE_FIGURES = [
+    ("uvicorn", 0.30, 3.4),
+    ("aiohttp asyncio", 3.46, 0.27),
+    ("aiohttp uvloop", 0.97, 1.09),
+]
+TARGETS = [
+    c.Target("uvicorn+zerocopy", "uvicorn", "throughput", 5.0),
+    c.Target("uvicorn+zerocopy", "uvicorn", "cpu", 0.2),
+    c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "throughput", 2.5),
+    c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "cpu", 0.35),
+]
+
+
+# --- the servers' applications (run in the server processes) ------------------------
+
+
+def starlette_app() -> Any:
+    """uvicorn's ``--factory``: a Starlette app, FileResponse of $ZEROCOPY_BENCH_FILE."""
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    path = os.environ[FILE_ENV]
+
+    async def file(request: Any) -> FileResponse:
+        return FileResponse(path)
+
+    async def loop(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(_loop_name())
+
+    return Starlette(routes=[Route(PATH, file), Route(LOOP_PATH, loop)])
+
+
+def _loop_name() -> str:
+    cls = type(asyncio.get_running_loop())
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def role_aiohttp(loop: str, impl: str, port: int, path: str) -> None:
+    """Serve *path* with aiohttp on *loop* (asyncio, uvloop); *impl*: stock or zerocopy."""
+    from aiohttp import web
+
+    if impl == "zerocopy":
+        from zerocopy.aiohttp import FileResponse
+    else:
+        FileResponse = web.FileResponse
+
+    async def file(request: web.Request) -> web.StreamResponse:
+        return FileResponse(path)
+
+    async def loop_name(request: web.Request) -> web.StreamResponse:
+        return web.Response(text=_loop_name())
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_get(PATH, file)
+        app.router.add_get(LOOP_PATH, loop_name)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()  # until the benchmark's SIGTERM
+
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve())
+
+
+# --- which variants run -----------------------------------------------------------------
+
+
+@dataclass
+class Variant:
+    name: str
+    loop: str  # the event loop it must run on: "asyncio" or "uvloop"
+    needs: tuple[str, ...]  # third-party modules the server imports
+    zerocopy: str | None  # the zerocopy module (and name) it needs, "module:name"
+    argv: Callable[[int, str], list[str]]  # (port, file) -> the server's command line
+
+
+def _uvicorn(http: str) -> Callable[[int, str], list[str]]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return lambda port, path: [
+        *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", here),
+        *("bench_frameworks:starlette_app", "--http", http, "--loop", "asyncio"),
+        *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+        *("--log-level", "warning", "--lifespan", "off", "--ws", "none"),
+    ]
+
+
+def _aiohttp(loop: str, impl: str) -> Callable[[int, str], list[str]]:
+    me = os.path.abspath(__file__)
+    return lambda port, path: [sys.executable, me, "--role", loop, impl, str(port), path]
+
+
+VARIANTS = [
+    Variant(
+        "uvicorn", "asyncio", ("uvicorn", "httptools", "starlette"), None, _uvicorn("httptools")
+    ),
+    Variant(
+        "uvicorn+zerocopy",
+        "asyncio",
+        ("uvicorn", "httptools", "starlette"),
+        "zerocopy.uvicorn:HttpToolsProtocol",
+        _uvicorn("zerocopy.uvicorn:HttpToolsProtocol"),
+    ),
+    Variant("aiohttp asyncio", "asyncio", ("aiohttp",), None, _aiohttp("asyncio", "stock")),
+    Variant("aiohttp uvloop", "uvloop", ("aiohttp", "uvloop"), None, _aiohttp("uvloop", "stock")),
+    Variant(
+        "aiohttp uvloop+zerocopy",
+        "uvloop",
+        ("aiohttp", "uvloop"),
+        "zerocopy.aiohttp:FileResponse",
+        _aiohttp("uvloop", "zerocopy"),
+    ),
+]
+
+
+def why_not(variant: Variant) -> str | None:
+    """Why *variant* cannot run here (a "skipped: ..." line), or None if it can."""
+    missing = [m for m in variant.needs if importlib.util.find_spec(m) is None]
+    if missing:
+        return (
+            f"skipped: {variant.name}: {', '.join(missing)} not installed "
+            "(pip install 'zerocopy-io[bench]')"
+        )
+    if variant.zerocopy:
+        module, _, name = variant.zerocopy.partition(":")
+        try:
+            getattr(importlib.import_module(module), name)
+        # An integration checks its framework's version at import: ImportError
+        # or RuntimeError, with the supported range in the message.
+        except (ImportError, AttributeError, RuntimeError) as exc:
+            return f"skipped: {module} not available ({type(exc).__name__}: {exc})"
+    return None
+
+
+# --- the client -------------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection; each body goes into one reused buffer."""
+
+    def __init__(self, port: int, buf: memoryview) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        self.buf = buf
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _head(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers (lower-case names) and the body bytes that came with them."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = self.sock.recv(8192)
+            if not chunk:
+                raise ConnectionError(f"connection closed in the headers: {data[:200]!r}")
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, _, status = status_line.partition(" ")
+        if not version.startswith("HTTP/1.") or not status[:3].isdigit():
+            raise RuntimeError(f"not an HTTP/1.x answer: {status_line!r}")
+        headers = {}
+        for line in lines:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        return int(status[:3]), headers, rest
+
+    def get(self, path: str, digest: Any = None) -> int:
+        """GET *path*; return the body's length (RuntimeError unless a full 200 answer)."""
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, headers, body = self._head()
+        if status != 200:
+            raise RuntimeError(f"status {status}: {headers}")
+        if "content-length" not in headers:
+            raise RuntimeError(f"no Content-Length (the client reads no chunks): {headers}")
+        length = int(headers["content-length"])
+        if len(body) > length:
+            raise RuntimeError(f"{len(body) - length} bytes beyond the body")
+        if digest is not None:
+            digest.update(body)
+        got = len(body)
+        buf = self.buf
+        while got < length:
+            n = self.sock.recv_into(buf, min(len(buf), length - got))
+            if not n:
+                raise ConnectionError(f"short body: {got} of {length} bytes")
+            if digest is not None:
+                digest.update(buf[:n])
+            got += n
+        return got
+
+    def text(self, path: str) -> str:
+        """GET *path* and return its (short) body as text."""
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status, headers, body = self._head()
+        length = int(headers.get("content-length", -1))
+        if status != 200 or length < 0:
+            raise RuntimeError(f"status {status}: {headers}")
+        while len(body) < length:
+            chunk = self.sock.recv(length - len(body))
+            if not chunk:
+                raise ConnectionError(f"short body: {len(body)} of {length} bytes")
+            body += chunk
+        return body.decode()
+
+
+# --- the controller -------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = c.base_parser(__doc__.splitlines()[0], 100 * MiB)
+    p.add_argument(
+        "--requests", type=int, default=10, help="GETs per run on one connection (default 10)"
+    )
+    p.add_argument("--role", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.requests <= 0:
+        p.error("--requests must be > 0")
+    if args.repeat <= 0:
+        p.error("--repeat must be > 0")
+    if args.only:
+        unknown = [n for n in args.only if n not in {v.name for v in VARIANTS}]
+        if unknown:
+            p.error(
+                f"--only: unknown variant(s) {unknown}; choose from {[v.name for v in VARIANTS]}"
+            )
+    c.apply_quick(args)
+    if args.quick:
+        args.requests = min(args.requests, 3)
+    return args
+
+
+def _run_one(server: c.Server, args: argparse.Namespace, buf: memoryview, want: bytes) -> Sample:
+    """One run: --requests GETs on one connection; server CPU around it."""
+    cpu0 = server.cpu()
+    client0 = process_cpu().total
+    t0 = perf_counter()
+    client = Client(server.port, buf)
+    try:
+        nbytes = 0
+        for _ in range(args.requests):
+            digest = hashlib.sha256() if args.verify else None
+            nbytes += client.get(PATH, digest)
+            if digest is not None and digest.digest() != want:
+                raise AssertionError(f"{server.name} served different bytes")
+    finally:
+        client.close()
+    seconds = perf_counter() - t0
+    client_cpu = process_cpu().total - client0
+    cpu = server.cpu().minus(cpu0)
+    if nbytes != args.size * args.requests:
+        raise AssertionError(f"{server.name}: {nbytes} bytes, expected {args.size * args.requests}")
+    return Sample(
+        seconds, cpu.user, cpu.sys, nbytes, {"client_cpu_s_per_gib": client_cpu / (nbytes / GiB)}
+    )
+
+
+def _check(server: c.Server, variant: Variant, buf: memoryview, want: bytes) -> str:
+    """The server serves the file's bytes on the variant's loop; return that loop's class."""
+    digest = hashlib.sha256()
+    client = Client(server.port, buf)
+    try:
+        client.get(PATH, digest)
+        loop = client.text(LOOP_PATH)
+    finally:
+        client.close()
+    if digest.digest() != want:
+        raise AssertionError(f"{server.name} served different bytes")
+    if (variant.loop == "uvloop") != loop.startswith("uvloop."):
+        raise AssertionError(f"{server.name} runs on {loop}, not {variant.loop}")
+    return loop
+
+
+def _measure(
+    args: argparse.Namespace, variants: list[Variant], servers: list[c.Server], want: bytes
+) -> tuple[dict[str, list[Sample]], dict[str, str], dict[str, float]]:
+    """The rounds, each server's event loop class, and how busy the machine was."""
+    buf = memoryview(bytearray(MiB))
+    with c.Deadline(args.timeout), contextlib.ExitStack() as stack:
+        for server in servers:
+            stack.enter_context(server)
+        loops = {s.name: _check(s, v, buf, want) for s, v in zip(servers, variants, strict=True)}
+        servers_cpu0 = sum(s.cpu().total for s in servers)
+        with LoadMeter() as load:
+            results = run_rounds(
+                [(s.name, lambda s=s: _run_one(s, args, buf, want)) for s in servers],
+                args.repeat,
+                on_round=print_round,
+            )
+        # The servers are ours but reaped only at the end, so LoadMeter
+        # counts them as "everything else": move them.
+        servers_cpu = sum(s.cpu().total for s in servers) - servers_cpu0
+    summary = dict(load.summary)
+    summary["own_cpu_s"] = round(summary["own_cpu_s"] + servers_cpu, 1)
+    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - servers_cpu), 1)
+    return results, loops, summary
+
+
+def _versions() -> dict[str, str]:
+    """The installed versions of the frameworks compared (absent ones left out)."""
+    out = {}
+    for name in ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def _sha256(path: str) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.digest()
+
+
+#: Ratios printed under the table (whose ratios are against stock uvicorn):
+#: the aiohttp variants against each other.
+PAIRS = [
+    ("aiohttp uvloop+zerocopy", "aiohttp uvloop"),  # the issue's baseline for 5
+    ("aiohttp uvloop+zerocopy", "aiohttp asyncio"),  # "level with aiohttp's own sendfile"
+    ("aiohttp uvloop", "aiohttp asyncio"),  # what uvloop costs aiohttp today
+]
+
+
+def _print_pairs(results: dict[str, list[Sample]]) -> None:
+    ran = [(a, b) for a, b in PAIRS if a in results and b in results]
+    if ran:
+        print("\nagainst each other:")
+    for a, b in ran:
+        r = c.compare(results, a, b)
+        # nan: the baseline's server used no whole 10 ms tick (a --quick run)
+        cpu = "n/a" if r["cpu"] != r["cpu"] else f"{r['cpu']:.2f}x"
+        print(
+            f"  {a} / {b}: throughput {r['throughput']:.2f}x "
+            f"(paired {r['paired_min']:.2f}-{r['paired_max']:.2f}), server CPU per GiB {cpu}"
+        )
+
+
+def _print_issue_figures() -> None:
+    print("\nissue 15's figures on its machine (main at f730a43, 10 requests per round):")
+    for name, gib_s, cpu in ISSUE_FIGURES:
+        print(f"  {name:<16} {gib_s:.2f} GiB/s at {cpu:.2f} server CPU s/GiB")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.role:
+        loop, impl, port, path = args.role
+        role_aiohttp(loop, impl, int(port), path)
+        return 0
+    wanted = [v for v in VARIANTS if not args.only or v.name in args.only]
+    if args.only:
+        wanted.sort(key=lambda v: args.only.index(v.name))
+    reasons = {v.name: why_not(v) for v in wanted}
+    skipped = [why for why in reasons.values() if why]
+    for line in skipped:
+        print(line, flush=True)
+    wanted = [v for v in wanted if reasons[v.name] is None]
+    if not wanted:
+        raise SystemExit("no variant can run here")
+
+    workdir = tempfile.mkdtemp(prefix="zerocopy-bench-frameworks-", dir=args.dir)
+    servers: list[c.Server] = []
+    try:
+        src = os.path.join(workdir, "file.bin")
+        c.fill_file(src, args.size)
+        want = _sha256(src)
+        env = dict(os.environ, **{FILE_ENV: src})
+        for v in wanted:
+            port = c.free_port()
+            servers.append(c.Server(v.name, v.argv(port, src), port, env=env))
+        info = machine(workdir)
+        results, loops, load = _measure(args, wanted, servers, want)
+    except BaseException:
+        # The servers have stopped: what they logged is often why the run failed.
+        for s in servers:
+            if s.errors.strip():
+                print(f"\n{s.name} logged:\n{s.errors[-2000:]}", file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    # A traceback in a server's log means a run it served went wrong.
+    errors = {s.name: s.errors[-2000:] for s in servers if "Traceback" in s.errors}
+    info["load_during_run"] = load
+    info["frameworks"] = _versions()
+    info["server_loops"] = loops
+    info["server_errors"] = errors
+    info["skipped"] = skipped
+    info["requests_per_run"] = args.requests
+    info["server_cpu"] = "the server process's, from /proc/<pid>/stat (10 ms ticks)"
+    title = (
+        f"HTTP/1.1 GET, {args.requests} requests of a {human(args.size)} file per run on one "
+        "keep-alive connection (CPU columns: the server's)"
+    )
+    # publish() labels a run with args.size: here a run is every request.
+    shown = argparse.Namespace(
+        **{**vars(args), "file_size": args.size, "size": args.size * args.requests}
+    )
+    c.publish(
+        title,
+        shown,
+        info,
+        results,
+        "uvicorn",
+        TARGETS,
+        notes=lambda s: f"client CPU {s['client_cpu_s_per_gib']:.3f} s/GiB",
+    )
+    _print_pairs(results)
+    _print_issue_figures()
+    for line in skipped:
+        print(line)
+    for name, text in errors.items():
+        print(f"\n{name} logged a traceback:\n{text}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""aiohttp: :class:`FileResponse`, whose body goes out with ``sendfile(2)`` on asyncio and uvloop.
+
+aiohttp's own :class:`aiohttp.web.FileResponse` sends a file body with
+``loop.sendfile(transport, ...)``.  asyncio's selector loops do that with
+``sendfile(2)``; uvloop has no native ``sendfile``, so there aiohttp falls
+back to reading the file in chunks (256 KiB by default) and writing them to
+the transport: a copy through Python for every byte.  This subclass replaces
+that one step with :func:`zerocopy.aio.send_file` on the transport, which
+works on both loops.
+
+Everything else is aiohttp's: paths, 403 and 404, ``Content-Type``,
+``ETag``/``Last-Modified``, conditional requests (``If-Match``,
+``If-None-Match``, ``If-Modified-Since``, ``If-Unmodified-Since``,
+``If-Range``), single byte ranges and 416, HEAD, pre-compressed ``.gz``/``.br``
+siblings, on-the-fly compression (which keeps aiohttp's chunked path, as the
+bytes must pass through Python), ``chunk_size`` and ``AIOHTTP_NOSENDFILE``.
+
+Importing this module imports aiohttp; ``import zerocopy`` does not.  The
+override is of a private hook (``FileResponse._sendfile``), so the aiohttp
+version is checked at import: see :data:`SUPPORTED`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO, TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web, web_fileresponse
+
+from . import aio
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractStreamWriter
+
+__all__ = ["SUPPORTED", "FileResponse"]
+
+_log = logging.getLogger(__name__)
+
+#: The aiohttp versions this module was tested with, as ``(lowest, first
+#: unsupported)`` ``(major, minor)`` pairs.  It overrides the private
+#: ``FileResponse._sendfile`` hook and calls the private
+#: ``_sendfile_fallback``, whose signatures aiohttp may change in any release.
+#: tests/test_integration_aiohttp.py passed with 3.10.0, 3.10.11, 3.11.0,
+#: 3.11.18, 3.12.0, 3.12.15, 3.13.0, 3.13.5, 3.14.0 and 3.14.5 (3.9.5 answers a
+#: missing file with a 500 instead of a 404, stock class and this one alike).
+SUPPORTED = ((3, 10), (3, 15))
+
+
+def _check_version(version: str) -> None:
+    """Raise ImportError unless aiohttp *version* is in :data:`SUPPORTED`."""
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = ()
+    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED
+    if not (lo_major, lo_minor) <= major_minor < (hi_major, hi_minor):
+        raise ImportError(
+            f"zerocopy.aiohttp supports aiohttp >={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
+            f" (it overrides a private hook of aiohttp.web.FileResponse); aiohttp {version}"
+            " is installed"
+        )
+
+
+_check_version(aiohttp.__version__)
+
+
+class FileResponse(web.FileResponse):
+    """A drop-in :class:`aiohttp.web.FileResponse` that sends the body with ``sendfile(2)``.
+
+    Same constructor, headers and status codes as aiohttp's.  Only the body
+    of a 200 or 206 response differs in how it travels: from the file to the
+    connection's socket by :func:`zerocopy.aio.send_file` (after the headers,
+    with the transport's write buffer drained first and reading paused
+    meanwhile), on asyncio's loops and on uvloop alike.
+
+    aiohttp's chunked copy is kept where the kernel cannot do the work: a
+    response with compression enabled (:meth:`enable_compression`), a TLS
+    connection, and ``AIOHTTP_NOSENDFILE=1``.
+
+    If the file shrinks while it is sent, fewer bytes than the
+    ``Content-Length`` already announced go out: the connection is then
+    closed after the response (not kept alive), so the client sees the
+    truncation instead of a desynchronised stream.
+    """
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        # Overrides aiohttp's private hook (web_fileresponse.py, 3.10 to 3.14): it is
+        # called with the open file and the byte span once the status and
+        # headers are decided, and must send them and the body.
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None  # prepare returns None only after write_eof
+        transport = request.transport
+        if web_fileresponse.NOSENDFILE or self.compression:
+            # aiohttp's own chunked copy: compression needs the bytes in Python.
+            return await self._sendfile_fallback(writer, fobj, offset, count)
+        if transport is None or transport.is_closing():
+            # The client went away after its request: what aiohttp raises
+            # here, and its request loop drops quietly (a ConnectionError).
+            raise ConnectionResetError("Connection lost")
+        if _tls(transport):
+            # The kernel would put plaintext on the wire: aiohttp's copy
+            # through the TLS transport, as stock aiohttp does on uvloop.
+            return await self._sendfile_fallback(writer, fobj, offset, count)
+        # StreamResponse sends its headers at prepare(); a subclass that opts
+        # into buffering them must not have them go after the body.
+        send_headers = getattr(writer, "send_headers", None)
+        if send_headers is not None:
+            send_headers()
+        # A transport that closes while its write buffer drains raises
+        # BrokenPipeError, a ConnectionError too.
+        sent = await aio.send_file(transport, fobj, offset, count)
+        # What the chunked path would have counted: the access log's %b
+        # (body_length, from output_size) and the writer's remaining length.
+        writer.output_size += sent
+        writer.buffer_size = 0
+        if writer.length is not None:
+            writer.length = max(writer.length - sent, 0)
+        if sent < count:
+            _log.warning(
+                "%s: sent %d of %d bytes (the file shrank); closing the connection",
+                getattr(fobj, "name", self._path),  # the .gz or .br sibling, if that was sent
+                sent,
+                count,
+            )
+            self.force_close()
+        await web.StreamResponse.write_eof(self)
+        return writer
+
+
+def _tls(transport: Any) -> bool:
+    """Whether *transport* encrypts (asyncio's and uvloop's TLS transports carry an SSL object)."""
+    return transport.get_extra_info("sslcontext") is not None or (
+        transport.get_extra_info("ssl_object") is not None
+    )
