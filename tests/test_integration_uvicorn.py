@@ -1,4 +1,4 @@
-"""zerocopy.uvicorn: uvicorn's httptools protocol with pathsend and zerocopysend, by sendfile.
+"""zerocopy.uvicorn: uvicorn's protocols with pathsend and zerocopysend, by sendfile.
 
 Each test runs a real uvicorn server on 127.0.0.1 in a thread (on asyncio's
 loop and on uvloop, on every backend) and talks to it with
@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 
 from netkit import empty_pool, no_fd_leak  # noqa: F401 (fixtures)
 from zerocopy import _backend
-from zerocopy.uvicorn import HttpToolsProtocol
+from zerocopy.uvicorn import H11Protocol, HttpToolsProtocol
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -49,8 +49,10 @@ KiB = 1024
 MiB = 1024 * KiB
 SIZES = {"empty.bin": 0, "one.bin": 1, "odd.bin": 3 * MiB + 17, "big.bin": 6 * MiB}
 TIMEOUT = 20.0
-ZC = "zerocopy"  # the protocol under test, in the `protocol` parameters
+ZC = "zerocopy"  # the protocols under test, in the `protocol` parameters
+ZC_H11 = "zerocopy-h11"
 STOCK = "httptools"  # uvicorn's own
+PROTOCOLS = {ZC: HttpToolsProtocol, ZC_H11: H11Protocol}
 
 
 def sha(data: bytes) -> str:
@@ -98,6 +100,12 @@ def _warm_loops(tree: tuple[Path, dict[str, bytes]]) -> None:
             conn.close()
 
 
+@pytest.fixture(params=[ZC, ZC_H11])
+def zc(request: pytest.FixtureRequest) -> str:
+    """Which of zerocopy's protocols serves: the httptools one or the h11 one."""
+    return str(request.param)
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop(request: pytest.FixtureRequest) -> str:
     """The event loop uvicorn runs on."""
@@ -128,7 +136,7 @@ def serving(
     app: Any, loop: str, protocol: str = ZC, log_level: str = "warning", **config: Any
 ) -> Iterator[tuple[str, int]]:
     """Run uvicorn with *app* in a thread; yield its (host, port); stop it and join its threads."""
-    http = HttpToolsProtocol if protocol == ZC else protocol
+    http = PROTOCOLS.get(protocol, protocol)
     listener = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(
         uvicorn.Config(
@@ -188,7 +196,7 @@ def no_warnings(caplog: pytest.LogCaptureFixture) -> None:
 
 
 class TestStarlette:
-    @pytest.mark.parametrize("protocol", [ZC, STOCK])
+    @pytest.mark.parametrize("protocol", [ZC, ZC_H11, STOCK])
     def test_file_response_bodies(
         self,
         tree: tuple[Path, dict[str, bytes]],
@@ -207,7 +215,7 @@ class TestStarlette:
                 assert resp.getheader("content-length") == str(len(body))
                 assert sha(got) == sha(body), name
             conn.close()
-        expected = sum(SIZES.values()) if protocol == ZC else 0
+        expected = sum(SIZES.values()) if protocol in PROTOCOLS else 0
         assert sum(sent_by_sendfile) == expected
         no_warnings(caplog)
 
@@ -270,14 +278,14 @@ class TestStarlette:
         assert sum(sent_by_sendfile) == 2 * len(big)
 
     def test_pipelined_requests(
-        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, zc: str, sent_by_sendfile: list[int]
     ) -> None:
         """Pipelined requests (sent at once) get their responses in order, each body exact."""
         root, data = tree
         names = ["odd.bin", "one.bin", "empty.bin", "big.bin"]
         requests = [f"GET /file/{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in names]
         requests[-1] = requests[-1].replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
-        with serving(starlette_app(root), loop) as (host, port):
+        with serving(starlette_app(root), loop, zc) as (host, port):
             raw = exchange(host, port, b"".join(requests))
         for name in names:
             head, _, raw = raw.partition(b"\r\n\r\n")
@@ -357,13 +365,14 @@ def reset(sock: socket.socket) -> None:
 def test_client_goes_away_mid_body(
     tree: tuple[Path, dict[str, bytes]],
     loop: str,
+    zc: str,
     sent_by_sendfile: list[int],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A client reset mid-body: no warning or traceback logged, no fd leaked, next client served."""
     root, data = tree
     caplog.set_level(logging.DEBUG, logger="zerocopy.uvicorn")
-    with serving(starlette_app(root), loop) as (host, port):
+    with serving(starlette_app(root), loop, zc) as (host, port):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * KiB)
         sock.settimeout(TIMEOUT)
@@ -451,13 +460,17 @@ def zerocopy_app(path: Path, length: bool, positions: list[int]) -> Callable[...
 
 @pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
 def test_zerocopysend_offsets_counts_more_body(
-    tree: tuple[Path, dict[str, bytes]], loop: str, length: bool, sent_by_sendfile: list[int]
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    zc: str,
+    length: bool,
+    sent_by_sendfile: list[int],
 ) -> None:
     """zerocopysend with offset/count or at the file position is exact; positions end past it."""
     root, data = tree
     odd = data["odd.bin"]
     positions: list[int] = []
-    with serving(zerocopy_app(root / "odd.bin", length, positions), loop) as (host, port):
+    with serving(zerocopy_app(root / "odd.bin", length, positions), loop, zc) as (host, port):
         conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
         for _ in range(2):  # and the connection is usable again after it
             resp, got = get(conn, "/")
@@ -515,13 +528,25 @@ SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
+#: Scenarios that must fail before any byte of a file moves -> what uvicorn logs.
+BAD = {
+    "longer": "RuntimeError: Response content longer than Content-Length",
+    "bad-offset": "TypeError: http.response.zerocopysend 'offset' must be an int",
+    "negative-count": "ValueError: http.response.zerocopysend 'count' must be >= 0",
+    "before-start": "RuntimeError: Expected ASGI message 'http.response.start'",
+    "pipe": "ValueError: http.response.zerocopysend 'file' is not a regular file",
+    "path-missing": "FileNotFoundError: [Errno 2] No such file or directory",
+    "path-relative": "ValueError: http.response.pathsend 'path' must be absolute",
+}
+
+
 class TestZeroCopySendErrors:
     def test_head_sends_no_body(
-        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, zc: str, sent_by_sendfile: list[int]
     ) -> None:
         """HEAD with zerocopysend: Content-Length kept, no body; the next GET on it is exact."""
         root, data = tree
-        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
+        with serving(scenario_app(root / "odd.bin"), loop, zc) as (host, port):
             conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
             resp, got = get(conn, "/exact", method="HEAD")
             assert (resp.status, resp.getheader("content-length"), got) == (200, "1000", b"")
@@ -530,51 +555,42 @@ class TestZeroCopySendErrors:
             conn.close()
         assert sum(sent_by_sendfile) == 1000
 
-    @pytest.mark.parametrize(
-        ("name", "error"),
-        [
-            ("longer", "RuntimeError: Response content longer than Content-Length"),
-            ("bad-offset", "TypeError: http.response.zerocopysend 'offset' must be an int"),
-            ("negative-count", "ValueError: http.response.zerocopysend 'count' must be >= 0"),
-            ("before-start", "RuntimeError: Expected ASGI message 'http.response.start'"),
-            ("pipe", "ValueError: http.response.zerocopysend 'file' is not a regular file"),
-            ("path-missing", "FileNotFoundError: [Errno 2] No such file or directory"),
-            ("path-relative", "ValueError: http.response.pathsend 'path' must be absolute"),
-        ],
-    )
     def test_bad_message_moves_nothing(
         self,
         tree: tuple[Path, dict[str, bytes]],
         loop: str,
-        name: str,
-        error: str,
+        zc: str,
         sent_by_sendfile: list[int],
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        """A bad or misplaced file-body message raises its error before a byte of the file moves."""
+        """Each bad or misplaced file-body message raises its error before a file byte moves."""
         root, _ = tree
-        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
-            raw = exchange(host, port, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        head, _, body = raw.partition(b"\r\n\r\n")
-        if name == "before-start":
-            assert head.startswith(b"HTTP/1.1 500")
-        else:
-            assert (head.startswith(b"HTTP/1.1 200"), body) == (True, b"")
+        with serving(scenario_app(root / "odd.bin"), loop, zc) as (host, port):
+            for name in BAD:
+                raw = exchange(host, port, f"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                head, _, body = raw.partition(b"\r\n\r\n")
+                if name == "before-start":  # uvicorn's own 500, as for any such error
+                    assert head[:12] == b"HTTP/1.1 500"
+                    assert b"Internal Server Error" in body  # h11 frames it in a chunk
+                else:  # the headers went out, then the connection was closed
+                    assert (head[:12], body) == (b"HTTP/1.1 200", b""), name
         assert sent_by_sendfile == []
         logged = [r for r in caplog.records if r.getMessage() == "Exception in ASGI application\n"]
-        assert len(logged) == 1
-        assert caplog.text.count(error) == 1, caplog.text
+        assert len(logged) == len(BAD)
+        for error in BAD.values():
+            assert caplog.text.count(error) == 1, error
 
     def test_file_shorter_than_count_closes(
         self,
         tree: tuple[Path, dict[str, bytes]],
         loop: str,
+        zc: str,
         sent_by_sendfile: list[int],
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """A count past the end of the file: the bytes it has go out, then the connection closes."""
         root, data = tree
-        with serving(scenario_app(root / "odd.bin"), loop) as (host, port):
+        with serving(scenario_app(root / "odd.bin"), loop, zc) as (host, port):
             conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
             conn.request("GET", "/past-end")
             resp = conn.getresponse()
@@ -586,7 +602,7 @@ class TestZeroCopySendErrors:
         assert "Response content shorter than promised: the file gave 300 of 1000" in caplog.text
 
 
-@pytest.mark.parametrize("protocol", [ZC, STOCK])
+@pytest.mark.parametrize("protocol", [ZC, ZC_H11, STOCK])
 def test_extensions_offered(tree: tuple[Path, dict[str, bytes]], loop: str, protocol: str) -> None:
     """Our protocol's HTTP scopes offer pathsend and zerocopysend; stock uvicorn's offer neither."""
     root, _ = tree
@@ -594,7 +610,8 @@ def test_extensions_offered(tree: tuple[Path, dict[str, bytes]], loop: str, prot
         conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
         _, got = get(conn, "/extensions")
         conn.close()
-    expected = b"http.response.pathsend,http.response.zerocopysend" if protocol == ZC else b""
+    offered = b"http.response.pathsend,http.response.zerocopysend"
+    expected = offered if protocol in PROTOCOLS else b""
     assert got == expected
 
 
@@ -618,6 +635,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_tls_offers_nothing_and_serves_by_copy(
     tree: tuple[Path, dict[str, bytes]],
     loop: str,
+    zc: str,
     certificate: tuple[Path, Path],
     sent_by_sendfile: list[int],
     caplog: pytest.LogCaptureFixture,
@@ -632,7 +650,7 @@ def test_tls_offers_nothing_and_serves_by_copy(
 
     cert, key = certificate
     context = ssl.create_default_context(cafile=str(cert))
-    with serving(app, loop, ssl_certfile=str(cert), ssl_keyfile=str(key)) as (host, port):
+    with serving(app, loop, zc, ssl_certfile=str(cert), ssl_keyfile=str(key)) as (host, port):
         conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=context)
         assert get(conn, "/extensions")[1] == b""
         _, got = get(conn, "/file/odd.bin")
@@ -696,10 +714,11 @@ def test_command_line_with_curl(
 
 
 def test_config_resolves_the_import_string() -> None:
-    """uvicorn's Config turns ``--http zerocopy.uvicorn:HttpToolsProtocol`` into our class."""
-    config = uvicorn.Config(scenario_app(Path("/")), http="zerocopy.uvicorn:HttpToolsProtocol")
-    config.load()
-    assert config.http_protocol_class is HttpToolsProtocol
+    """uvicorn's Config turns ``--http zerocopy.uvicorn:NAME`` into our classes."""
+    for name, cls in [("HttpToolsProtocol", HttpToolsProtocol), ("H11Protocol", H11Protocol)]:
+        config = uvicorn.Config(scenario_app(Path("/")), http=f"zerocopy.uvicorn:{name}")
+        config.load()
+        assert config.http_protocol_class is cls
 
 
 def test_import_zerocopy_imports_no_framework() -> None:
@@ -717,7 +736,7 @@ def test_import_zerocopy_imports_no_framework() -> None:
 def test_untested_uvicorn_version_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     """On a uvicorn release it was not tested with, importing zerocopy.uvicorn says which are."""
     monkeypatch.setattr(uvicorn, "__version__", version)
-    for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_impl"):
+    for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_impl", "zerocopy._asgi.uvicorn_h11"):
         monkeypatch.delitem(sys.modules, name)
     with pytest.raises(
         ImportError, match=rf"supports uvicorn 0\.45 to 0\.55, not uvicorn {version}"
