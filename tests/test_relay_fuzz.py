@@ -19,6 +19,7 @@ watchdog, the strategies and the zoo of fds are in ``tests/faultkit``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import socket
 import threading
@@ -85,6 +86,33 @@ class TestAio:
             result = outcome(arun, zerocopy.aio.relay, sa, sb, timeout=timeout)
         if isinstance(result, tuple):
             assert all(n >= 0 for n in result)
+
+
+class TestAnyio:
+    @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+    @FUZZ
+    @given(a=SOCK_KINDS, b=SOCK_KINDS, timeout=TestNet.TIMEOUTS, same=st.booleans())
+    def test_relay(
+        self, backend: ModuleType, anyio_backend: str, a: str, b: str, timeout: Any, same: bool
+    ) -> None:
+        """zerocopy.anyio.relay returns counts or raises a documented exception."""
+        import anyio
+
+        import zerocopy.anyio
+
+        def run(x: Any, y: Any) -> Any:
+            return anyio.run(
+                functools.partial(zerocopy.anyio.relay, x, y, timeout=timeout),
+                backend=anyio_backend,
+            )
+
+        with a_socket(a) as (sa, pa), a_socket(b) as (sb, _):
+            if pa is not None:
+                with contextlib.suppress(OSError):
+                    pa.sendall(b"to b")
+            result = outcome(run, sa, sa if same else sb)
+        if isinstance(result, tuple):
+            assert all(isinstance(n, int) and n >= 0 for n in result)
 
 
 # --- inputs that found bugs, one test each -----------------------------------------------

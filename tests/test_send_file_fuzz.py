@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import zerocopy
@@ -161,6 +161,40 @@ class TestAio:
         """aio.send_file returns a count or raises a documented exception."""
         with a_socket(sock) as (s, _), a_file(file, fresh) as f:
             result = outcome(arun, zerocopy.aio.send_file, s, f, offset, count)
+        if isinstance(result, int):
+            assert 0 <= result <= FILE_SIZE
+
+
+class TestAnyio:
+    @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+    @FUZZ
+    @given(
+        sock=SOCK_KINDS, file=SEND_FILES, offset=SEND_OFFSETS, count=st.one_of(st.none(), NUMBERS)
+    )
+    def test_send_file(
+        self,
+        backend: ModuleType,
+        fresh: Zoo,
+        anyio_backend: str,
+        sock: str,
+        file: str,
+        offset: Any,
+        count: Any,
+    ) -> None:
+        """zerocopy.anyio.send_file returns a count or raises a documented exception."""
+        # A pipe is read in a worker thread, and trio keeps its worker threads
+        # 10 s after their job, which no_leaks counts as a leak; the pipe path on
+        # trio is covered by test_send_file_anyio.py's TestNotRegular.test_pipe.
+        assume(not (anyio_backend == "trio" and file == "pipe"))
+        import anyio
+
+        import zerocopy.anyio
+
+        def run(*args: Any) -> Any:
+            return anyio.run(zerocopy.anyio.send_file, *args, backend=anyio_backend)
+
+        with a_socket(sock) as (s, _), a_file(file, fresh) as f:
+            result = outcome(run, s, f, offset, count)
         if isinstance(result, int):
             assert 0 <= result <= FILE_SIZE
 

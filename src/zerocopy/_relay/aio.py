@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 from typing import TypeAlias, cast
 
 from .._aiostream import BorrowedSocket, is_stream_pair
 from .._aiowait import ErrorWatch, Waiter, check_nonblocking_socket
 from .._fd import check_timeout
+from .asyncloop import relay_rounds
 from .direction import Direction, annotate
 
 __all__ = ["relay"]
+
+
+class _AsyncioClock:
+    """The running loop's clock, and ``sleep(0)`` to let other tasks run."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
 
 
 #: A side of a relay: a socket, or the two ends of an asyncio stream.
@@ -69,7 +84,7 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
                 await held[0].drain(loop)
         ab = Direction(socks[0], socks[1], head=heads[0])
         ba = Direction(socks[1], socks[0], head=heads[1])
-        await _relay_loop(loop, waiter, errors, ab, ba, timeout)
+        await relay_rounds(waiter, errors, ab, ba, timeout, _AsyncioClock(loop))
         result = ab.moved, ba.moved
     except BaseException as exc:
         annotate(exc, ab, ba)
@@ -109,46 +124,3 @@ def _check_side(name: str, side: object) -> Lent | None:
         raise ValueError(f"{name} must be a SOCK_STREAM socket")
     check_nonblocking_socket(side, name)
     return None
-
-
-async def _relay_loop(
-    loop: asyncio.AbstractEventLoop,
-    waiter: Waiter,
-    errors: ErrorWatch,
-    ab: Direction,
-    ba: Direction,
-    timeout: float | None,
-) -> None:
-    last_progress = loop.time()
-    while True:
-        if errors.key in waiter.fired:
-            errors.check()
-        progressed = False
-        for d in (ab, ba):
-            # Step a direction only when what it waits for fired (or it waits on
-            # nothing: first round, or its step budget ran out).
-            if not d.done and (d.waiting is None or d.waiting in waiter.fired):
-                progressed |= d.step()
-        waiter.fired.clear()
-        if ab.done and ba.done:
-            return
-        if progressed:
-            last_progress = loop.time()
-        live = [d for d in (ab, ba) if not d.done]
-        wanted = {d.waiting for d in live if d.waiting is not None}
-        # As in the threaded relay, a side whose direction ended is still
-        # watched for errors: a reset there must end the relay now, not after
-        # the idle timeout (or never, without one).
-        errors.watch(ab.src if ab.done else ba.src if ba.done else None)
-        if errors.key is not None:
-            wanted.add(errors.key)
-        waiter.watch(wanted)
-        if any(d.waiting is None for d in live):
-            await asyncio.sleep(0)  # out of budget, not blocked: let other tasks run
-            continue
-        left = None
-        if timeout is not None:
-            left = timeout - (loop.time() - last_progress)
-            if left <= 0:
-                raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
-        await waiter.wait(left)

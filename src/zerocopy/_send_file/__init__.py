@@ -2,7 +2,9 @@
 
 - :mod:`.common`: the argument checks, chunk sizes and reads both forms share;
 - :mod:`.blocking`: :func:`send_file` for blocking sockets and sockets with a timeout;
-- :mod:`.aio`: the asyncio form, for non-blocking sockets.
+- :mod:`.asyncloop`: the async send loop both async forms run, each with its own waits;
+- :mod:`.aio`: the asyncio form, for non-blocking sockets;
+- :mod:`.anyio_`: the anyio form (asyncio and trio), for sockets and anyio socket streams.
 """
 
 from __future__ import annotations

@@ -1,0 +1,243 @@
+"""Waiting under anyio (on its asyncio and trio backends), and the sockets behind anyio streams.
+
+Used by the anyio forms of send_file and relay; imported only by
+:mod:`zerocopy.anyio`, so ``import zerocopy`` never imports anyio.
+
+Readiness comes from ``anyio.wait_readable`` / ``anyio.wait_writable``
+(anyio 4.7 and later; the ``wait_socket_*`` forms before them are
+deprecated).  A relay waits for up to three ``(fd, event)`` keys at once;
+rather than a task per key, the keys go into a private epoll set and the
+task waits once, for that set's fd to become readable (Linux reports an
+epoll fd readable while it has events ready), on either backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import select
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
+
+from ._aiostream import BorrowedSocket
+from ._aiowait import Key, check_nonblocking_socket
+
+__all__ = ["SUPPORTED", "AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "check_version"]
+
+#: The anyio versions this module allows: 4.7 brought wait_readable and
+#: wait_writable; StreamSocket uses private attributes of anyio 4's asyncio
+#: SocketStream (its transport and protocol), so a 5.x
+#: must be tested before it is allowed.  Tested: 4.16.0, and 4.7.0 for raw
+#: sockets and connect_tcp/listener streams.
+SUPPORTED = "anyio>=4.7,<5"
+
+
+def check_version() -> None:
+    """Raise :class:`ImportError` naming :data:`SUPPORTED` for an anyio outside it."""
+    try:
+        version = importlib.metadata.version("anyio")
+    except importlib.metadata.PackageNotFoundError:  # a vendored copy: judge by its API
+        version = "4.7" if hasattr(anyio, "wait_readable") else "0"
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if not (4, 7) <= parts < (5,):
+        raise ImportError(f"zerocopy.anyio supports {SUPPORTED}, not anyio {version}")
+
+
+check_version()
+
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_TROUBLE = select.EPOLLERR | select.EPOLLHUP
+
+
+class StreamSocket:
+    """The ``socket.socket`` a transfer works on, for a raw socket or an anyio SocketStream.
+
+    A raw socket is used as it is.  A stream's socket belongs to the stream:
+    the transfer works on a duplicate of its fd, closed by :meth:`close`, so
+    that our waits never meet the stream's own (anyio allows one waiter per
+    fd and direction, asyncio one reader and one writer).  Both refer to one
+    socket: a shutdown of the duplicate is a shutdown of the stream's socket.
+
+    anyio's asyncio TCP stream sits on an asyncio transport (asyncio's or
+    uvloop's), which is lent the way :mod:`zerocopy.aio` lends one (see
+    ``_aiostream.BorrowedSocket``): its reading paused until :meth:`close`,
+    and what it buffers for writing sent first (:meth:`drain`).  The
+    transport is the stream's private ``_transport`` (anyio 4.7 to 4.x, see
+    :data:`SUPPORTED`).  trio's streams and anyio's UNIX streams read and
+    write their socket directly, only when asked: nothing to pause or drain.
+    """
+
+    __slots__ = ("borrowed", "owned", "sock", "stream")
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.stream: anyio.abc.SocketStream | None = None
+        self.borrowed: BorrowedSocket | None = None
+        self.owned = False
+        if isinstance(obj, socket.socket):
+            if obj.type != socket.SOCK_STREAM:
+                raise ValueError(f"{name} must be a SOCK_STREAM socket")
+            check_nonblocking_socket(obj, name)
+            self.sock = obj
+            return
+        if not isinstance(obj, anyio.abc.SocketStream):
+            # A TLSStream is a ByteStream over a SocketStream, not one: the
+            # kernel would put plaintext on the TLS connection.
+            raise TypeError(
+                f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
+            )
+        self.stream = obj
+        transport = getattr(obj, "_transport", None)
+        if transport is not None:
+            # Checked (TLS, datagram: TypeError; closing: ValueError), then lent.
+            self.borrowed = BorrowedSocket.check(transport, name)
+            self.sock = self.borrowed.lend()
+            return
+        try:
+            raw = obj.extra(anyio.abc.SocketAttribute.raw_socket, None)
+            fd = -1 if raw is None else raw.fileno()
+        except (AttributeError, OSError, anyio.ClosedResourceError):
+            fd = -1  # anyio's attribute table can trip over a closed socket
+        if fd < 0:
+            raise ValueError(f"{name} is closed")
+        dup = socket.socket(fileno=os.dup(fd))  # non-inheritable, as every fd Python makes
+        if dup.type != socket.SOCK_STREAM:
+            dup.close()
+            raise ValueError(f"{name} must be a SOCK_STREAM socket")
+        # The stream's socket is non-blocking already (the flag is the open
+        # file's): this tells the socket object, for its timeout.
+        dup.setblocking(False)
+        self.sock = dup
+        self.owned = True
+
+    def take_read_ahead(self) -> bytes:
+        """Take what the stream read from its socket but has not handed out (relay only).
+
+        Only anyio's asyncio TCP stream holds any: ``receive(max_bytes)``
+        keeps the rest of a larger chunk in its protocol's private
+        ``read_queue`` (anyio 4.7 to 4.x, see :data:`SUPPORTED`), and a
+        stream made by ``SocketStream.from_socket`` reads on its own until
+        its reading is paused.  Those bytes come before any still in the
+        socket.  Call after the constructor paused the reading.
+        """
+        protocol = getattr(self.stream, "_protocol", None)
+        queue = getattr(protocol, "read_queue", None)
+        if not isinstance(queue, deque) or not queue:
+            return b""
+        data = b"".join(queue)
+        queue.clear()
+        event = getattr(protocol, "read_event", None)
+        if isinstance(event, asyncio.Event):
+            event.clear()  # as receive() does once the queue is empty
+        return data
+
+    async def drain(self) -> None:
+        """Wait until what the stream's transport buffers has gone out.
+
+        anyio's ``send()`` waits for that buffer to empty, but a *cancelled*
+        ``send()`` leaves its bytes there, and bytes sent on the socket
+        directly would overtake them.
+        """
+        if self.borrowed is not None:
+            await self.borrowed.drain(asyncio.get_running_loop())
+
+    def close(self) -> None:
+        """Close the duplicate; resume the transport's reading if it was on."""
+        if self.borrowed is not None:
+            self.borrowed.give_back()
+            self.borrowed = None
+        elif self.owned:
+            self.owned = False
+            self.sock.close()
+
+
+class EpollWaiter:
+    """Readiness of a few ``(fd, event)`` keys through a private epoll set, waited for with anyio.
+
+    The interface of ``_aiowait.Waiter`` (what the relay's rounds need):
+    registrations change only when what is wanted changes (each change is an
+    ``epoll_ctl``), and :attr:`fired` holds the keys that fired.
+    """
+
+    __slots__ = ("epoll", "fired", "registered", "wanted")
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.registered: dict[int, int] = {}  # fd -> epoll event mask
+        self.wanted: set[Key] = set()
+        self.fired: set[Key] = set()
+
+    def watch(self, wanted: set[Key]) -> None:
+        """Watch exactly the keys in *wanted*."""
+        masks: dict[int, int] = {}
+        for fd, event in wanted:
+            masks[fd] = masks.get(fd, 0) | (_IN if event == select.POLLIN else _OUT)
+        for fd in [fd for fd in self.registered if fd not in masks]:
+            self.epoll.unregister(fd)
+            del self.registered[fd]
+        for fd, mask in masks.items():
+            old = self.registered.get(fd)
+            if old is None:
+                self.epoll.register(fd, mask)
+            elif old != mask:
+                self.epoll.modify(fd, mask)
+            self.registered[fd] = mask
+        self.wanted = set(wanted)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return when a watched key fires (or after *timeout* seconds)."""
+        with anyio.move_on_after(timeout):
+            await anyio.wait_readable(self.epoll.fileno())
+        for fd, events in self.epoll.poll(0):
+            # An error or hang-up is news for both events: the next step sees it.
+            if events & (_IN | _TROUBLE) and (fd, select.POLLIN) in self.wanted:
+                self.fired.add((fd, select.POLLIN))
+            if events & (_OUT | _TROUBLE) and (fd, select.POLLOUT) in self.wanted:
+                self.fired.add((fd, select.POLLOUT))
+
+    def close(self) -> None:
+        """Close the epoll set (no wait is pending on it by then)."""
+        self.registered.clear()
+        self.epoll.close()
+
+
+class AnyioWaits:
+    """The waits of a send under anyio: ``wait_writable`` on the socket's fd."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        # A raw socket's fd, or StreamSocket's duplicate: no stream's waiter is on it.
+        self.fd = sock.fileno()
+
+    async def writable(self) -> None:
+        await anyio.wait_writable(self.fd)
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def close(self) -> None:
+        pass  # anyio's waits unregister themselves
+
+
+class AnyioClock:
+    """anyio's clock, and its checkpoint to let other tasks run."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def checkpoint(self) -> None:
+        await anyio.lowlevel.checkpoint()

@@ -1,0 +1,64 @@
+"""The relay under anyio (asyncio and trio backends), over sockets or anyio SocketStreams."""
+
+from __future__ import annotations
+
+import socket
+
+import anyio.abc
+
+from .._aiowait import ErrorWatch
+from .._anyiowait import AnyioClock, EpollWaiter, StreamSocket
+from .._fd import check_timeout
+from .asyncloop import relay_rounds
+from .direction import Direction, annotate
+
+__all__ = ["relay"]
+
+End = socket.socket | anyio.abc.SocketStream
+
+
+async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, int]:
+    """Copy both directions between *a* and *b* until both end, under anyio.
+
+    *a* and *b* are non-blocking stream sockets or :class:`anyio.abc.SocketStream`
+    objects, on anyio's asyncio or trio backend.  The contract is
+    :func:`zerocopy.aio.relay`'s: ``splice`` through pooled pipes, half-closes
+    passed on, ``(a_to_b, b_to_a)`` returned, *timeout* an idle timeout
+    (:class:`TimeoutError`), a reset raising its :class:`OSError`, and every
+    exception, a cancellation included, carrying ``a_to_b``, ``b_to_a`` and
+    ``bytes_transferred``.  Bytes a stream received but did not hand out yet
+    (anyio's asyncio streams read ahead) go first.  Nothing is closed: the
+    caller closes the sockets or streams; no other task may use them meanwhile.
+    """
+    ends: list[StreamSocket] = []
+    try:
+        for name, obj in (("a", a), ("b", b)):
+            ends.append(StreamSocket(obj, name))
+        check_timeout(timeout, negative=False)
+        return await _relay(ends[0], ends[1], timeout)
+    finally:
+        for end in ends:
+            end.close()
+
+
+async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tuple[int, int]:
+    ab: Direction | None = None
+    ba: Direction | None = None
+    waiter = EpollWaiter()
+    errors = ErrorWatch()
+    try:
+        for end in (a, b):
+            await end.drain()  # what a stream's transport still holds goes first
+        ab = Direction(a.sock, b.sock, head=a.take_read_ahead())
+        ba = Direction(b.sock, a.sock, head=b.take_read_ahead())
+        await relay_rounds(waiter, errors, ab, ba, timeout, AnyioClock())
+        return ab.moved, ba.moved
+    except BaseException as exc:
+        annotate(exc, ab, ba)
+        raise
+    finally:
+        waiter.close()
+        errors.close()
+        for d in (ab, ba):
+            if d is not None:
+                d.close()

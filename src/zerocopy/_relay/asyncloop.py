@@ -1,0 +1,86 @@
+"""The async relay's rounds, whatever event loop waits for them.
+
+The asyncio relay (:mod:`.aio`) and the anyio one (:mod:`.anyio_`) differ
+only in how they wait for a few ``(fd, event)`` keys at once, read the clock
+and let other tasks run.  Each passes a :class:`KeyWaiter` and a
+:class:`Clock` of its own to :func:`relay_rounds`, which holds the rest: which
+direction steps when, the idle timeout, and the error watch on a side whose
+direction has ended.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Protocol
+
+from .._aiowait import ErrorWatch, Key
+from .direction import Direction
+
+__all__ = ["Clock", "KeyWaiter", "relay_rounds"]
+
+
+class KeyWaiter(Protocol):
+    """Readiness of a few ``(fd, select.POLLIN or POLLOUT)`` keys (see ``_aiowait.Waiter``)."""
+
+    #: The keys that fired since the caller last cleared this set.
+    fired: set[Key]
+
+    def watch(self, wanted: set[Key]) -> None:
+        """Watch exactly the keys in *wanted*."""
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return when a watched key fires, or after *timeout* seconds."""
+
+
+class Clock(Protocol):
+    """The event loop's clock and its way to let other tasks run."""
+
+    def now(self) -> float:
+        """The loop's monotonic time in seconds."""
+
+    async def checkpoint(self) -> None:
+        """Let other tasks run (and a cancellation in)."""
+
+
+async def relay_rounds(
+    waiter: KeyWaiter,
+    errors: ErrorWatch,
+    ab: Direction,
+    ba: Direction,
+    timeout: float | None,
+    clock: Clock,
+) -> None:
+    """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
+    last_progress = clock.now()
+    while True:
+        if errors.key in waiter.fired:
+            errors.check()
+        progressed = False
+        for d in (ab, ba):
+            # Step a direction only when what it waits for fired (or it waits on
+            # nothing: first round, or its step budget ran out).
+            if not d.done and (d.waiting is None or d.waiting in waiter.fired):
+                progressed |= d.step()
+        waiter.fired.clear()
+        if ab.done and ba.done:
+            return
+        if progressed:
+            last_progress = clock.now()
+        live = [d for d in (ab, ba) if not d.done]
+        wanted = {d.waiting for d in live if d.waiting is not None}
+        # As in the threaded relay, a side whose direction ended is still
+        # watched for errors: a reset there must end the relay now, not after
+        # the idle timeout (or never, without one).
+        errors.watch(ab.src if ab.done else ba.src if ba.done else None)
+        if errors.key is not None:
+            wanted.add(errors.key)
+        waiter.watch(wanted)
+        if any(d.waiting is None for d in live):
+            await clock.checkpoint()  # out of budget, not blocked: let other tasks run
+            continue
+        left = None
+        if timeout is not None:
+            left = timeout - (clock.now() - last_progress)
+            if left <= 0:
+                raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
+        await waiter.wait(left)

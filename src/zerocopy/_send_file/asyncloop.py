@@ -1,0 +1,158 @@
+"""The async send loop of send_file, whatever event loop waits for it.
+
+The asyncio form (:mod:`.aio`) and the anyio form (:mod:`.anyio_`) differ only
+in how they wait: for the socket to become writable, for a worker thread's
+read, and to let other tasks run.  Each passes a :class:`Waits` of its own to
+:func:`send`, which holds everything else: ``sendfile`` first, the read/send
+fallback, exact counts on every exception, the file position afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .. import _backend
+from .._constants import MAX_RW_COUNT, STEP_BUDGET
+from .._errors import GiveUp, give_up_or_raise, set_transferred
+from .._fd import FILE, kind_of, stream_fd
+from .._tally import Tally
+from .common import COPY_CHUNK, SEND_CHUNK, read_chunk, seekable
+
+__all__ = ["Waits", "send"]
+
+
+class Waits(Protocol):
+    """How one event loop waits, as a send needs it."""
+
+    async def writable(self) -> None:
+        """Return when the socket may take more bytes."""
+
+    async def checkpoint(self) -> None:
+        """Let other tasks run (and a cancellation in)."""
+
+    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
+        """Run ``fn(*args)`` in a worker thread; return its result."""
+
+    def close(self) -> None:
+        """Drop whatever the waits registered; called once, after the send."""
+
+
+class _Sender:
+    """One send_file call: its socket, its waits and the bytes sent so far.
+
+    ``sent`` is the running count; ``tally`` logs every call that sent, and
+    is the exact count after an exception (see :mod:`zerocopy._tally`).
+    """
+
+    __slots__ = ("sent", "sock", "tally", "waits")
+
+    def __init__(self, sock: socket.socket, waits: Waits) -> None:
+        self.sock = sock
+        self.waits = waits
+        self.sent = 0
+        self.tally = Tally()
+
+    async def via_sendfile(self, fd: int, offset: int, count: int | None) -> None:
+        """Send with sendfile; :class:`GiveUp` if it cannot start here (nothing sent)."""
+        since_yield = 0
+        sendfile = _backend.current().sendfile
+        out = self.sock.fileno()
+        while True:
+            want = SEND_CHUNK if count is None else min(count - self.sent, SEND_CHUNK)
+            if want <= 0:
+                return
+            self.tally.fold()
+            try:
+                n = sendfile(out, fd, offset + self.sent, min(want, MAX_RW_COUNT), self.tally)
+            except BlockingIOError:
+                await self.waits.writable()
+                since_yield = 0
+                continue
+            except OSError as exc:
+                give_up_or_raise(exc, self.sent)
+            if n == 0:
+                # End of file (it may have shrunk since we began), or procfs and
+                # sysfs files, which report size 0: let read() have the last word.
+                if self.sent == 0:
+                    raise GiveUp("sendfile moved nothing")
+                return
+            self.sent += n
+            since_yield += n
+            if since_yield >= STEP_BUDGET:  # a fast peer must not starve the loop
+                since_yield = 0
+                await self.waits.checkpoint()
+
+    async def send_all(self, data: memoryview) -> None:
+        self.tally.fold()
+        while data:
+            try:
+                k = self.tally.call(self.sock.send, (data,))
+            except BlockingIOError:
+                await self.waits.writable()
+                continue
+            data = data[k:]
+            self.sent += k
+
+    async def via_send(self, file: Any, offset: int, count: int | None, threaded: bool) -> None:
+        if offset:
+            if not seekable(file):
+                raise ValueError(f"offset {offset} given for a file that cannot seek")
+            file.seek(offset)
+        buf = memoryview(bytearray(COPY_CHUNK))
+        while True:
+            want = COPY_CHUNK if count is None else min(count - self.sent, COPY_CHUNK)
+            if want <= 0:
+                return
+            if threaded:
+                # A pipe or device may block: read it in a worker thread.
+                data = await self.waits.in_thread(read_chunk, file, buf[:want])
+            else:
+                data = read_chunk(file, buf[:want])
+            if not data:
+                return
+            await self.send_all(data)
+
+
+async def send(
+    sock: socket.socket,
+    waits: Waits,
+    file: Any,
+    offset: int,
+    count: int | None,
+    *,
+    first: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Send *file* over non-blocking *sock*, waiting with *waits*; arguments already checked.
+
+    *first*, if given, is awaited before anything is sent (a stream's own
+    buffered bytes going out), inside the accounting: an exception there too
+    carries ``bytes_transferred`` (0).  Every exception, a cancellation
+    included, carries ``bytes_transferred``; *waits* is closed and the file
+    position set to ``offset + sent`` on the way out.
+    """
+    sender = _Sender(sock, waits)
+    try:
+        if first is not None:
+            await first()
+        fd = stream_fd(file, reading=True)
+        regular = fd is not None and kind_of(os.fstat(fd).st_mode) == FILE
+        if fd is not None and regular:
+            try:
+                await sender.via_sendfile(fd, offset, count)
+                return sender.sent
+            except GiveUp:
+                pass  # nothing went out: read and send it instead
+        await sender.via_send(file, offset, count, threaded=fd is not None and not regular)
+        return sender.sent
+    except BaseException as exc:
+        sender.sent = sender.tally.total()  # exact, whatever raised where
+        set_transferred(exc, sender.sent)
+        raise
+    finally:
+        waits.close()
+        # As socket.sendfile: the position follows what was sent.
+        if sender.sent > 0 and seekable(file):
+            file.seek(offset + sender.sent)

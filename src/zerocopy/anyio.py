@@ -1,0 +1,18 @@
+"""anyio forms: :func:`send_file` and :func:`relay` on anyio's asyncio and trio backends.
+
+The contracts of :mod:`zerocopy.aio`'s namesakes, for non-blocking sockets and
+:class:`anyio.abc.SocketStream` objects, waiting with ``anyio.wait_readable``
+and ``anyio.wait_writable`` (anyio 4.7 or later: ``pip install zerocopy-io[anyio]``;
+trio needs ``trio`` too).  Importing this module imports anyio; ``import
+zerocopy`` does not.
+
+This module holds no logic: each name lives with its capability
+(``zerocopy._send_file``, ``zerocopy._relay``) beside its other forms.
+"""
+
+from __future__ import annotations
+
+from ._relay.anyio_ import relay
+from ._send_file.anyio_ import send_file
+
+__all__ = ["relay", "send_file"]
