@@ -1,5 +1,6 @@
 """ASGI server integrations: the file-body messages (``body``) and uvicorn's protocols.
 
 Nothing here is imported by ``import zerocopy``: :mod:`zerocopy.uvicorn`
-imports :mod:`zerocopy._asgi.uvicorn`, which needs uvicorn and httptools.
+imports ``uvicorn_impl`` (which checks uvicorn's version first) and
+``uvicorn_h11``; both need uvicorn, and the first also httptools.
 """
