@@ -1,0 +1,130 @@
+"""The ASGI file-body messages, checked and opened: no server or framework imported here.
+
+``http.response.pathsend`` (a path; the whole file is the rest of the body)
+and ``http.response.zerocopysend`` (an open file or fd, an optional offset and
+count, ``more_body``) become one :class:`FileBody`: the file object to hand
+to :func:`zerocopy.aio.send_file`, where to start, how many bytes, and
+whether the response goes on.  Bad messages raise ``TypeError`` /
+``ValueError`` here, before the server writes a byte.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["PATHSEND", "ZEROCOPYSEND", "FileBody", "check_message", "open_body"]
+
+PATHSEND = "http.response.pathsend"
+ZEROCOPYSEND = "http.response.zerocopysend"
+
+
+class FileBody:
+    """One file-body message, opened: ``file`` from ``offset``, ``count`` bytes.
+
+    ``count`` is fixed when the message is opened (for "to the end of the
+    file", from ``fstat``), so the bytes sent can be checked against it and a
+    chunk header can be written before the body.  ``owned`` says whether
+    :meth:`close` closes ``file``: a path opened here, or the wrapper around
+    an fd, never the application's own file object (ASGI leaves closing it to
+    the application).
+    """
+
+    __slots__ = ("count", "file", "more_body", "offset", "owned")
+
+    def __init__(
+        self, file: io.RawIOBase | Any, offset: int, count: int, more_body: bool, owned: bool
+    ) -> None:
+        self.file = file
+        self.offset = offset
+        self.count = count
+        self.more_body = more_body
+        self.owned = owned
+
+    def close(self) -> None:
+        """Close what was opened here (the application's file object stays open)."""
+        if self.owned:
+            self.file.close()
+
+
+def _optional_int(message: Mapping[str, Any], key: str) -> int | None:
+    value = message.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{ZEROCOPYSEND} {key!r} must be an int or None, not {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(f"{ZEROCOPYSEND} {key!r} must be >= 0, not {value}")
+    return value
+
+
+def check_message(message: Mapping[str, Any]) -> None:
+    """Raise TypeError/ValueError for a malformed file-body message; touch no file."""
+    if message["type"] == PATHSEND:
+        path = message.get("path")
+        if not isinstance(path, str):
+            raise TypeError(f"{PATHSEND} 'path' must be a str, not {type(path).__name__}")
+        if not os.path.isabs(path):
+            # The spec asks for an absolute path; a relative one would depend
+            # on the server's working directory.
+            raise ValueError(f"{PATHSEND} 'path' must be absolute, not {path!r}")
+        return
+    file = message.get("file")
+    if isinstance(file, bool) or not (isinstance(file, int) or hasattr(file, "fileno")):
+        raise TypeError(
+            f"{ZEROCOPYSEND} 'file' must be an fd or a file object with fileno(), "
+            f"not {type(file).__name__}"
+        )
+    if isinstance(file, io.TextIOBase):
+        raise TypeError(f"{ZEROCOPYSEND} 'file' must be opened in binary mode")
+    _optional_int(message, "offset")
+    _optional_int(message, "count")
+    if not isinstance(message.get("more_body", False), bool):
+        raise TypeError(f"{ZEROCOPYSEND} 'more_body' must be a bool")
+
+
+def _regular_size(fd: int, what: str) -> int:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} is not a regular file")
+    return st.st_size
+
+
+def open_body(message: Mapping[str, Any]) -> FileBody:
+    """Open the file of a checked message (see :func:`check_message`).
+
+    OSError from opening the path (FileNotFoundError, PermissionError...)
+    propagates: the application asked for a file that is not there.
+    """
+    if message["type"] == PATHSEND:
+        path = message["path"]
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by FileBody.close)
+        try:
+            size = _regular_size(file.fileno(), path)
+        except BaseException:
+            file.close()
+            raise
+        return FileBody(file, 0, size, more_body=False, owned=True)
+    given = message["file"]
+    owned = isinstance(given, int)
+    # An fd is wrapped (not closed: closefd=False) so that send_file, which
+    # takes file objects, can use it; the wrapper's seek moves the fd's
+    # position, as os.sendfile with offset None would.
+    file = io.FileIO(given, "rb", closefd=False) if owned else given
+    fd = file.fileno()
+    size = _regular_size(fd, f"{ZEROCOPYSEND} 'file'")  # first: a pipe cannot tell()
+    offset = _optional_int(message, "offset")
+    if offset is None:
+        # The spec: without an offset, read from the file's current position
+        # (tell() of a buffered reader counts what it has read ahead).
+        offset = file.tell() if hasattr(file, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+    count = _optional_int(message, "count")
+    left = max(size - offset, 0)
+    return FileBody(
+        file, offset, left if count is None else count, message.get("more_body", False), owned
+    )

@@ -1,0 +1,176 @@
+"""uvicorn's httptools protocol with the ASGI file-body extensions, sent by ``sendfile(2)``.
+
+This module leans on uvicorn internals (no public API exists for adding
+ASGI extensions): ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol``
+and its ``on_message_begin`` and ``_start_asgi_task`` methods, and the
+attributes of ``RequestResponseCycle`` (``transport``, ``flow``, ``scope``,
+``disconnected``, ``response_started``, ``response_complete``,
+``chunked_encoding``, ``expected_content_length``, ``keep_alive``,
+``message_event``, ``on_response``).  Those can change in any release, so the
+versions it was tested with are checked at import (:data:`SUPPORTED`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import uvicorn
+
+__all__ = ["SUPPORTED", "HttpToolsProtocol", "ZeroCopyCycle", "check_uvicorn_version"]
+
+#: The uvicorn releases this module was tested with, as ``(major, minor)`` pairs:
+#: the test suite passed on the first release of each (and on 0.52.4).
+SUPPORTED = tuple((0, minor) for minor in range(45, 56))
+_SUPPORTED_TEXT = "uvicorn 0.45 to 0.55"
+
+
+def check_uvicorn_version(version: str) -> None:
+    """Raise ImportError unless *version* is a uvicorn release this module was tested with."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match[1]), int(match[2])) not in SUPPORTED:
+        raise ImportError(
+            f"zerocopy.uvicorn supports {_SUPPORTED_TEXT}, not uvicorn {version}: it subclasses "
+            "uvicorn's internal protocol classes, which change between releases. "
+            "Install a supported uvicorn (pip install 'zerocopy-io[uvicorn]')."
+        )
+
+
+check_uvicorn_version(uvicorn.__version__)
+
+try:
+    from uvicorn.protocols.http import httptools_impl
+except ImportError as exc:  # httptools is missing: say which extra brings it
+    raise ImportError(
+        f"zerocopy.uvicorn needs httptools ({exc}): pip install 'zerocopy-io[uvicorn]'"
+    ) from exc
+
+# After the version check on purpose (E402): on an untested uvicorn the check's
+# message, not an obscure failure inside uvicorn's internals, is what users see.
+from .. import aio  # noqa: E402 (send_file is looked up at call time: tests wrap it)
+from .body import PATHSEND, ZEROCOPYSEND, FileBody, check_message, open_body  # noqa: E402
+
+log = logging.getLogger("zerocopy.uvicorn")
+
+#: What each HTTP scope offers, on connections without TLS.
+EXTENSIONS: dict[str, dict[object, object]] = {PATHSEND: {}, ZEROCOPYSEND: {}}
+
+
+class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
+    """uvicorn's request/response cycle, plus the ``pathsend`` and ``zerocopysend`` messages.
+
+    Every other message, and these ones out of place (before the response
+    start, after the response end, or on a scope that was not offered the
+    extension), go to uvicorn's own ``send``, with its errors.
+    """
+
+    async def send(self, message: Any) -> None:
+        """Send one ASGI message; file bodies go out with :func:`zerocopy.aio.send_file`."""
+        kind = message["type"]
+        if (
+            kind not in EXTENSIONS
+            or kind not in self.scope.get("extensions", {})
+            or not self.response_started
+            or self.response_complete
+        ):
+            await super().send(message)
+            return
+        check_message(message)
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if self.disconnected or self.transport.is_closing():
+            return  # as uvicorn: a body for a client that went away is dropped
+        if self.scope["method"] == "HEAD":
+            # No body on HEAD, and no file to open; Content-Length stays as given.
+            self.expected_content_length = 0
+            if not (kind == ZEROCOPYSEND and message.get("more_body", False)):
+                self._complete()
+            return
+        body = open_body(message)
+        try:
+            await self._send_file_body(body)
+        finally:
+            body.close()
+
+    async def _send_file_body(self, body: FileBody) -> None:
+        if not self.chunked_encoding and body.count > self.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        if body.count:
+            if self.chunked_encoding:
+                self.transport.write(b"%x\r\n" % body.count)
+            if not await self._sendfile(body):
+                return
+            if self.chunked_encoding:
+                self.transport.write(b"\r\n")
+        if not self.chunked_encoding:
+            self.expected_content_length -= body.count
+        if not body.more_body:
+            if self.chunked_encoding:
+                self.transport.write(b"0\r\n\r\n")
+            self._complete()
+
+    async def _sendfile(self, body: FileBody) -> bool:
+        """Send the body's bytes; False if the client went away (the connection is closed)."""
+        try:
+            sent = await aio.send_file(self.transport, body.file, body.offset, body.count)
+        except ConnectionError as exc:
+            # The client reset or closed the connection: not an application
+            # error, so no traceback; uvicorn drops later messages likewise.
+            log.debug("client went away during a file body: %s", exc)
+            self.disconnected = True
+            self.transport.close()
+            return False
+        except BaseException:
+            # Part of the body may be out: the framing is broken, so the
+            # connection cannot carry another response.
+            self.transport.close()
+            raise
+        if sent != body.count:
+            # The file is shorter than the message said (or shrank meanwhile):
+            # the response cannot be completed, as uvicorn with a short body.
+            self.transport.close()
+            raise RuntimeError(
+                f"Response content shorter than promised: the file gave {sent} of "
+                f"{body.count} bytes"
+            )
+        return True
+
+    def _complete(self) -> None:
+        """End the response: uvicorn's end of ``http.response.body`` without ``more_body``."""
+        if self.expected_content_length != 0:
+            raise RuntimeError("Response content shorter than Content-Length")
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+
+
+class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
+    """uvicorn's httptools protocol offering ``http.response.pathsend`` and ``...zerocopysend``.
+
+    Use it as ``uvicorn --http zerocopy.uvicorn:HttpToolsProtocol app:app``
+    (or ``uvicorn.Config(app, http=HttpToolsProtocol)``).  Plain-HTTP
+    scopes get both extensions; TLS scopes get neither, since the kernel
+    cannot encrypt what ``sendfile`` sends, so frameworks send those bodies
+    the usual way.
+    """
+
+    def on_message_begin(self) -> None:
+        """Start a request's scope as uvicorn does, then offer the extensions on plain HTTP."""
+        super().on_message_begin()
+        if self.scheme == "http":
+            scope: Any = self.scope
+            extensions: Mapping[str, Any] = scope.get("extensions", {})
+            scope["extensions"] = {**extensions, **{k: {} for k in EXTENSIONS}}
+
+    def _start_asgi_task(self, cycle: httptools_impl.RequestResponseCycle, app: Any) -> None:
+        # uvicorn builds its own cycle class by name in on_headers_complete;
+        # every cycle (pipelined ones too) starts here, before its task runs,
+        # so this is the one place to make it a ZeroCopyCycle.  The subclass
+        # adds methods only, so the instance's state is unchanged.
+        if type(cycle) is httptools_impl.RequestResponseCycle:
+            cycle.__class__ = ZeroCopyCycle
+        super()._start_asgi_task(cycle, app)
