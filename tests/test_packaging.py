@@ -116,11 +116,16 @@ class TestMetadata:
         assert all(url.startswith(base) for url in urls.values())
 
     def test_test_extra_holds_only_what_tests_need(self) -> None:
-        """`test` has no docs or plotting tools; `docs`, `plot` and `dev` carry them."""
+        """`test` has no docs or plotting tools; `docs`, `plot` and `dev` carry them.
+
+        `docs` also pulls in the integration extras: the API page's autodoc
+        imports zerocopy.aiohttp, zerocopy.uvicorn and zerocopy.anyio.
+        """
         extras = _project()["optional-dependencies"]
         test = _names(extras["test"])
         assert not test & {"sphinx", "myst-parser", "matplotlib"}
-        assert _names(extras["docs"]) == {"sphinx", "myst-parser"}
+        assert _names(extras["docs"]) == {"sphinx", "myst-parser", "zerocopy-io"}
+        assert "zerocopy-io[aiohttp,uvicorn,anyio]" in extras["docs"]
         assert _names(extras["plot"]) == {"matplotlib"}
         assert extras["dev"] == ["zerocopy-io[test,docs,plot,lint]"]
 
