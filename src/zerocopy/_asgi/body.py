@@ -20,6 +20,30 @@ __all__ = ["PATHSEND", "ZEROCOPYSEND", "FileBody", "check_message", "open_body"]
 
 PATHSEND = "http.response.pathsend"
 ZEROCOPYSEND = "http.response.zerocopysend"
+EXTENSIONS = (PATHSEND, ZEROCOPYSEND)
+
+
+def handles(cycle: Any, message: Mapping[str, Any]) -> bool:
+    """Whether *cycle* sends *message* itself, as a file body.
+
+    Only a pathsend or zerocopysend message, on a scope that was offered the
+    extension, between the response start and its end; anything else goes
+    to uvicorn's own ``send``, with its errors.
+    """
+    kind = message["type"]
+    return (
+        kind in EXTENSIONS
+        and kind in cycle.scope.get("extensions", {})
+        and cycle.response_started
+        and not cycle.response_complete
+    )
+
+
+async def client_waiting(cycle: Any) -> bool:
+    """Wait out uvicorn's write flow control; False if the client went away (drop the body)."""
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    return not (cycle.disconnected or cycle.transport.is_closing())
 
 
 class FileBody:

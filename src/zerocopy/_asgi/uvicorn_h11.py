@@ -28,13 +28,19 @@ import h11
 from uvicorn.protocols.http import h11_impl
 
 from .. import aio  # send_file is looked up at call time: tests wrap it
-from .body import PATHSEND, ZEROCOPYSEND, FileBody, check_message, open_body
+from .body import (
+    EXTENSIONS,
+    ZEROCOPYSEND,
+    FileBody,
+    check_message,
+    client_waiting,
+    handles,
+    open_body,
+)
 
 __all__ = ["H11Protocol"]
 
 log = logging.getLogger("zerocopy.uvicorn")
-
-_EXTENSIONS = (PATHSEND, ZEROCOPYSEND)
 
 
 class _Placeholder:
@@ -54,20 +60,12 @@ class H11Cycle(h11_impl.RequestResponseCycle):
 
     async def send(self, message: Any) -> None:
         """Send one ASGI message; file bodies go out with :func:`zerocopy.aio.send_file`."""
-        kind = message["type"]
-        if (
-            kind not in _EXTENSIONS
-            or kind not in self.scope.get("extensions", {})
-            or not self.response_started
-            or self.response_complete
-        ):
+        if not handles(self, message):
             await super().send(message)
             return
         check_message(message)
-        more_body = kind == ZEROCOPYSEND and message.get("more_body", False)
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected or self.transport.is_closing():
+        more_body = message["type"] == ZEROCOPYSEND and message.get("more_body", False)
+        if not await client_waiting(self):
             return  # as uvicorn: a body for a client that went away is dropped
         if self.scope["method"] != "HEAD":  # HEAD: no body and no file to open
             body = open_body(message)
@@ -138,6 +136,6 @@ class H11Protocol(h11_impl.H11Protocol):
             cycle.__class__ = H11Cycle
             if self.scheme == "http":
                 scope: Any = cycle.scope
-                offered: dict[str, dict[object, object]] = {PATHSEND: {}, ZEROCOPYSEND: {}}
+                offered: dict[str, dict[object, object]] = {k: {} for k in EXTENSIONS}
                 scope["extensions"] = {**scope.get("extensions", {}), **offered}
         self._zc_cycle = cycle

@@ -50,12 +50,17 @@ except ImportError as exc:  # httptools is missing: say which extra brings it
 # After the version check on purpose (E402): on an untested uvicorn the check's
 # message, not an obscure failure inside uvicorn's internals, is what users see.
 from .. import aio  # noqa: E402 (send_file is looked up at call time: tests wrap it)
-from .body import PATHSEND, ZEROCOPYSEND, FileBody, check_message, open_body  # noqa: E402
+from .body import (  # noqa: E402
+    EXTENSIONS,
+    ZEROCOPYSEND,
+    FileBody,
+    check_message,
+    client_waiting,
+    handles,
+    open_body,
+)
 
 log = logging.getLogger("zerocopy.uvicorn")
-
-#: What each HTTP scope offers, on connections without TLS.
-EXTENSIONS: dict[str, dict[object, object]] = {PATHSEND: {}, ZEROCOPYSEND: {}}
 
 
 class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
@@ -68,24 +73,16 @@ class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
 
     async def send(self, message: Any) -> None:
         """Send one ASGI message; file bodies go out with :func:`zerocopy.aio.send_file`."""
-        kind = message["type"]
-        if (
-            kind not in EXTENSIONS
-            or kind not in self.scope.get("extensions", {})
-            or not self.response_started
-            or self.response_complete
-        ):
+        if not handles(self, message):
             await super().send(message)
             return
         check_message(message)
-        if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()
-        if self.disconnected or self.transport.is_closing():
+        if not await client_waiting(self):
             return  # as uvicorn: a body for a client that went away is dropped
         if self.scope["method"] == "HEAD":
             # No body on HEAD, and no file to open; Content-Length stays as given.
             self.expected_content_length = 0
-            if not (kind == ZEROCOPYSEND and message.get("more_body", False)):
+            if not (message["type"] == ZEROCOPYSEND and message.get("more_body", False)):
                 self._complete()
             return
         body = open_body(message)
@@ -164,6 +161,7 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
         if self.scheme == "http":
             scope: Any = self.scope
             extensions: Mapping[str, Any] = scope.get("extensions", {})
+            # What each HTTP scope offers, on connections without TLS.
             scope["extensions"] = {**extensions, **{k: {} for k in EXTENSIONS}}
 
     def _start_asgi_task(self, cycle: httptools_impl.RequestResponseCycle, app: Any) -> None:
