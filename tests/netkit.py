@@ -143,6 +143,27 @@ def unix_pair(held: list[socket.socket]) -> tuple[socket.socket, socket.socket]:
     return first, second
 
 
+# --- evidence that the kernel path carried the bytes ----------------------------
+
+
+def record_sendfile(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap *backend*'s ``sendfile`` for the test; the returned list gets each call's count.
+
+    Capability code looks the backend up at call time, so every sendfile the
+    code under test makes (a server thread's included) goes through the wrapper.
+    """
+    counts: list[int] = []
+    real = backend.sendfile
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        n: int = real(*args, **kwargs)
+        counts.append(n)
+        return n
+
+    monkeypatch.setattr(backend, "sendfile", counting)
+    return counts
+
+
 # --- asyncio: peers ---------------------------------------------------------------
 
 

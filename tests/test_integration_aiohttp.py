@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 import zerocopy.aiohttp
-from netkit import Runner
+from netkit import Runner, record_sendfile
 
 # `name as name`: fixtures, re-exported so that linters count them as used (the
 # autouse empty_pool applies to the modules that import it).
@@ -77,16 +77,7 @@ def sha(data: bytes) -> str:
 @pytest.fixture
 def moved(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The byte counts of every sendfile call the current backend made during the test."""
-    counts: list[int] = []
-    real = backend.sendfile
-
-    def counting(*args: Any, **kwargs: Any) -> int:
-        n: int = real(*args, **kwargs)
-        counts.append(n)
-        return n
-
-    monkeypatch.setattr(backend, "sendfile", counting)
-    return counts
+    return record_sendfile(backend, monkeypatch)
 
 
 # --- the server ---------------------------------------------------------------------

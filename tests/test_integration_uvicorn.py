@@ -39,7 +39,7 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from netkit import empty_pool, no_fd_leak  # noqa: F401 (fixtures)
+from netkit import empty_pool, no_fd_leak, record_sendfile  # noqa: F401 (fixtures)
 from zerocopy import _backend
 from zerocopy.uvicorn import H11Protocol, HttpToolsProtocol
 
@@ -116,16 +116,7 @@ def loop(request: pytest.FixtureRequest) -> str:
 def sent_by_sendfile(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that receives the byte count of every sendfile call on the current backend."""
     assert _backend.current() is backend
-    counts: list[int] = []
-    real = backend.sendfile
-
-    def counting(*args: Any, **kwargs: Any) -> int:
-        n: int = real(*args, **kwargs)
-        counts.append(n)
-        return n
-
-    monkeypatch.setattr(backend, "sendfile", counting)
-    return counts
+    return record_sendfile(backend, monkeypatch)
 
 
 # --- the server ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from netkit import MiB, make_file, payload, recv_all, reset
+from netkit import MiB, make_file, payload, record_sendfile, recv_all, reset
 
 # `name as name`: fixtures, re-exported so that linters count them as used.
 from netkit import empty_pool as empty_pool
@@ -27,16 +27,7 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Any]]
 @pytest.fixture
 def counted(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The byte counts of every sendfile call the current backend makes."""
-    moved: list[int] = []
-    real = backend.sendfile
-
-    def sendfile(*args: Any) -> int:
-        n: int = real(*args)
-        moved.append(n)
-        return n
-
-    monkeypatch.setattr(backend, "sendfile", sendfile)
-    return moved
+    return record_sendfile(backend, monkeypatch)
 
 
 async def serve_once(handler: Handler, client: Callable[[socket.socket], Awaitable[Any]]) -> Any:
