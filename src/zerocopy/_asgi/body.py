@@ -11,16 +11,21 @@ whether the response goes on.  Bad messages raise ``TypeError`` /
 from __future__ import annotations
 
 import io
+import logging
 import os
 import stat
 from collections.abc import Mapping
 from typing import Any
+
+from .. import aio  # send_file is looked up at call time: tests wrap it
 
 __all__ = ["PATHSEND", "ZEROCOPYSEND", "FileBody", "check_message", "open_body"]
 
 PATHSEND = "http.response.pathsend"
 ZEROCOPYSEND = "http.response.zerocopysend"
 EXTENSIONS = (PATHSEND, ZEROCOPYSEND)
+
+log = logging.getLogger("zerocopy.uvicorn")
 
 
 def handles(cycle: Any, message: Mapping[str, Any]) -> bool:
@@ -152,3 +157,29 @@ def open_body(message: Mapping[str, Any]) -> FileBody:
     return FileBody(
         file, offset, left if count is None else count, message.get("more_body", False), owned
     )
+
+
+async def send_body(cycle: Any, body: FileBody) -> bool:
+    """Send *body* on *cycle*'s connection; False if the client went away (it is closed then)."""
+    try:
+        sent = await aio.send_file(cycle.transport, body.file, body.offset, body.count)
+    except ConnectionError as exc:
+        # The client reset or closed the connection: not an application
+        # error, so no traceback; uvicorn drops later messages likewise.
+        log.debug("client went away during a file body: %s", exc)
+        cycle.disconnected = True
+        cycle.transport.close()
+        return False
+    except BaseException:
+        # Part of the body may be out: the framing is broken, so the
+        # connection cannot carry another response.
+        cycle.transport.close()
+        raise
+    if sent != body.count:
+        # The file is shorter than the message said (or shrank meanwhile):
+        # the response cannot be completed, as uvicorn with a short body.
+        cycle.transport.close()
+        raise RuntimeError(
+            f"Response content shorter than promised: the file gave {sent} of {body.count} bytes"
+        )
+    return True

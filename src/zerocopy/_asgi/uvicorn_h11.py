@@ -16,7 +16,6 @@ and ``response_complete``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 # First, on purpose: importing uvicorn_impl checks the uvicorn version, whose
@@ -27,7 +26,6 @@ from . import uvicorn_impl  # noqa: F401
 import h11
 from uvicorn.protocols.http import h11_impl
 
-from .. import aio  # send_file is looked up at call time: tests wrap it
 from .body import (
     EXTENSIONS,
     ZEROCOPYSEND,
@@ -36,11 +34,10 @@ from .body import (
     client_waiting,
     handles,
     open_body,
+    send_body,
 )
 
 __all__ = ["H11Protocol"]
-
-log = logging.getLogger("zerocopy.uvicorn")
 
 
 class _Placeholder:
@@ -95,22 +92,8 @@ class H11Cycle(h11_impl.RequestResponseCycle):
             if isinstance(part, bytes | bytearray | memoryview):
                 self.transport.write(part)
                 continue
-            try:
-                sent = await aio.send_file(self.transport, body.file, body.offset, body.count)
-            except ConnectionError as exc:
-                log.debug("client went away during a file body: %s", exc)
-                self.disconnected = True
-                self.transport.close()
+            if not await send_body(self, body):
                 return False
-            except BaseException:
-                self.transport.close()  # part of the body may be out: framing broken
-                raise
-            if sent != body.count:
-                self.transport.close()
-                raise RuntimeError(
-                    f"Response content shorter than promised: the file gave {sent} of "
-                    f"{body.count} bytes"
-                )
         return True
 
 

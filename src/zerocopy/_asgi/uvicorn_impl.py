@@ -12,7 +12,6 @@ versions it was tested with are checked at import (:data:`SUPPORTED`).
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -49,7 +48,6 @@ except ImportError as exc:  # httptools is missing: say which extra brings it
 
 # After the version check on purpose (E402): on an untested uvicorn the check's
 # message, not an obscure failure inside uvicorn's internals, is what users see.
-from .. import aio  # noqa: E402 (send_file is looked up at call time: tests wrap it)
 from .body import (  # noqa: E402
     EXTENSIONS,
     ZEROCOPYSEND,
@@ -58,9 +56,8 @@ from .body import (  # noqa: E402
     client_waiting,
     handles,
     open_body,
+    send_body,
 )
-
-log = logging.getLogger("zerocopy.uvicorn")
 
 
 class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
@@ -97,7 +94,7 @@ class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
         if body.count:
             if self.chunked_encoding:
                 self.transport.write(b"%x\r\n" % body.count)
-            if not await self._sendfile(body):
+            if not await send_body(self, body):
                 return
             if self.chunked_encoding:
                 self.transport.write(b"\r\n")
@@ -107,32 +104,6 @@ class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
             if self.chunked_encoding:
                 self.transport.write(b"0\r\n\r\n")
             self._complete()
-
-    async def _sendfile(self, body: FileBody) -> bool:
-        """Send the body's bytes; False if the client went away (the connection is closed)."""
-        try:
-            sent = await aio.send_file(self.transport, body.file, body.offset, body.count)
-        except ConnectionError as exc:
-            # The client reset or closed the connection: not an application
-            # error, so no traceback; uvicorn drops later messages likewise.
-            log.debug("client went away during a file body: %s", exc)
-            self.disconnected = True
-            self.transport.close()
-            return False
-        except BaseException:
-            # Part of the body may be out: the framing is broken, so the
-            # connection cannot carry another response.
-            self.transport.close()
-            raise
-        if sent != body.count:
-            # The file is shorter than the message said (or shrank meanwhile):
-            # the response cannot be completed, as uvicorn with a short body.
-            self.transport.close()
-            raise RuntimeError(
-                f"Response content shorter than promised: the file gave {sent} of "
-                f"{body.count} bytes"
-            )
-        return True
 
     def _complete(self) -> None:
         """End the response: uvicorn's end of ``http.response.body`` without ``more_body``."""
