@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import zerocopy
+import zerocopy.aio
 from netkit import THRESHOLD, KiB, MiB, msg_zerocopy, sha, wait_pollerr
 
 # `name as name`: fixtures, re-exported so that linters count them as used.
@@ -104,6 +105,16 @@ class TestConstruction:
                 zerocopy.ZeroCopySender(a, threshold=bad)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=">= 0"):
             zerocopy.ZeroCopySender(a, threshold=-1)
+
+    def test_closed_socket_refused(self, backend: ModuleType) -> None:
+        """A closed socket is refused at construction with ValueError, sync and async."""
+        sock = socket.socket()
+        sock.setblocking(False)  # so the async form's non-blocking check passes
+        sock.close()
+        with pytest.raises(ValueError, match="closed"):
+            zerocopy.ZeroCopySender(sock)
+        with pytest.raises(ValueError, match="closed"):
+            zerocopy.aio.AsyncZeroCopySender(sock)
 
     def test_refused_falls_back_to_plain(self, backend: ModuleType) -> None:
         """Where SO_ZEROCOPY is refused (AF_UNIX), the sender says why and sends plainly."""

@@ -39,6 +39,11 @@ _VMSPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE
 # clamped here only so the value fits every ABI.
 _MAX_COUNT = MAX_RW_COUNT
 
+#: vmsplice(2) refuses more than IOV_MAX iovecs with EINVAL, where the os
+#: backend's page-by-page write would take any number: one call takes at most
+#: this many buffers on both backends, a short count like any other.
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
+
 
 def sendfile(
     out_fd: FileDescriptorLike, in_fd: FileDescriptorLike, offset: int | None, count: int
@@ -99,7 +104,8 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
 
     *buffers* is a sequence of bytes-like objects (``bytes``, ``bytearray``,
     ``memoryview``, ``mmap``...).  Returns the bytes added to the pipe, which
-    may be fewer than given.
+    may be fewer than given: one call looks at no more than ``IOV_MAX`` buffers
+    (1024 on Linux), the kernel's limit for one call, on both backends.
 
     Buffer lifetime: the pipe refers to the buffers' memory pages until its
     reader has consumed them; a change to a buffer before then changes what
@@ -139,6 +145,7 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
         raise oserror(exc.errno or errno.EBADF, "vmsplice") from None
     if mode == os.O_RDONLY:
         raise oserror(errno.EBADF, "vmsplice")
+    del items[_IOV_MAX:]
     backend = _backend.current()
     if backend.NAME != "cffi":
         # The os backend copies the bytes; nothing refers to the buffers after.

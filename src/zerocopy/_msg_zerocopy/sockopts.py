@@ -25,6 +25,10 @@ def check_arguments(sock: Any, threshold: Any) -> None:
     if ssl is not None and isinstance(sock, ssl.SSLSocket):
         # Its fd carries ciphertext: our sends would bypass the encryption.
         raise TypeError("ZeroCopySender cannot send over an ssl.SSLSocket")
+    if sock.fileno() < 0:
+        # Caught here, not at the first send: a sender that outlives its
+        # socket's close would otherwise fail later, far from the mistake.
+        raise ValueError("ZeroCopySender needs an open socket; this one is closed")
     if sock.type != socket.SOCK_STREAM:
         raise ValueError("ZeroCopySender needs a SOCK_STREAM socket")
     if isinstance(threshold, bool) or not isinstance(threshold, int):
