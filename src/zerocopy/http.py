@@ -18,6 +18,7 @@ import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
+from ._regular import NotRegularFileError, open_regular
 from ._send_file import send_file
 
 __all__ = ["ZeroCopyHTTPRequestHandler"]
@@ -144,11 +145,14 @@ class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
         if path is None:
             return super().send_head()
         try:
-            f = open(path, "rb")  # noqa: SIM115 - returned open, closed by do_GET/do_HEAD
-        except OSError:
-            return super().send_head()  # its own open fails the same way: its 404
+            # Not open(): a FIFO would hold this thread until a writer came.
+            f, fs = open_regular(path)  # returned open, closed by do_GET/do_HEAD
+        except (OSError, NotRegularFileError):
+            # The stdlib's answer when its open() fails; a FIFO, socket or
+            # device gets it too, at once.
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
         try:
-            fs = os.fstat(f.fileno())
             if self._zc_not_modified(fs.st_mtime):
                 self.send_response(HTTPStatus.NOT_MODIFIED)
                 self.end_headers()
