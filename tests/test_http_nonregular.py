@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from conftest import hang_guard
 from zerocopy.http import ZeroCopyHTTPRequestHandler
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -156,3 +157,25 @@ class TestNonRegular:
         finally:
             os.close(writer)
             os.close(reader)
+
+
+class TestOpenRegular:
+    def test_fifo_swapped_in_after_the_stat_is_refused_without_blocking(
+        self, tree: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A path that becomes a FIFO between the stat and the open is refused by the fstat."""
+        from zerocopy import _regular
+
+        regular = os.stat(tree / "f.bin")
+        real_stat = os.stat
+
+        def stale_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            # What the stat saw just before the path was swapped for the FIFO.
+            return regular if str(path) == str(tree / "fifo") else real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(_regular.os, "stat", stale_stat)
+        before = set(os.listdir("/proc/self/fd"))
+        with hang_guard(HANG_GUARD), pytest.raises(_regular.NotRegularFileError, match="regular"):
+            _regular.open_regular(str(tree / "fifo"))
+        monkeypatch.undo()
+        assert set(os.listdir("/proc/self/fd")) == before  # the fd it opened was closed
