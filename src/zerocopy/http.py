@@ -115,6 +115,9 @@ class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
       not match the file's ``Last-Modified`` are ignored: the answer is the
       full ``200`` response;
     * file responses (200 and 206) carry ``Accept-Ranges: bytes``;
+    * a path naming a FIFO, socket or device gets the stdlib's answer for a
+      file it cannot open (404), at once: it is never opened in a way that
+      waits (the stdlib's handler blocks on a FIFO until a writer comes);
     * the body is exactly ``Content-Length`` bytes even if the file grows
       meanwhile; if it shrinks, the response is cut short and the connection
       closed, so the client sees the truncation;
