@@ -593,6 +593,85 @@ class TestZeroCopySendErrors:
         assert "Response content shorter than promised: the file gave 300 of 1000" in caplog.text
 
 
+def fifo_app(fifo: Path, data: bytes) -> Callable[..., Any]:
+    """An ASGI app: ``/fifo`` is a pathsend of FIFO *fifo*; anything else is *data*, as bytes."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        length = 10 if scope["path"] == "/fifo" else len(data)
+        headers = [(b"content-length", str(length).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/fifo":
+            await send({"type": "http.response.pathsend", "path": str(fifo)})
+        else:
+            await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def release_fifo(path: Path) -> None:
+    """Let an open() waiting on FIFO *path* return: open it for writing, then close it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader is waiting, nothing to release
+        return
+    os.close(fd)
+
+
+#: How many plain requests' time an answer may take: generous, for a shared machine.
+K = 50
+
+
+def test_pathsend_of_a_fifo_does_not_block_the_loop(
+    tree: tuple[Path, dict[str, bytes]],
+    tmp_path: Path,
+    loop: str,
+    zc: str,
+    sent_by_sendfile: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pathsend of a FIFO fails at once with its ValueError; a concurrent request is served."""
+    data = tree[1]["odd.bin"][:5000]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with serving(fifo_app(fifo, data), loop, zc) as (host, port):
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            get(conn, "/plain")  # warm
+            took = []
+            for _ in range(9):
+                start = time.perf_counter()
+                assert get(conn, "/plain")[1] == data
+                took.append(time.perf_counter() - start)
+            conn.close()
+            baseline = sorted(took)[len(took) // 2]
+            guard = 10 * K * baseline  # turns a blocked loop into a failure, not a hang
+            with socket.create_connection((host, port), timeout=guard) as fifo_client:
+                fifo_client.sendall(b"GET /fifo HTTP/1.1\r\nHost: x\r\n\r\n")
+                # Meanwhile, another client: the loop must not be waiting on the FIFO.
+                other = http.client.HTTPConnection(host, port, timeout=guard)
+                start = time.perf_counter()
+                try:
+                    assert get(other, "/plain")[1] == data
+                except TimeoutError:
+                    pytest.fail(f"a plain request got no answer in {10 * K} plain requests' time")
+                finally:
+                    other.close()
+                assert time.perf_counter() - start <= K * baseline, (took, baseline)
+                # The FIFO's response ends as any non-regular file's: headers, then the close.
+                raw = b""
+                try:
+                    while chunk := fifo_client.recv(MiB):
+                        raw += chunk
+                except TimeoutError:
+                    pytest.fail(f"the FIFO's request got no end in {10 * K} plain requests' time")
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert (head[:12], body) == (b"HTTP/1.1 200", b"")
+        finally:
+            release_fifo(fifo)  # a loop blocked in open() (the bug) returns, and stops
+    assert f"ValueError: {fifo} is not a regular file" in caplog.text
+    assert sent_by_sendfile == []
+
+
 @pytest.mark.parametrize("protocol", [ZC, ZC_H11, STOCK])
 def test_extensions_offered(tree: tuple[Path, dict[str, bytes]], loop: str, protocol: str) -> None:
     """Our protocol's HTTP scopes offer pathsend and zerocopysend; stock uvicorn's offer neither."""

@@ -14,22 +14,87 @@ import datetime
 import email.utils
 import http.server
 import os
-import re
 import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
+from ._regular import NotRegularFileError, open_regular
 from ._send_file import send_file
 
 __all__ = ["ZeroCopyHTTPRequestHandler"]
 
-# One byte-range-spec (RFC 9110, 14.1.2): "a-b", "a-" or "-n", with optional
-# whitespace around the parts.  Anything else, a list of several ranges
-# included, is not a single range and the whole header is ignored.
-_SINGLE_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII | re.IGNORECASE)
-
-#: ``_span`` says: answer 416 Range Not Satisfiable.
+#: :func:`_parse_range` says: answer 416 Range Not Satisfiable.
 _UNSATISFIABLE = (-1, -1)
+
+# int() refuses more digits than this (sys.int_max_str_digits' default),
+# which made such a header malformed, so ignored.  Kept as a fixed number:
+# the answer must not depend on a process-wide setting.
+_MAX_DIGITS = 4300
+# Positions of up to this many significant digits are converted exactly;
+# longer ones are past every file (off_t tops out at 2**63 - 1, 19 digits).
+_POSITION_DIGITS = 19
+_BEYOND = 10**_POSITION_DIGITS  # more than any position converted exactly
+
+
+def _digits(part: bytes) -> bytes | None:
+    """*part* (whitespace stripped) as a run of ASCII digits, b"" if absent; None if malformed."""
+    if not part:
+        return part
+    if len(part) > _MAX_DIGITS or not part.isdigit():  # bytes.isdigit: ASCII only
+        return None
+    return part.lstrip(b"0") or b"0"
+
+
+def _position(significant: bytes) -> int:
+    """The value of *significant* digits, saturated at _BEYOND: no long int() on hostile input."""
+    return int(significant) if len(significant) <= _POSITION_DIGITS else _BEYOND
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(offset, count)`` of a single byte range of a *size*-byte file, None, or _UNSATISFIABLE.
+
+    *header* is one byte-range-spec (RFC 9110, 14.1.2) after the unit:
+    ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n``, the unit in any case,
+    whitespace allowed around each part.  Anything else (several ranges, another
+    unit, stray characters) is None: the header is ignored and the full body
+    is the answer.  A range starting at or past the end, or a zero-byte
+    suffix, is _UNSATISFIABLE (416).  An end past the file is clamped.
+
+    A few passes of C-speed bytes methods (partition, strip, isdigit), each linear
+    in the header, no regular expression: hostile headers of any shape cost
+    what their length costs (a backtracking pattern took seconds for 2 KB).
+    Numbers are compared as digit strings and converted only up to 19 digits,
+    so nothing is ever bigger than *size* in the result.
+    """
+    if not header.isascii():  # O(1) for str; the old pattern matched ASCII only
+        return None
+    unit, equals, spec = header.encode("ascii").partition(b"=")
+    # bytes.strip() strips ASCII whitespace, " \t\n\r\v\f": what the old
+    # pattern's \s matched in ASCII mode (RFC 9110's optional whitespace is
+    # SP and HTAB; the rest was accepted before and still is).
+    if not equals or unit.strip().lower() != b"bytes":
+        return None
+    first_part, dash, last_part = spec.partition(b"-")
+    if not dash:
+        return None
+    first = _digits(first_part.strip())
+    last = _digits(last_part.strip())
+    if first is None or last is None or not (first or last):
+        return None
+    if not first:  # bytes=-n: the last n bytes
+        if last == b"0":
+            return _UNSATISFIABLE  # a suffix of zero bytes
+        if size == 0:
+            return None  # no bytes to give; the (empty) full body is the answer
+        n = _position(last)
+        return max(0, size - n), min(n, size)
+    if last and (len(last), last) < (len(first), first):  # numeric order of digit strings
+        return None  # invalid, so the header is ignored (RFC 9110, 14.1.1)
+    start = _position(first)
+    if start >= size:
+        return _UNSATISFIABLE
+    end = size - 1 if not last else min(_position(last), size - 1)
+    return start, end - start + 1
 
 
 class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
@@ -50,6 +115,9 @@ class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
       not match the file's ``Last-Modified`` are ignored: the answer is the
       full ``200`` response;
     * file responses (200 and 206) carry ``Accept-Ranges: bytes``;
+    * a path naming a FIFO, socket or device gets the stdlib's answer for a
+      file it cannot open (404), at once: it is never opened in a way that
+      waits (the stdlib's handler blocks on a FIFO until a writer comes);
     * the body is exactly ``Content-Length`` bytes even if the file grows
       meanwhile; if it shrinks, the response is cut short and the connection
       closed, so the client sees the truncation;
@@ -80,11 +148,14 @@ class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
         if path is None:
             return super().send_head()
         try:
-            f = open(path, "rb")  # noqa: SIM115 - returned open, closed by do_GET/do_HEAD
-        except OSError:
-            return super().send_head()  # its own open fails the same way: its 404
+            # Not open(): a FIFO would hold this thread until a writer came.
+            f, fs = open_regular(path)  # returned open, closed by do_GET/do_HEAD
+        except (OSError, NotRegularFileError):
+            # The stdlib's answer when its open() fails; a FIFO, socket or
+            # device gets it too, at once.
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
         try:
-            fs = os.fstat(f.fileno())
             if self._zc_not_modified(fs.st_mtime):
                 self.send_response(HTTPStatus.NOT_MODIFIED)
                 self.end_headers()
@@ -192,24 +263,4 @@ class ZeroCopyHTTPRequestHandler(http.server.SimpleHTTPRequestHandler):
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range.strip() != last_modified:
             return None  # an entity tag (we send none) or another date: the full body
-        m = _SINGLE_RANGE.fullmatch(header)
-        if m is None or not (m[1] or m[2]):
-            return None
-        try:
-            first = int(m[1]) if m[1] else None
-            last = int(m[2]) if m[2] else None
-        except ValueError:  # more digits than int() accepts: malformed
-            return None
-        if first is None:
-            assert last is not None
-            if last == 0:
-                return _UNSATISFIABLE  # a suffix of zero bytes
-            if size == 0:
-                return None  # no bytes to give; the (empty) full body is the answer
-            return max(0, size - last), min(last, size)
-        if last is not None and last < first:
-            return None  # invalid, so the header is ignored (RFC 9110, 14.1.1)
-        if first >= size:
-            return _UNSATISFIABLE
-        end = size - 1 if last is None else min(last, size - 1)
-        return first, end - first + 1
+        return _parse_range(header, size)

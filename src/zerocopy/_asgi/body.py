@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import aio  # send_file is looked up at call time: tests wrap it
+from .._regular import NotRegularFileError, open_regular
 
 __all__ = ["PATHSEND", "ZEROCOPYSEND", "FileBody", "check_message", "open_body"]
 
@@ -128,17 +129,18 @@ def open_body(message: Mapping[str, Any]) -> FileBody:
     """Open the file of a checked message (see :func:`check_message`).
 
     OSError from opening the path (FileNotFoundError, PermissionError...)
-    propagates: the application asked for a file that is not there.
+    propagates: the application asked for a file that is not there.  A path
+    that is not a regular file raises ValueError without the event loop
+    waiting on it (a FIFO's open() would block until a writer came).
     """
     if message["type"] == PATHSEND:
-        path = message["path"]
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by FileBody.close)
         try:
-            size = _regular_size(file.fileno(), path)
-        except BaseException:
-            file.close()
-            raise
-        return FileBody(file, 0, size, more_body=False, owned=True)
+            file, st = open_regular(message["path"])  # closed by FileBody.close
+        except NotRegularFileError as exc:
+            # The error a non-regular file always gave here, to the letter:
+            # zerocopysend's bad files raise ValueError too.
+            raise ValueError(str(exc)) from None
+        return FileBody(file, 0, st.st_size, more_body=False, owned=True)
     given = message["file"]
     owned = isinstance(given, int)
     # An fd is wrapped (not closed: closefd=False) so that send_file, which
