@@ -227,9 +227,19 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[in
         conn.close()
 
 
+def send_get(sock: socket.socket, path: str) -> None:
+    """Send an HTTP/1.1 GET for *path* on an open connection."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+
+
 def get_on(sock: socket.socket, path: str) -> tuple[int, bytes]:
     """GET *path* on an open HTTP/1.1 connection, leaving it open."""
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    send_get(sock, path)
+    return read_response(sock)
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one response to a GET from an open connection: its status and body."""
     resp = http.client.HTTPResponse(sock, method="GET")
     try:
         resp.begin()
