@@ -112,18 +112,20 @@ class FdReserve:
         self.size = size
         self._fds: list[int] = []
 
-    @property
-    def held(self) -> bool:
-        return len(self._fds) == self.size
-
     def take(self) -> bool:
-        """Open the reserve; False (holding none) if the descriptors are not there."""
+        """Open the reserve; False (holding none) if the descriptors are not there.
+
+        Where ``/dev/null`` cannot be opened at all (a bare chroot), the
+        reserve shrinks to nothing rather than keep a paused server paused.
+        """
         try:
             while len(self._fds) < self.size:
                 self._fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-        except OSError:
+        except OSError as exc:
             self.release()
-            return False
+            if exc.errno in PAUSE_ERRNOS:
+                return False
+            self.size = 0
         return True
 
     def release(self) -> None:
@@ -134,7 +136,7 @@ class FdReserve:
 
 
 def _last_descriptor_taken() -> bool:
-    """Whether not even one more descriptor can be opened right now."""
+    """Whether not even one more descriptor can be opened right now (False if unsure)."""
     try:
         os.close(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
@@ -169,11 +171,6 @@ class AcceptGate:
         self._retry_at = 0.0
         self._backoff = _FIRST_BACKOFF
         self._at_cap = False
-
-    @property
-    def paused(self) -> bool:
-        """Whether accepting is paused because descriptors (or kernel memory) ran out."""
-        return self._paused
 
     def wait_open(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds until a connection may be accepted; whether one may."""

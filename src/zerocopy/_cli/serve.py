@@ -48,7 +48,7 @@ class _Server(ThreadingHTTPServer):
     # which then wait a second to retry.
     request_queue_size = 128
 
-    #: Admission (cap, pause, reserve): set by make_server.
+    #: Admission (cap, pause, reserve): set by make_server, one per server.
     gate: AcceptGate
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -121,12 +121,14 @@ def make_server(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=directory, **kwargs)
 
+    admission = AcceptGate(log, max_connections)
+
     class Server(_Server):
         address_family = family
+        # Before __init__, whose server_close() on a failed bind uses it.
+        gate = admission
 
-    server = Server(sockaddr, Handler)  # type: ignore[arg-type]  # an AF_INET(6) address
-    server.gate = AcceptGate(log, max_connections)
-    return server
+    return Server(sockaddr, Handler)  # type: ignore[arg-type]  # an AF_INET(6) address
 
 
 def run(args: argparse.Namespace) -> int:
