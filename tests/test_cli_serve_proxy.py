@@ -11,54 +11,20 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
-import http.client
 import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from clikit import TIMEOUT, EchoServer, RunCli, free_port, get, interrupt, round_trip
+from clikit import echo as echo
+from clikit import run_cli as run_cli
 from zerocopy._cli.proxy import parse_address
-
-TIMEOUT = 30.0
-STARTUP = 20.0  # seconds a command may take to start listening
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"exited with {proc.returncode} before listening: {out!r} {err!r}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"port {port} did not answer within {STARTUP} s")
-        time.sleep(0.05)
-
-
-def _default_sigint() -> None:
-    # A shell without job control starts background commands with SIGINT
-    # ignored, and a child inherits that: its Python would then install no
-    # KeyboardInterrupt handler and the Ctrl-C tests would wait forever.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _threads_once_down_to(pid: int, count: int) -> list[int]:
@@ -84,61 +50,6 @@ def _tgkill(pid: int, tid: int, signum: int) -> bool:
     raise OSError(ctypes.get_errno(), "tgkill")
 
 
-RunCli = Callable[..., "subprocess.Popen[bytes]"]
-
-
-@pytest.fixture
-def run_cli(backend: ModuleType) -> Iterator[RunCli]:
-    """Start ``python -m zerocopy ARGS...`` on the backend under test; stop it at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        *args: str, port: int | None = None, cwd: Path | None = None
-    ) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "ZEROCOPY_BACKEND": backend.NAME, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zerocopy", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            preexec_fn=_default_sigint,
-        )
-        procs.append(proc)
-        if port is not None:
-            _wait_for_port(port, proc)
-        return proc
-
-    try:
-        yield start
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.communicate(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-
-
-def _interrupt(proc: subprocess.Popen[bytes], *, send: bool = True) -> tuple[int, str, str]:
-    if send:
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=TIMEOUT)
-    return proc.returncode, out.decode(), err.decode()
-
-
-def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.request("GET", path, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 # --- serve ----------------------------------------------------------------------
 
 
@@ -147,14 +58,14 @@ class TestServe:
         """serve DIR --bind --port serves a file whole and in a range, byte for byte."""
         data = random.Random(1).randbytes(3 * (1 << 20) + 5)
         (tmp_path / "data.bin").write_bytes(data)
-        port = _free_port()
+        port = free_port()
         proc = run_cli(
             "serve", str(tmp_path), "--bind", "127.0.0.1", "--port", str(port), port=port
         )
-        assert _get(port, "/data.bin") == (200, data)
-        assert _get(port, "/data.bin", {"Range": "bytes=100-199"}) == (206, data[100:200])
-        assert _get(port, "/nope")[0] == 404
-        code, out, err = _interrupt(proc)
+        assert get(port, "/data.bin") == (200, data)
+        assert get(port, "/data.bin", {"Range": "bytes=100-199"}) == (206, data[100:200])
+        assert get(port, "/nope")[0] == 404
+        code, out, err = interrupt(proc)
         assert code in (0, 130), err
         assert out.startswith(
             f"Serving HTTP on 127.0.0.1 port {port} (http://127.0.0.1:{port}/) ...\n"
@@ -164,17 +75,17 @@ class TestServe:
     def test_directory_defaults_to_cwd(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Without DIR, serve serves the current directory."""
         (tmp_path / "here.txt").write_bytes(b"here\n")
-        port = _free_port()
+        port = free_port()
         run_cli("serve", "--bind", "127.0.0.1", "--port", str(port), port=port, cwd=tmp_path)
-        assert _get(port, "/here.txt") == (200, b"here\n")
+        assert get(port, "/here.txt") == (200, b"here\n")
 
     def test_ctrl_c_exits_cleanly(self, run_cli: RunCli, tmp_path: Path) -> None:
         """SIGINT ends serve with status 0 or 130 and the stdlib's goodbye, no traceback."""
-        port = _free_port()
+        port = free_port()
         proc = run_cli(
             "serve", str(tmp_path), "--bind", "127.0.0.1", "--port", str(port), port=port
         )
-        code, out, err = _interrupt(proc)
+        code, out, err = interrupt(proc)
         assert code in (0, 130)
         assert "Keyboard interrupt received, exiting." in out
         assert "Traceback" not in err
@@ -190,113 +101,29 @@ class TestServe:
 # --- proxy ----------------------------------------------------------------------
 
 
-class EchoServer:
-    """A threaded echo server on loopback that records what each connection sent."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.port = self.listener.getsockname()[1]
-        self.received: list[bytes] = []
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            t = threading.Thread(target=self._echo, args=(conn,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _echo(self, conn: socket.socket) -> None:
-        got = bytearray()
-        with conn:
-            conn.settimeout(TIMEOUT)
-            try:
-                while chunk := conn.recv(1 << 16):
-                    got += chunk
-                    conn.sendall(chunk)
-            except OSError:
-                pass
-            # Recorded before our EOF goes out, so a client that saw it can look.
-            with self._lock:
-                self.received.append(bytes(got))
-            try:
-                conn.shutdown(socket.SHUT_WR)  # after the client's EOF, ours
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        # shutdown() wakes the accept() blocked in the other thread.
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self._accepting.join(TIMEOUT)
-        for t in self._threads:
-            t.join(TIMEOUT)
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    """An echo server on 127.0.0.1, closed at teardown."""
-    server = EchoServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def _round_trip(port: int, payload: bytes) -> bytes:
-    """Send *payload* through the proxy while reading the echo; half-close; return the echo."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        errors: list[BaseException] = []
-
-        def send() -> None:
-            try:
-                sock.sendall(payload)
-                sock.shutdown(socket.SHUT_WR)
-            except BaseException as exc:
-                errors.append(exc)
-
-        sender = threading.Thread(target=send)
-        sender.start()
-        chunks = []
-        while chunk := sock.recv(1 << 20):
-            chunks.append(chunk)
-        sender.join(TIMEOUT)
-        assert not errors, errors
-    return b"".join(chunks)
-
-
 class TestProxy:
     def test_forwards_byte_exact_both_ways(self, run_cli: RunCli, echo: EchoServer) -> None:
         """proxy LISTEN TARGET carries 8 MiB to an echo server and back, byte for byte."""
-        port = _free_port()
+        port = free_port()
         proc = run_cli("proxy", f"127.0.0.1:{port}", f"127.0.0.1:{echo.port}", port=port)
         payload = random.Random(2).randbytes(8 * (1 << 20) + 1)
-        assert _round_trip(port, payload) == payload  # back, after the half-close went on
+        assert round_trip(port, payload) == payload  # back, after the half-close went on
         assert payload in echo.received  # there
-        code, out, err = _interrupt(proc)
+        code, out, err = interrupt(proc)
         assert code in (0, 130), err
         assert out.startswith(f"Forwarding 127.0.0.1 port {port} to 127.0.0.1:{echo.port} ...")
         assert "Traceback" not in err
 
     def test_concurrent_connections(self, run_cli: RunCli, echo: EchoServer) -> None:
         """20 connections at once through the proxy each get their own bytes back."""
-        port = _free_port()
+        port = free_port()
         run_cli("-v", "proxy", f"127.0.0.1:{port}", f"127.0.0.1:{echo.port}", port=port)
         payloads = [random.Random(i).randbytes(200_000 + i) for i in range(20)]
         results: list[object] = [None] * len(payloads)
 
         def one(i: int) -> None:
             try:
-                results[i] = _round_trip(port, payloads[i]) == payloads[i]
+                results[i] = round_trip(port, payloads[i]) == payloads[i]
             except Exception as exc:
                 results[i] = exc
 
@@ -311,10 +138,10 @@ class TestProxy:
         self, run_cli: RunCli, echo: EchoServer
     ) -> None:
         """LISTEN as :PORT listens on every interface; an empty stream comes back empty."""
-        port = _free_port()
+        port = free_port()
         run_cli("proxy", f":{port}", f"127.0.0.1:{echo.port}", port=port)
-        assert _round_trip(port, b"") == b""
-        assert _round_trip(port, b"x") == b"x"
+        assert round_trip(port, b"") == b""
+        assert round_trip(port, b"x") == b"x"
 
     def test_ctrl_c_taken_by_a_connection_thread(self, run_cli: RunCli, echo: EchoServer) -> None:
         """SIGINT delivered to a connection thread still stops the proxy.
@@ -325,7 +152,7 @@ class TestProxy:
         in 140 runs under load); here it is sent to the connection threads
         themselves, so that the main thread is certainly not interrupted.
         """
-        port = _free_port()
+        port = free_port()
         proc = run_cli("proxy", f"127.0.0.1:{port}", f"127.0.0.1:{echo.port}", port=port)
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             sock.sendall(b"ping")
@@ -337,14 +164,14 @@ class TestProxy:
             # (exit -2, no traceback: seen once under CI's load).
             threads = _threads_once_down_to(proc.pid, 2)
             assert [_tgkill(proc.pid, tid, signal.SIGINT) for tid in threads] == [True]
-            code, out, err = _interrupt(proc, send=False)
+            code, out, err = interrupt(proc, send=False)
         assert code in (0, 130), err
         assert "Keyboard interrupt received, exiting." in out
         assert "Traceback" not in err
 
     def test_unreachable_target_closes_client(self, run_cli: RunCli) -> None:
         """When TARGET refuses, the client's connection is closed and the proxy carries on."""
-        port, dead = _free_port(), _free_port()
+        port, dead = free_port(), free_port()
         proc = run_cli("proxy", f"127.0.0.1:{port}", f"127.0.0.1:{dead}", port=port)
         for _ in range(2):
             with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
@@ -353,7 +180,7 @@ class TestProxy:
                 except ConnectionResetError:
                     pass
         assert proc.poll() is None
-        code, _, err = _interrupt(proc)
+        code, _, err = interrupt(proc)
         assert code in (0, 130)
         assert f"cannot connect to 127.0.0.1:{dead}" in err
 

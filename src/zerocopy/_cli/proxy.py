@@ -1,11 +1,16 @@
 """``python -m zerocopy proxy LISTEN TARGET``: an example TCP forwarder on :func:`zerocopy.relay`.
 
 An example of ``relay`` in a threaded server, not a product: one thread per
-connection, no limit on connections, no TLS, no access control.  Each
-accepted connection gets a connection to TARGET; ``relay`` splices both
-directions until both have ended (half-closes are passed on), and then both
-sockets are closed, whether ``relay`` returned or raised.  Connections are
-logged with :mod:`logging` (``-v`` for each connection, warnings always).
+connection, no TLS, no access control.  Each accepted connection gets a
+connection to TARGET; ``relay`` splices both directions until both have
+ended (half-closes are passed on), and then both sockets are closed, whether
+``relay`` returned or raised.  Connections are logged with :mod:`logging`
+(``-v`` for each connection, warnings always).
+
+Connections are admitted through an :class:`~.accepting.AcceptGate`: at most
+``--max-connections`` at once (by default what the descriptor limit allows),
+and when descriptors run out anyway the listener pauses instead of the
+process exiting.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import logging
 import select
 import socket
 import threading
+import time
 from typing import Any
 
 from .. import relay
+from .accepting import PAUSE_ERRNOS, AcceptGate, add_max_connections
 
 __all__ = ["add_parser", "parse_address", "run", "serve"]
 
@@ -25,6 +32,15 @@ log = logging.getLogger("zerocopy.proxy")
 
 #: How long serve() waits for a connection before it looks for signals again.
 _WAKE_MS = 500
+
+#: Descriptors per connection for the default cap, as HAProxy counts them when
+#: it splices: the two sockets, and a pipe (two descriptors) for one
+#: connection in four.
+FDS_PER_CONNECTION = 2.5
+
+#: How often a connection thread tries again to make its socket to TARGET
+#: while descriptors are out.
+_RETRY_SOCKET = 0.05
 
 
 def parse_address(text: str, *, default_host: str | None = None) -> tuple[str, int]:
@@ -52,17 +68,36 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=128)
 
 
+def _connect(target: tuple[str, int], timeout: float, gate: AcceptGate) -> socket.socket:
+    """``create_connection(target)``, waiting out a shortage of descriptors within *timeout*.
+
+    The client is already accepted: rather than drop it because its second
+    socket cannot be made yet, pause the listener (which gives up the
+    gate's reserve) and try again until the connect timeout runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return socket.create_connection(target, timeout=max(deadline - time.monotonic(), 0.001))
+        except OSError as exc:
+            if exc.errno not in PAUSE_ERRNOS or time.monotonic() + _RETRY_SOCKET > deadline:
+                raise
+            gate.ran_out(exc)
+        time.sleep(_RETRY_SOCKET)
+
+
 def _forward(
     client: socket.socket,
     peer: Any,
     target: tuple[str, int],
     connect_timeout: float,
     idle_timeout: float | None,
+    gate: AcceptGate,
 ) -> None:
     upstream: socket.socket | None = None
     try:
         try:
-            upstream = socket.create_connection(target, timeout=connect_timeout)
+            upstream = _connect(target, connect_timeout, gate)
         except OSError as exc:
             log.warning("%s: cannot connect to %s:%d: %s", peer, *target, exc)
             return
@@ -86,6 +121,7 @@ def _forward(
         client.close()
         if upstream is not None:
             upstream.close()
+        gate.closed()
 
 
 def serve(
@@ -94,8 +130,15 @@ def serve(
     *,
     connect_timeout: float = 10.0,
     idle_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Accept on *listener* forever, forwarding each connection to *target* in its own thread.
+
+    At most *max_connections* connections are open at once (``None``: no
+    cap); at the cap the listener is left alone and clients wait in its
+    backlog.  ``accept()`` failing for want of descriptors or memory
+    (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses accepting, logged once, until
+    a back-off ends or a connection closes; the live connections go on.
 
     The wait for a connection wakes every half second, as
     :meth:`socketserver.BaseServer.serve_forever` does, so that a signal
@@ -106,22 +149,49 @@ def serve(
     (it went to a connection thread, or came just before the call) does not
     return until the next client.
     """
+    gate = AcceptGate(log, max_connections)
     waiter = select.poll()
     waiter.register(listener, select.POLLIN)
-    while True:
-        if not waiter.poll(_WAKE_MS):
-            continue
-        try:
-            client, peer = listener.accept()
-        except BlockingIOError:
-            continue  # the client went away first (non-blocking listener)
-        name = f"{peer[0]}:{peer[1]}"
-        threading.Thread(
-            target=_forward,
-            args=(client, name, target, connect_timeout, idle_timeout),
-            name=f"proxy {name}",
-            daemon=True,
-        ).start()
+    try:
+        while True:
+            if not gate.wait_open(_WAKE_MS / 1000) or not waiter.poll(_WAKE_MS):
+                continue
+            try:
+                client, peer = listener.accept()
+            except BlockingIOError:
+                continue  # the client went away first (non-blocking listener)
+            except OSError as exc:
+                if gate.accept_failed(exc):
+                    continue
+                raise
+            gate.opened()
+            _start(client, f"{peer[0]}:{peer[1]}", target, connect_timeout, idle_timeout, gate)
+    finally:
+        gate.close()
+
+
+def _start(
+    client: socket.socket,
+    name: str,
+    target: tuple[str, int],
+    connect_timeout: float,
+    idle_timeout: float | None,
+    gate: AcceptGate,
+) -> None:
+    """Forward *client* in a thread of its own; close it if no thread can be started."""
+    thread = threading.Thread(
+        target=_forward,
+        args=(client, name, target, connect_timeout, idle_timeout, gate),
+        name=f"proxy {name}",
+        daemon=True,
+    )
+    try:
+        thread.start()
+    except RuntimeError as exc:  # "can't start new thread": out of memory or tasks
+        log.warning("%s: closed, no thread for it: %s", name, exc)
+        client.close()
+        gate.closed()
+        gate.ran_out(OSError(0, str(exc)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     with listener:
         bound = listener.getsockname()
+        log.info("at most %s connections at once", args.max_connections or "unlimited")
         print(
             f"Forwarding {bound[0]} port {bound[1]} to {args.target[0]}:{args.target[1]} ...",
             flush=True,
@@ -143,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
                 args.target,
                 connect_timeout=args.connect_timeout,
                 idle_timeout=args.timeout,
+                max_connections=args.max_connections or None,
             )
         except KeyboardInterrupt:
             print("\nKeyboard interrupt received, exiting.", flush=True)
@@ -180,4 +252,5 @@ def add_parser(sub: Any) -> None:
         metavar="SECONDS",
         help="give up connecting to TARGET after this long (default: %(default)s)",
     )
+    add_max_connections(parser, FDS_PER_CONNECTION, "two sockets and a quarter of a pipe")
     parser.set_defaults(func=run)
