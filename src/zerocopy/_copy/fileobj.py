@@ -262,7 +262,10 @@ def copyfileobj(
             n = length or COPY_BUFSIZE
             buf = read(n)
             if buf:
-                if type(fdst) is BufferedWriter and len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0:
+                if (
+                    type(fdst) is BufferedWriter
+                    and len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0
+                ):
                     # More than its buffer holds: it would flush and write
                     # to its raw file, and lose count of a raw write that a
                     # later one's failure follows; so this does it, counting.

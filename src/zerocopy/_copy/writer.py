@@ -30,7 +30,7 @@ SIZEOF = BufferedWriter(BytesIO(), 1).__sizeof__() - 1
 
 
 def direct_size(fdst: Any, n: int) -> int:
-    """The buffer size of *fdst*, an exact BufferedWriter, if writing *n* bytes bypasses it, else 0."""
+    """The buffer size of BufferedWriter *fdst* if *n* bytes bypass it, else 0."""
     size: int = fdst.__sizeof__() - SIZEOF
     return size if n > size > 0 else 0  # 0 when closed (no buffer): its own write raises
 
@@ -81,12 +81,14 @@ def write_direct(
 def _checked(n: Any, most: int) -> int:
     # A raw class of a user's can return anything: refuse what BufferedWriter refuses.
     if not 0 <= n <= most:
-        raise OSError(f"raw write() returned invalid length {n} (should have been between 0 and {most})")
+        raise OSError(
+            f"raw write() returned invalid length {n} (should have been between 0 and {most})"
+        )
     return int(n)
 
 
 def put(fdst: Any) -> Callable[[Any, list[Any]], int]:
-    """A ``write(data, log) -> accepted`` for *fdst*: all of shutil's ``fdst.write(data)``, counted in *log*."""
+    """``write(data, log) -> accepted``: shutil's ``fdst.write(data)``, counted in *log*."""
     kind = type(fdst)
     write = fdst.write
     if kind is BufferedWriter:
