@@ -26,15 +26,16 @@ import operator
 import os
 import socket
 from collections.abc import Callable
-from io import BufferedReader
+from io import BufferedReader, BufferedWriter, FileIO
+from itertools import starmap
 from typing import Any, AnyStr
 
 from .._errors import set_transferred
 from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
-from .._tally import Tally
 from .._types import SupportsRead, SupportsWrite
 from . import kernel
 from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, per_thread, thread_buffer
+from .writer import SIZEOF, put, write_direct
 
 __all__ = ["copyfileobj"]
 
@@ -66,12 +67,10 @@ def _probe(fsrc: Any, fdst: Any, length: int, t: Transfer) -> Any:
     t.method = "read"
     length = length or COPY_BUFSIZE
     read = fsrc.read1 if type(fsrc) is BufferedReader else fsrc.read
-    write = fdst.write
     buf = _next_chunk(read, length, t)
     if not buf:
         return None
-    write(buf)
-    t.add(len(buf))
+    t.add(put(fdst)(buf, t.tally.log))
     return _next_chunk(read, length, t) or None
 
 
@@ -81,11 +80,11 @@ def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any = 
     t.method = "read"
     length = length or COPY_BUFSIZE
     fsrc_read = fsrc.read
-    fdst_write = fdst.write
+    fdst_write = put(fdst)
+    log = t.tally.log
     buf = pending if pending else _next_chunk(fsrc_read, length, t)
     while buf:
-        fdst_write(buf)
-        t.add(len(buf))
+        t.add(fdst_write(buf, log))
         buf = _next_chunk(fsrc_read, length, t)
 
 
@@ -113,9 +112,15 @@ def _read_upto(read: Callable[[int], Any], n: int) -> Any:
     return "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
 
 
-def _write_all(write: Callable[[Any], int | None], view: memoryview, tally: Tally) -> None:
+def _write_all(fdst: Any, view: memoryview, log: list[Any]) -> None:
+    # All of view, a short write retried (the readinto loops are ours, not shutil's).
+    if type(fdst) is BufferedWriter:
+        put(fdst)(view, log)
+        return
+    write = fdst.write
     while view:
-        n = tally.call(write, (view,))
+        log.extend(starmap(write, ((view,),)))
+        n = log[-1]
         if n is None:
             raise BlockingIOError(11, "write would block", None)
         view = view[n:]
@@ -125,7 +130,6 @@ def _readinto_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
     t.method = "readinto"
     mv = thread_buffer(length if length > 0 else BUFSIZE)
     readinto = fsrc.readinto
-    write = fdst.write
     while True:
         want = t.room(len(mv))
         if want == 0:
@@ -133,7 +137,7 @@ def _readinto_loop(fsrc: Any, fdst: Any, length: int, t: Transfer) -> None:
         n = readinto(mv[:want])
         if not n:
             break
-        _write_all(write, mv[:n], t.tally)
+        _write_all(fdst, mv[:n], t.tally.log)
         t.add(n)
 
 
@@ -147,12 +151,9 @@ def _kind(obj: Any, mode: int) -> str:
 
 
 def _write_pending(fdst: Any, pending: Any, t: Transfer) -> None:
-    # The chunk shutil's loop read last goes out before anything else moves;
-    # the loops after it count in their tally from here.
+    # The chunk shutil's loop read last goes out before anything else moves.
     if pending:
-        fdst.write(pending)
-        t.add(len(pending))
-    t.base = t.total
+        t.add(put(fdst)(pending, t.tally.log))
 
 
 def _same_file(
@@ -252,25 +253,42 @@ def copyfileobj(
         # in no more system calls; from a pipe or socket, what has arrived,
         # never held in a read that waits for more (where a signal would
         # lose it).
+        # A write that fails part-way counts what its file got (.writer):
+        # a BufferedWriter's raw writes, a FileIO's short write, in *log*.
         done = 0
+        log: list[Any] | tuple[()] = ()
         try:
             read = fsrc.read1 if type(fsrc) is BufferedReader else fsrc.read
-            write = fdst.write
             n = length or COPY_BUFSIZE
             buf = read(n)
             if buf:
-                write(buf)
-                done = len(buf)
+                if (
+                    type(fdst) is BufferedWriter
+                    and len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0
+                ):
+                    # More than its buffer holds: it would flush and write
+                    # to its raw file, and lose count of a raw write that a
+                    # later one's failure follows; so this does it, counting.
+                    fdst.flush()
+                    done = fdst.raw.write(buf)
+                    if done != len(buf):  # short (ENOSPC, EFBIG next?), or None
+                        log = [done]
+                        done = write_direct(fdst, buf, size, log, False, done)
+                elif type(fdst) is FileIO:
+                    done = fdst.write(buf) or 0  # shutil ignores a short write; the count does not
+                else:
+                    fdst.write(buf)
+                    done = len(buf)
                 buf = read(n)
         except BaseException as exc:
             note_method("read")
-            set_transferred(exc, done)
+            set_transferred(exc, sum(n for n in log if n) if log else done)
             raise
         if not buf:
             per_thread.method = "read"
             return done
         t = Transfer(None, None)
-        t.total = done
+        t.total = t.base = done
         t.method = "read"
         return _run(fsrc, fdst, length, t, buf)
     if length is None:
