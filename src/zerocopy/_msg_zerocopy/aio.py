@@ -32,8 +32,8 @@ from types import TracebackType
 from typing import Any
 
 from .._aiowait import DupReadiness
-from .._constants import STEP_BUDGET
 from .._errors import set_transferred
+from .._fair import Turn
 from .._fd import check_timeout
 from .._tally import Tally
 from .release import Countdown, OnceAcrossRetries
@@ -192,16 +192,15 @@ class AsyncZeroCopySender:
         parts = Countdown(on_release)
         ready = self._readiness()
         tally = Tally()  # what the kernel accepted, exact whatever raises
-        sent = since_yield = 0
+        turn = Turn()  # the fairness rule: see zerocopy._fair
+        sent = 0
         try:
             while sent < len(view):
                 tally.fold()
                 parts.more()
-                n = await self._send(view[sent:], parts.done, ready, tally)
+                n = await self._send(view[sent : sent + turn.left], parts.done, ready, tally)
                 sent += n
-                since_yield += n
-                if since_yield >= STEP_BUDGET:  # a fast peer must not starve the loop
-                    since_yield = 0
+                if turn.spend(n):
                     await asyncio.sleep(0)
         except BaseException as exc:
             set_transferred(exc, tally.total())

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import _backend
-from .._constants import MAX_RW_COUNT, STEP_BUDGET
 from .._errors import GiveUp, give_up_or_raise, set_transferred
+from .._fair import Turn
 from .._fd import FILE, kind_of, stream_fd
 from .._tally import Tally
-from .common import COPY_CHUNK, SEND_CHUNK, read_chunk, seekable
+from .common import COPY_CHUNK, read_chunk, seekable
 
 __all__ = ["Waits", "send"]
 
@@ -47,29 +47,30 @@ class _Sender:
     is the exact count after an exception (see :mod:`zerocopy._tally`).
     """
 
-    __slots__ = ("sent", "sock", "tally", "waits")
+    __slots__ = ("sent", "sock", "tally", "turn", "waits")
 
     def __init__(self, sock: socket.socket, waits: Waits) -> None:
         self.sock = sock
         self.waits = waits
         self.sent = 0
         self.tally = Tally()
+        self.turn = Turn()  # the fairness rule: see zerocopy._fair
 
     async def via_sendfile(self, fd: int, offset: int, count: int | None) -> None:
         """Send with sendfile; :class:`GiveUp` if it cannot start here (nothing sent)."""
-        since_yield = 0
         sendfile = _backend.current().sendfile
         out = self.sock.fileno()
+        turn = self.turn
         while True:
-            want = SEND_CHUNK if count is None else min(count - self.sent, SEND_CHUNK)
+            want = turn.left if count is None else min(count - self.sent, turn.left)
             if want <= 0:
                 return
             self.tally.fold()
             try:
-                n = sendfile(out, fd, offset + self.sent, min(want, MAX_RW_COUNT), self.tally)
+                n = sendfile(out, fd, offset + self.sent, want, self.tally)
             except BlockingIOError:
                 await self.waits.writable()
-                since_yield = 0
+                turn.waited()
                 continue
             except OSError as exc:
                 give_up_or_raise(exc, self.sent)
@@ -80,21 +81,23 @@ class _Sender:
                     raise GiveUp("sendfile moved nothing")
                 return
             self.sent += n
-            since_yield += n
-            if since_yield >= STEP_BUDGET:  # a fast peer must not starve the loop
-                since_yield = 0
+            if turn.spend(n):
                 await self.waits.checkpoint()
 
     async def send_all(self, data: memoryview) -> None:
         self.tally.fold()
+        turn = self.turn
         while data:
             try:
-                k = self.tally.call(self.sock.send, (data,))
+                k = self.tally.call(self.sock.send, (data[: turn.left],))
             except BlockingIOError:
                 await self.waits.writable()
+                turn.waited()
                 continue
             data = data[k:]
             self.sent += k
+            if turn.spend(k):
+                await self.waits.checkpoint()
 
     async def via_send(self, file: Any, offset: int, count: int | None, threaded: bool) -> None:
         if offset:

@@ -1,0 +1,242 @@
+"""The fairness rule: no async transfer moves more than one slice between two turns of its loop.
+
+A heartbeat task on the same loop notes, at each of its turns, how many
+bytes the transfer's kernel calls had moved; between two heartbeats the
+transfer may have moved at most one slice (``zerocopy._fair.SLICE``), and no
+single call may ask for more.  Counted, not timed: the receiver is a thread
+draining as fast as it can, which is when an unbounded call would run on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyiokit import Run, as_stream
+from anyiokit import arun as arun
+from anyiokit import uvloop_warmed as uvloop_warmed
+from netkit import MiB, Runner, make_file, payload, record_sendfile, tcp_pair
+
+# `name as name`: fixtures, re-exported so that linters count them as used.
+from netkit import empty_pool as empty_pool
+from netkit import run as run
+from netkit import sockets as sockets
+
+import zerocopy.anyio
+from zerocopy import _fair, aio
+
+SLICE = 128 * 1024
+SIZE = 24 * MiB
+
+
+@pytest.fixture(autouse=True)
+def small_slice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice well below what one call would move to a fast receiver."""
+    monkeypatch.setattr(_fair, "SLICE", SLICE)
+
+
+class Drain(threading.Thread):
+    """Read a blocking socket to its end as fast as possible; keep the digest and count."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(daemon=True)
+        sock.setblocking(True)
+        sock.settimeout(30)
+        self.sock = sock
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def run(self) -> None:
+        buf = bytearray(4 * MiB)
+        view = memoryview(buf)
+        while n := self.sock.recv_into(buf):
+            self.sha.update(view[:n])
+            self.count += n
+
+
+def biggest_gap(ticks: list[int]) -> int:
+    """The most bytes moved between two consecutive heartbeats."""
+    return max((b - a for a, b in zip(ticks, ticks[1:], strict=False)), default=0)
+
+
+class TestSendFile:
+    """send_file on asyncio, uvloop and anyio (asyncio, uvloop, trio) keeps to the slice."""
+
+    def test_aio(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        tmp_path: Path,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """aio.send_file: every call asks for at most a slice, and the loop turns after each."""
+        data = payload(SIZE, 3)
+        path = make_file(tmp_path, data)
+        recv, send = tcp_pair(sockets)
+        counts = record_sendfile(backend, monkeypatch)
+        drain = Drain(recv)
+        drain.start()
+
+        async def main() -> list[int]:
+            ticks: list[int] = []
+            done = False
+
+            async def heartbeat() -> None:
+                while not done:
+                    ticks.append(sum(counts))
+                    await asyncio.sleep(0)
+
+            beat = asyncio.ensure_future(heartbeat())
+            with open(path, "rb") as f:
+                assert await aio.send_file(send, f) == SIZE
+            done = True
+            await beat
+            ticks.append(sum(counts))
+            return ticks
+
+        ticks = run(main())
+        send.shutdown(socket.SHUT_WR)
+        drain.join(30)
+        assert drain.count == SIZE
+        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        assert biggest_gap(ticks) <= SLICE
+
+    def test_anyio(
+        self,
+        backend: ModuleType,
+        arun: Run,
+        tmp_path: Path,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """zerocopy.anyio.send_file over a SocketStream: at most a slice between two checkpoints."""
+        data = payload(SIZE, 4)
+        path = make_file(tmp_path, data)
+        recv, send = tcp_pair(sockets)
+        counts = record_sendfile(backend, monkeypatch)
+        drain = Drain(recv)
+        drain.start()
+        sockets.remove(send)  # the stream owns it now
+
+        async def main() -> list[int]:
+            ticks: list[int] = []
+            done = False
+
+            async def heartbeat() -> None:
+                while not done:
+                    ticks.append(sum(counts))
+                    await anyio.lowlevel.checkpoint()
+
+            stream = await as_stream(send)
+            async with stream, anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat)
+                with open(path, "rb") as f:
+                    assert await zerocopy.anyio.send_file(stream, f) == SIZE
+                done = True
+                await stream.send_eof()
+            ticks.append(sum(counts))
+            return ticks
+
+        ticks = arun(main)
+        drain.join(30)
+        assert drain.count == SIZE
+        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        # trio runs each batch of runnable tasks in random order: the sender
+        # can run last in one batch and first in the next, two slices
+        # between two heartbeats, yet one slice per turn of the loop.
+        turns = 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
+        assert biggest_gap(ticks) <= turns * SLICE
+
+
+def record_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the bytes each MSG_ZEROCOPY-or-plain send of the async sender put on the wire."""
+    from zerocopy._msg_zerocopy import aio as sender_aio
+
+    counts: list[int] = []
+    real: Callable[..., Any] = sender_aio.AsyncZeroCopySender._send
+
+    async def counting(self: Any, view: memoryview, *args: Any) -> int:
+        n: int = await real(self, view, *args)
+        counts.append(n)
+        return n
+
+    monkeypatch.setattr(sender_aio.AsyncZeroCopySender, "_send", counting)
+    return counts
+
+
+class TestSender:
+    """AsyncZeroCopySender.sendall keeps to the slice."""
+
+    def test_sendall(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Each send is at most a slice, and the loop turns after every slice sent."""
+        data = payload(SIZE, 5)
+        recv, send = tcp_pair(sockets)
+        counts = record_sends(monkeypatch)
+        drain = Drain(recv)
+        drain.start()
+
+        async def main() -> list[int]:
+            ticks: list[int] = []
+            done = False
+
+            async def heartbeat() -> None:
+                while not done:
+                    ticks.append(sum(counts))
+                    await asyncio.sleep(0)
+
+            beat = asyncio.ensure_future(heartbeat())
+            async with aio.AsyncZeroCopySender(send) as sender:
+                await sender.sendall(data)
+            done = True
+            await beat
+            ticks.append(sum(counts))
+            return ticks
+
+        ticks = run(main())
+        send.shutdown(socket.SHUT_WR)
+        drain.join(30)
+        assert drain.count == SIZE
+        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        assert biggest_gap(ticks) <= SLICE
+
+
+class TestSetting:
+    """ZEROCOPY_LOOP_SLICE: sizes with units; a bad value never stops an import."""
+
+    @pytest.mark.parametrize(
+        ("text", "value"),
+        [("65536", 65536), ("512K", 512 * 1024), ("2M", 2 * MiB), (" 1MiB ", MiB), ("64kb", 65536)],
+    )
+    def test_parse(self, text: str, value: int) -> None:
+        """Plain numbers and K/M (KiB, MiB) suffixes parse to bytes."""
+        assert _fair.parse_slice(text) == value
+
+    @pytest.mark.parametrize("text", ["", "x", "-1", "1G", "1.5M", "1K"])
+    def test_refused(self, text: str) -> None:
+        """Non-sizes and slices under 16 KiB are a ValueError."""
+        with pytest.raises(ValueError):
+            _fair.parse_slice(text)
+
+    def test_bad_environment_warns_and_uses_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A bad ZEROCOPY_LOOP_SLICE logs a warning and falls back to the default slice."""
+        monkeypatch.setenv("ZEROCOPY_LOOP_SLICE", "lots")
+        assert _fair._from_environment() == _fair.DEFAULT_SLICE  # noqa: SLF001 - the setting's reader
