@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+
+import zerocopy.anyio
 from anyiokit import Run, as_stream
 from anyiokit import arun as arun
 from anyiokit import uvloop_warmed as uvloop_warmed
@@ -30,8 +34,6 @@ from netkit import MiB, Runner, make_file, payload, record_sendfile, tcp_pair
 from netkit import empty_pool as empty_pool
 from netkit import run as run
 from netkit import sockets as sockets
-
-import zerocopy.anyio
 from zerocopy import _fair, aio
 
 SLICE = 128 * 1024
@@ -65,7 +67,7 @@ class Drain(threading.Thread):
 
 def biggest_gap(ticks: list[int]) -> int:
     """The most bytes moved between two consecutive heartbeats."""
-    return max((b - a for a, b in zip(ticks, ticks[1:], strict=False)), default=0)
+    return max((b - a for a, b in itertools.pairwise(ticks)), default=0)
 
 
 class TestSendFile:
@@ -97,14 +99,14 @@ class TestSendFile:
                     await asyncio.sleep(0)
 
             beat = asyncio.ensure_future(heartbeat())
-            with open(path, "rb") as f:
-                assert await aio.send_file(send, f) == SIZE
+            assert await aio.send_file(send, f) == SIZE
             done = True
             await beat
             ticks.append(sum(counts))
             return ticks
 
-        ticks = run(main())
+        with open(path, "rb") as f:
+            ticks = run(main())
         send.shutdown(socket.SHUT_WR)
         drain.join(30)
         assert drain.count == SIZE
@@ -141,14 +143,14 @@ class TestSendFile:
             stream = await as_stream(send)
             async with stream, anyio.create_task_group() as tg:
                 tg.start_soon(heartbeat)
-                with open(path, "rb") as f:
-                    assert await zerocopy.anyio.send_file(stream, f) == SIZE
+                assert await zerocopy.anyio.send_file(stream, f) == SIZE
                 done = True
                 await stream.send_eof()
             ticks.append(sum(counts))
             return ticks
 
-        ticks = arun(main)
+        with open(path, "rb") as f:
+            ticks = arun(main)
         drain.join(30)
         assert drain.count == SIZE
         assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
@@ -233,10 +235,14 @@ class TestSetting:
     @pytest.mark.parametrize("text", ["", "x", "-1", "1G", "1.5M", "1K"])
     def test_refused(self, text: str) -> None:
         """Non-sizes and slices under 16 KiB are a ValueError."""
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"size|slice"):
             _fair.parse_slice(text)
 
-    def test_bad_environment_warns_and_uses_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_bad_environment_warns_and_uses_default(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """A bad ZEROCOPY_LOOP_SLICE logs a warning and falls back to the default slice."""
         monkeypatch.setenv("ZEROCOPY_LOOP_SLICE", "lots")
-        assert _fair._from_environment() == _fair.DEFAULT_SLICE  # noqa: SLF001 - the setting's reader
+        with caplog.at_level(logging.WARNING, logger="zerocopy"):
+            assert _fair._from_environment() == _fair.DEFAULT_SLICE
+        assert "ZEROCOPY_LOOP_SLICE ignored" in caplog.text
