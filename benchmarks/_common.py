@@ -14,6 +14,7 @@ import argparse
 import filecmp
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -365,6 +366,58 @@ class Server:
     def cpu(self) -> CpuTimes:
         """The server's CPU so far: the toolkit's ``process_tree_cpu`` of its process."""
         return process_tree_cpu(self.pid)
+
+
+def nginx_binary() -> str | None:
+    """nginx on PATH, or Debian's /usr/sbin/nginx (not on a user's PATH); None if neither."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def nginx_server(binary: str, directory: str, port: int) -> Server:
+    """nginx serving *directory* on 127.0.0.1:*port*: one worker, ``sendfile on``, no access log.
+
+    The reference a C server reaches.  Its configuration, pid, logs and
+    temporary directories live in a temporary prefix, removed when it stops;
+    ``sendfile_max_chunk`` is left at its default (2m in nginx 1.22).  Run as
+    root, its worker reads as root (``user root``), so the benchmarks'
+    0700 temporary directories are readable to it.
+    """
+    prefix = tempfile.mkdtemp(prefix="zerocopy-bench-nginx-")
+    conf = os.path.join(prefix, "nginx.conf")
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+{temp}
+    server {{
+        listen 127.0.0.1:{port};
+        root {directory};
+    }}
+}}
+"""
+        )
+    argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
+    return Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
 
 
 def unlink(path: str) -> None:
