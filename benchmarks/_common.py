@@ -420,6 +420,76 @@ http {{
     return Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
 
 
+class Peer:
+    """A role of a benchmark script in its own process, asked over JSON lines.
+
+    ``python SCRIPT --role NAME ARGS...`` (:func:`serve_peer` on its side)
+    prints a line when ready, then answers each JSON object written to its
+    stdin with one JSON object on its stdout; it exits when its stdin closes,
+    or (PR_SET_PDEATHSIG) when the benchmark dies.  Its CPU is its own, never
+    the measured side's.  ``send`` then ``receive`` lets the benchmark keep
+    several peers working at once.
+    """
+
+    def __init__(self, script: str, *role: str) -> None:
+        self.role = role
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--role", *role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline():
+            stop(self.proc)
+            raise RuntimeError(f"peer {role} did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        """The answer to the last request; RuntimeError with the peer's error if it failed."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer {self.role} (pid {self.pid}) exited")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"peer {self.role}: {answer['error']}")
+        return answer
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        return self.receive()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc)
+
+
+def serve_peer(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """A :class:`Peer`'s side: say ready, answer each request line, return when stdin closes.
+
+    An exception becomes ``{"error": ...}``, raised again by the benchmark.
+    """
+    print("ready", flush=True)
+    for line in sys.stdin:
+        try:
+            answer = handle(json.loads(line))
+        except Exception as exc:  # noqa: BLE001 - handed to the benchmark, which raises it
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
+
+
 def unlink(path: str) -> None:
     try:
         os.unlink(path)

@@ -386,10 +386,13 @@ def _measure(
     return results, loops, summary
 
 
-def _versions() -> dict[str, str]:
+FRAMEWORKS = ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop")
+
+
+def versions(names: Sequence[str] = FRAMEWORKS) -> dict[str, str]:
     """The installed versions of the frameworks compared (absent ones left out)."""
     out = {}
-    for name in ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop"):
+    for name in names:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(name)
     return out
@@ -473,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A traceback in a server's log means a run it served went wrong.
     errors = {s.name: s.errors[-2000:] for s in servers if "Traceback" in s.errors}
     info["load_during_run"] = load
-    info["frameworks"] = _versions()
+    info["frameworks"] = versions()
     info["server_loops"] = loops
     info["server_errors"] = errors
     info["skipped"] = skipped
