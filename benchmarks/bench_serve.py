@@ -534,7 +534,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.size = min(args.size, 4 * MiB)
         args.keepalive_size = min(args.keepalive_size, 64 * KiB)
         args.repeat = 1
-        args.duration = min(args.duration, 0.3)
+        args.duration = min(args.duration, 0.2)
         args.clients = min(args.clients, 32)
     return args
 
