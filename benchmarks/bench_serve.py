@@ -597,7 +597,7 @@ def _settled_fds(root: int, at_most: int, wait: float = 5.0) -> int:
 
 
 class Bench:
-    """The servers, the two client processes, and one run of each kind."""
+    """The two client processes (bulk load, probe), and one run of each kind against a server."""
 
     def __init__(self, args: argparse.Namespace, files: Files) -> None:
         self.args = args
@@ -733,6 +733,7 @@ def _load_table(summaries: dict[str, dict[str, Any]], notes: dict[str, str]) -> 
         "4K p99 ms",
         "min-max",
         "CPU s/GiB",
+        "client s/GiB",
         "notes",
     ]
     ref = summaries.get(REFERENCE)
@@ -747,6 +748,7 @@ def _load_table(summaries: dict[str, dict[str, Any]], notes: dict[str, str]) -> 
                 *_mm(s["p50_ms"]),
                 *_mm(s["p99_ms"]),
                 f"{s['cpu_s_per_gib']['median']:.3f}",
+                f"{s['client_cpu_s_per_gib']['median']:.3f}",
                 notes[name],
             ]
         )
@@ -996,7 +998,7 @@ def _report(args: argparse.Namespace, wanted: list[Variant], r: Results) -> int:
         print(
             f"\n{conns} concurrent {human(args.size)} downloads (a client process) and a "
             f"{human(args.small)} GET every {args.interval * 1000:g} ms (another); "
-            "CPU: the server's\n"
+            "CPU: the server's; client: the bulk client process's\n"
         )
         print(_load_table(summaries, {n: _notes(s, notes[n]) for n, s in summaries.items()}))
     keep = {
