@@ -14,6 +14,7 @@ import argparse
 import filecmp
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -365,6 +366,128 @@ class Server:
     def cpu(self) -> CpuTimes:
         """The server's CPU so far: the toolkit's ``process_tree_cpu`` of its process."""
         return process_tree_cpu(self.pid)
+
+
+def nginx_binary() -> str | None:
+    """nginx on PATH, or Debian's /usr/sbin/nginx (not on a user's PATH); None if neither."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def nginx_server(binary: str, directory: str, port: int) -> Server:
+    """nginx serving *directory* on 127.0.0.1:*port*: one worker, ``sendfile on``, no access log.
+
+    The reference a C server reaches.  Its configuration, pid, logs and
+    temporary directories live in a temporary prefix, removed when it stops;
+    ``sendfile_max_chunk`` is left at its default (2m in nginx 1.22).  Run as
+    root, its worker reads as root (``user root``), so the benchmarks'
+    0700 temporary directories are readable to it.
+    """
+    prefix = tempfile.mkdtemp(prefix="zerocopy-bench-nginx-")
+    conf = os.path.join(prefix, "nginx.conf")
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+{temp}
+    server {{
+        listen 127.0.0.1:{port};
+        root {directory};
+    }}
+}}
+"""
+        )
+    argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
+    return Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
+
+
+class Peer:
+    """A role of a benchmark script in its own process, asked over JSON lines.
+
+    ``python SCRIPT --role NAME ARGS...`` (:func:`serve_peer` on its side)
+    prints a line when ready, then answers each JSON object written to its
+    stdin with one JSON object on its stdout; it exits when its stdin closes,
+    or (PR_SET_PDEATHSIG) when the benchmark dies.  Its CPU is its own, never
+    the measured side's.  ``send`` then ``receive`` lets the benchmark keep
+    several peers working at once.
+    """
+
+    def __init__(self, script: str, *role: str) -> None:
+        self.role = role
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--role", *role],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline():
+            stop(self.proc)
+            raise RuntimeError(f"peer {role} did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        """The answer to the last request; RuntimeError with the peer's error if it failed."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"peer {self.role} (pid {self.pid}) exited")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"peer {self.role}: {answer['error']}")
+        return answer
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        return self.receive()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.proc)
+
+
+def serve_peer(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """A :class:`Peer`'s side: say ready, answer each request line, return when stdin closes.
+
+    An exception becomes ``{"error": ...}``, raised again by the benchmark.
+    """
+    print("ready", flush=True)
+    for line in sys.stdin:
+        try:
+            answer = handle(json.loads(line))
+        except Exception as exc:  # noqa: BLE001 - handed to the benchmark, which raises it
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
 
 
 def unlink(path: str) -> None:

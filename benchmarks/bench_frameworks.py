@@ -70,7 +70,7 @@ from zerocopy._bench.toolkit import (
 
 PATH = "/file.bin"
 LOOP_PATH = "/loop"  # answers the server's event loop class, to prove the variant's loop
-FILE_ENV = "ZEROCOPY_BENCH_FILE"  # the served file, for the uvicorn app factory
+DIR_ENV = "ZEROCOPY_BENCH_DIR"  # the served directory, for the app factory (uvicorn, granian)
 IO_TIMEOUT = 60.0  # seconds the client waits on one recv before it gives up
 
 #: What issue 15 measured on this machine (main at f730a43, 10 requests per
@@ -92,20 +92,22 @@ TARGETS = [
 
 
 def starlette_app() -> Any:
-    """uvicorn's ``--factory``: a Starlette app, FileResponse of $ZEROCOPY_BENCH_FILE."""
+    """The ASGI servers' ``--factory``: a Starlette app, ``/NAME``: FileResponse of
+    $ZEROCOPY_BENCH_DIR/NAME (bench_serve.py serves more than one file)."""
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, PlainTextResponse
     from starlette.routing import Route
 
-    path = os.environ[FILE_ENV]
+    directory = os.environ[DIR_ENV]
 
     async def file(request: Any) -> FileResponse:
-        return FileResponse(path)
+        # The router's "/{name}" matches no "/": a name in the directory.
+        return FileResponse(os.path.join(directory, request.path_params["name"]))
 
     async def loop(request: Any) -> PlainTextResponse:
         return PlainTextResponse(_loop_name())
 
-    return Starlette(routes=[Route(PATH, file), Route(LOOP_PATH, loop)])
+    return Starlette(routes=[Route(LOOP_PATH, loop), Route("/{name}", file)])
 
 
 def _loop_name() -> str:
@@ -113,8 +115,9 @@ def _loop_name() -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def role_aiohttp(loop: str, impl: str, port: int, path: str) -> None:
-    """Serve *path* with aiohttp on *loop* (asyncio, uvloop); *impl*: stock or zerocopy."""
+def role_aiohttp(loop: str, impl: str, port: int, directory: str) -> None:
+    """Serve *directory*'s files (``/NAME``) with aiohttp on *loop* (asyncio, uvloop);
+    *impl*: stock or zerocopy."""
     from aiohttp import web
 
     if impl == "zerocopy":
@@ -123,15 +126,16 @@ def role_aiohttp(loop: str, impl: str, port: int, path: str) -> None:
         FileResponse = web.FileResponse
 
     async def file(request: web.Request) -> web.StreamResponse:
-        return FileResponse(path)
+        # The router's "/{name}" matches no "/": a name in the directory.
+        return FileResponse(os.path.join(directory, request.match_info["name"]))
 
     async def loop_name(request: web.Request) -> web.StreamResponse:
         return web.Response(text=_loop_name())
 
     async def serve() -> None:
         app = web.Application()
-        app.router.add_get(PATH, file)
         app.router.add_get(LOOP_PATH, loop_name)
+        app.router.add_get("/{name}", file)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -155,12 +159,13 @@ class Variant:
     loop: str  # the event loop it must run on: "asyncio" or "uvloop"
     needs: tuple[str, ...]  # third-party modules the server imports
     zerocopy: str | None  # the zerocopy module (and name) it needs, "module:name"
-    argv: Callable[[int, str], list[str]]  # (port, file) -> the server's command line
+    argv: Callable[[int, str], list[str]]  # (port, directory) -> the server's command line
 
 
-def _uvicorn(http: str) -> Callable[[int, str], list[str]]:
+def uvicorn_argv(http: str) -> Callable[[int, str], list[str]]:
+    """uvicorn serving ``starlette_app`` (its directory in $ZEROCOPY_BENCH_DIR) with *http*."""
     here = os.path.dirname(os.path.abspath(__file__))
-    return lambda port, path: [
+    return lambda port, directory: [
         *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", here),
         *("bench_frameworks:starlette_app", "--http", http, "--loop", "asyncio"),
         *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
@@ -168,30 +173,33 @@ def _uvicorn(http: str) -> Callable[[int, str], list[str]]:
     ]
 
 
-def _aiohttp(loop: str, impl: str) -> Callable[[int, str], list[str]]:
+def aiohttp_argv(loop: str, impl: str) -> Callable[[int, str], list[str]]:
+    """This script's ``--role``: aiohttp on *loop*, *impl* "stock" or "zerocopy"."""
     me = os.path.abspath(__file__)
-    return lambda port, path: [sys.executable, me, "--role", loop, impl, str(port), path]
+    return lambda port, directory: [sys.executable, me, "--role", loop, impl, str(port), directory]
 
 
 VARIANTS = [
     Variant(
-        "uvicorn", "asyncio", ("uvicorn", "httptools", "starlette"), None, _uvicorn("httptools")
+        "uvicorn", "asyncio", ("uvicorn", "httptools", "starlette"), None, uvicorn_argv("httptools")
     ),
     Variant(
         "uvicorn+zerocopy",
         "asyncio",
         ("uvicorn", "httptools", "starlette"),
         "zerocopy.uvicorn:HttpToolsProtocol",
-        _uvicorn("zerocopy.uvicorn:HttpToolsProtocol"),
+        uvicorn_argv("zerocopy.uvicorn:HttpToolsProtocol"),
     ),
-    Variant("aiohttp asyncio", "asyncio", ("aiohttp",), None, _aiohttp("asyncio", "stock")),
-    Variant("aiohttp uvloop", "uvloop", ("aiohttp", "uvloop"), None, _aiohttp("uvloop", "stock")),
+    Variant("aiohttp asyncio", "asyncio", ("aiohttp",), None, aiohttp_argv("asyncio", "stock")),
+    Variant(
+        "aiohttp uvloop", "uvloop", ("aiohttp", "uvloop"), None, aiohttp_argv("uvloop", "stock")
+    ),
     Variant(
         "aiohttp uvloop+zerocopy",
         "uvloop",
         ("aiohttp", "uvloop"),
         "zerocopy.aiohttp:FileResponse",
-        _aiohttp("uvloop", "zerocopy"),
+        aiohttp_argv("uvloop", "zerocopy"),
     ),
 ]
 
@@ -378,10 +386,13 @@ def _measure(
     return results, loops, summary
 
 
-def _versions() -> dict[str, str]:
+FRAMEWORKS = ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop")
+
+
+def versions(names: Sequence[str] = FRAMEWORKS) -> dict[str, str]:
     """The installed versions of the frameworks compared (absent ones left out)."""
     out = {}
-    for name in ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop"):
+    for name in names:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[name] = importlib.metadata.version(name)
     return out
@@ -427,8 +438,8 @@ def _print_issue_figures() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if args.role:
-        loop, impl, port, path = args.role
-        role_aiohttp(loop, impl, int(port), path)
+        loop, impl, port, directory = args.role
+        role_aiohttp(loop, impl, int(port), directory)
         return 0
     wanted = [v for v in VARIANTS if not args.only or v.name in args.only]
     if args.only:
@@ -447,10 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = os.path.join(workdir, "file.bin")
         c.fill_file(src, args.size)
         want = _sha256(src)
-        env = dict(os.environ, **{FILE_ENV: src})
+        env = dict(os.environ, **{DIR_ENV: workdir})
         for v in wanted:
             port = c.free_port()
-            servers.append(c.Server(v.name, v.argv(port, src), port, env=env))
+            servers.append(c.Server(v.name, v.argv(port, workdir), port, env=env))
         info = machine(workdir)
         results, loops, load = _measure(args, wanted, servers, want)
     except BaseException:
@@ -465,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A traceback in a server's log means a run it served went wrong.
     errors = {s.name: s.errors[-2000:] for s in servers if "Traceback" in s.errors}
     info["load_during_run"] = load
-    info["frameworks"] = _versions()
+    info["frameworks"] = versions()
     info["server_loops"] = loops
     info["server_errors"] = errors
     info["skipped"] = skipped

@@ -55,38 +55,6 @@ from zerocopy._bench.toolkit import (
     run_rounds,
 )
 
-
-def nginx_server(binary: str, directory: str, port: int) -> c.Server:
-    prefix = tempfile.mkdtemp(prefix="zerocopy-bench-nginx-")
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w", encoding="utf-8") as f:
-        f.write(
-            f"""
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    server {{
-        listen 127.0.0.1:{port};
-        root {directory};
-    }}
-}}
-"""
-        )
-    argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
-    return c.Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
-
-
 # --- clients --------------------------------------------------------------------
 
 
@@ -212,7 +180,7 @@ def _servers(args: argparse.Namespace, workdir: str) -> tuple[list[c.Server], li
         if os.geteuid() != 0:
             notes.append("nginx left out: the benchmark runs it as root, and this is not root")
         else:
-            servers.append(nginx_server(args.nginx, workdir, c.free_port()))
+            servers.append(c.nginx_server(args.nginx, workdir, c.free_port()))
     else:
         notes.append(
             "nginx left out: no nginx binary (apt-get install nginx-light) or --nginx none"

@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, NamedTuple
 
-__all__ = ["CPU_ACCOUNTING", "CpuTimes", "Sample", "Stopwatch", "process_cpu", "process_tree_cpu"]
+__all__ = [
+    "CPU_ACCOUNTING",
+    "CpuTimes",
+    "Sample",
+    "Stopwatch",
+    "process_cpu",
+    "process_tree",
+    "process_tree_cpu",
+]
 
 #: One line for reports: what their CPU figures count.
 CPU_ACCOUNTING = "user+system of the process, all its threads and the children it reaped"
@@ -74,13 +82,8 @@ def process_cpu(pid: int | None = None) -> CpuTimes:
     return CpuTimes((utime + cutime) / tick, (stime + cstime) / tick)
 
 
-def process_tree_cpu(root: int) -> CpuTimes:
-    """:func:`process_cpu` of *root* plus that of its descendants still running.
-
-    For servers that fork workers (nginx): a live worker's CPU is not in its
-    parent's ``cutime`` yet.  A reaped one's is, and it is no longer listed,
-    so nothing is counted twice.
-    """
+def process_tree(root: int) -> set[int]:
+    """*root* and its descendants still running (from ``/proc/<pid>/stat``'s parent ids)."""
     parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -96,8 +99,18 @@ def process_tree_cpu(root: int) -> CpuTimes:
             if ppid in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
+    return tree
+
+
+def process_tree_cpu(root: int) -> CpuTimes:
+    """:func:`process_cpu` of *root* plus that of its descendants still running.
+
+    For servers that fork workers (nginx): a live worker's CPU is not in its
+    parent's ``cutime`` yet.  A reaped one's is, and it is no longer listed,
+    so nothing is counted twice.
+    """
     user = system = 0.0
-    for pid in tree:
+    for pid in process_tree(root):
         try:
             cpu = process_cpu(pid)
         except OSError:

@@ -18,6 +18,7 @@ from .timing import (
     Sample,
     Stopwatch,
     process_cpu,
+    process_tree,
     process_tree_cpu,
 )
 from .units import GiB, KiB, MiB, human, parse_size, size_arg
@@ -38,6 +39,7 @@ __all__ = [
     "print_machine",
     "print_round",
     "process_cpu",
+    "process_tree",
     "process_tree_cpu",
     "run_rounds",
     "size_arg",
