@@ -41,9 +41,29 @@ byte through 1 MiB pipes, like zerocopy).  HAProxy 2.5 and later run a
 thread per core by default; with ``--connections`` the forced-splice
 configuration also runs with ``nbthread 1``, the match for one event loop.
 
+``--latency`` (issue 22) measures a relay's interactive latency: for each
+count in ``--bulk`` (default 8,32) every proxy carries that many bulk
+connections (the client's, to the sink, as ``--concurrent``) for
+``--duration`` seconds (default 10) and, meanwhile, one interactive
+connection through the same proxy (its second listener; HAProxy's second
+frontend) to an echo peer: a probe process of its own, no other thread in
+it, sends ``--probe-size`` bytes (64) every ``--interval`` ms (5), waits for
+the echo, and times each round trip, from a moment after the bulk senders
+start to a moment before they stop.  The proxies: HAProxy ``nbthread 1``
+forced splice through 1 MiB pipes (the reference), ``zerocopy.aio.relay`` on
+one asyncio loop and on uvloop, ``zerocopy.relay`` (a thread per
+connection) and the Python relay.  The table gives the bulk aggregate
+throughput, the proxy's CPU per GiB of bulk bytes, and the probe's p50 and
+p99 (medians over the rounds, with their range; p99 also against HAProxy's,
+paired per round).  Targets: each aio relay's p99 at most 1.5x HAProxy's;
+with ``--before CHECKOUT`` (another checkout's ``src/``, its extension
+built) the aio relays also run on that package, and at 32 bulk connections
+their throughput must be no lower than that ("today's").
+
     python benchmarks/bench_relay.py [--size 1G] [--repeat 5] [--json FILE]
     python benchmarks/bench_relay.py --concurrent 32 --duration 20 [--repeat 5]
     python benchmarks/bench_relay.py --connections 1,32,256 --duration 8 --repeat 3
+    python benchmarks/bench_relay.py --latency --bulk 8,32 [--before ../main] [--json FILE]
 """
 
 from __future__ import annotations
