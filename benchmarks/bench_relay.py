@@ -41,9 +41,29 @@ byte through 1 MiB pipes, like zerocopy).  HAProxy 2.5 and later run a
 thread per core by default; with ``--connections`` the forced-splice
 configuration also runs with ``nbthread 1``, the match for one event loop.
 
+``--latency`` (issue 22) measures a relay's interactive latency: for each
+count in ``--bulk`` (default 8,32) every proxy carries that many bulk
+connections (the client's, to the sink, as ``--concurrent``) for
+``--duration`` seconds (default 10) and, meanwhile, one interactive
+connection through the same proxy (its second listener; HAProxy's second
+frontend) to an echo peer: a probe process of its own, no other thread in
+it, sends ``--probe-size`` bytes (64) every ``--interval`` ms (5), waits for
+the echo, and times each round trip, from a moment after the bulk senders
+start to a moment before they stop.  The proxies: HAProxy ``nbthread 1``
+forced splice through 1 MiB pipes (the reference), ``zerocopy.aio.relay`` on
+one asyncio loop and on uvloop, ``zerocopy.relay`` (a thread per
+connection) and the Python relay.  The table gives the bulk aggregate
+throughput, the proxy's CPU per GiB of bulk bytes, and the probe's p50 and
+p99 (medians over the rounds, with their range; p99 also against HAProxy's,
+paired per round).  Targets: each aio relay's p99 at most 1.5x HAProxy's;
+with ``--before CHECKOUT`` (another checkout's ``src/``, its extension
+built) the aio relays also run on that package, and at 32 bulk connections
+their throughput must be no lower than that ("today's").
+
     python benchmarks/bench_relay.py [--size 1G] [--repeat 5] [--json FILE]
     python benchmarks/bench_relay.py --concurrent 32 --duration 20 [--repeat 5]
     python benchmarks/bench_relay.py --connections 1,32,256 --duration 8 --repeat 3
+    python benchmarks/bench_relay.py --latency --bulk 8,32 [--before ../main] [--json FILE]
 """
 
 from __future__ import annotations
@@ -51,6 +71,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import os
@@ -78,10 +99,13 @@ from zerocopy._bench.toolkit import (
     MiB,
     Sample,
     machine,
+    print_machine,
     print_round,
     process_cpu,
     process_tree_cpu,
     run_rounds,
+    spread,
+    summarize,
 )
 
 _ACK = struct.Struct("!Q16s")  # bytes received, blake2b-128 digest (zeros unless verifying)
@@ -115,10 +139,34 @@ def _listen() -> socket.socket:
     return ls
 
 
+def _listen_routes(targets: list[int]) -> list[tuple[socket.socket, int]]:
+    """A listener per target port (the proxy's routes); their ports on one line, in order.
+
+    One target is the usual proxy; ``--latency`` gives two (the sink, the echo
+    peer) so the bulk and the interactive connections share one proxy.
+    """
+    routes = [(socket.create_server(("127.0.0.1", 0), backlog=256), t) for t in targets]
+    print(" ".join(str(ls.getsockname()[1]) for ls, _ in routes), flush=True)
+    return routes
+
+
 def _serve_threads(ls: socket.socket, handle: Callable[[socket.socket], None]) -> None:
     while True:
         conn, _ = ls.accept()
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def _serve_routes_threads(targets: list[int], handle: Callable[[socket.socket, int], None]) -> None:
+    """Accept on each route's listener in a thread of its own; *handle(conn, target)*."""
+    routes = _listen_routes(targets)
+    for ls, target in routes[1:]:
+        threading.Thread(
+            target=_serve_threads,
+            args=(ls, lambda conn, t=target: handle(conn, t)),
+            daemon=True,
+        ).start()
+    ls, target = routes[0]
+    _serve_threads(ls, lambda conn: handle(conn, target))
 
 
 def role_sink(verify: bool) -> None:
@@ -142,11 +190,11 @@ def role_sink(verify: bool) -> None:
     _serve_threads(_listen(), handle)
 
 
-def role_proxy_zerocopy(target: int) -> None:
+def role_proxy_zerocopy(targets: list[int]) -> None:
     """zerocopy.relay in a thread per connection."""
     import zerocopy
 
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, target: int) -> None:
         with conn, socket.create_connection(("127.0.0.1", target)) as up:
             try:
                 zerocopy.relay(conn, up)
@@ -154,10 +202,10 @@ def role_proxy_zerocopy(target: int) -> None:
                 print(f"relay: {exc!r}", file=sys.stderr, flush=True)
 
     _exit_when_stdin_closes()
-    _serve_threads(_listen(), handle)
+    _serve_routes_threads(targets, handle)
 
 
-def role_proxy_python(target: int) -> None:
+def role_proxy_python(targets: list[int]) -> None:
     """recv_into a 1 MiB buffer and sendall, a thread per direction."""
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
@@ -169,7 +217,7 @@ def role_proxy_python(target: int) -> None:
         except OSError as exc:
             print(f"pump: {exc!r}", file=sys.stderr, flush=True)
 
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, target: int) -> None:
         with conn, socket.create_connection(("127.0.0.1", target)) as up:
             back = threading.Thread(target=pump, args=(up, conn))
             back.start()
@@ -177,10 +225,10 @@ def role_proxy_python(target: int) -> None:
             back.join()
 
     _exit_when_stdin_closes()
-    _serve_threads(_listen(), handle)
+    _serve_routes_threads(targets, handle)
 
 
-def role_proxy_asyncio(target: int) -> None:
+def role_proxy_asyncio(targets: list[int]) -> None:
     """A plain asyncio StreamReader/StreamWriter relay (64 KiB reads)."""
 
     async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -190,7 +238,7 @@ def role_proxy_asyncio(target: int) -> None:
         if writer.can_write_eof():
             writer.write_eof()
 
-    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+    async def handle(target: int, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", target)
         try:
             await asyncio.gather(pump(cr, uw), pump(ur, cw))
@@ -201,10 +249,11 @@ def role_proxy_asyncio(target: int) -> None:
                 w.close()
 
     async def main() -> None:
-        ls = _listen()
-        server = await asyncio.start_server(handle, sock=ls, backlog=256)
-        async with server:
-            await server.serve_forever()
+        servers = [
+            await asyncio.start_server(functools.partial(handle, t), sock=ls, backlog=256)
+            for ls, t in _listen_routes(targets)
+        ]
+        await asyncio.gather(*(server.serve_forever() for server in servers))
 
     _exit_when_stdin_closes()
     asyncio.run(main())
@@ -226,13 +275,10 @@ def _listen_shared(n: int) -> list[socket.socket]:
 
 
 async def _serve_raw(
-    handle: Callable[[asyncio.AbstractEventLoop, socket.socket], Any],
-    ls: socket.socket | None = None,
+    handle: Callable[[asyncio.AbstractEventLoop, socket.socket], Any], ls: socket.socket
 ) -> None:
     """Accept on raw non-blocking sockets for ever, a task per connection."""
     loop = asyncio.get_running_loop()
-    if ls is None:
-        ls = _listen()
     ls.setblocking(False)
     tasks = set()
     while True:
@@ -243,7 +289,17 @@ async def _serve_raw(
         task.add_done_callback(tasks.discard)
 
 
-def role_proxy_aio(target: int, loops: int = 1, processes: int = 1) -> None:
+async def _serve_raw_routes(
+    targets: list[int],
+    handle: Callable[[int, asyncio.AbstractEventLoop, socket.socket], Any],
+) -> None:
+    """:func:`_serve_raw` on each route's listener, all on the running loop."""
+    await asyncio.gather(
+        *(_serve_raw(functools.partial(handle, t), ls) for ls, t in _listen_routes(targets))
+    )
+
+
+def role_proxy_aio(targets: list[int], loops: int = 1, processes: int = 1) -> None:
     """zerocopy.aio.relay on non-blocking sockets, one task per connection.
 
     With *loops* > 1, that many threads each run an event loop of their own
@@ -254,7 +310,11 @@ def role_proxy_aio(target: int, loops: int = 1, processes: int = 1) -> None:
     """
     import zerocopy.aio
 
-    async def handle(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    (target, *more) = targets
+    if more and (loops > 1 or processes > 1):
+        raise SystemExit("aio: several targets only on one loop in one process")
+
+    async def handle(target: int, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
         up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         up.setblocking(False)
         try:
@@ -267,20 +327,21 @@ def role_proxy_aio(target: int, loops: int = 1, processes: int = 1) -> None:
             up.close()
 
     _exit_when_stdin_closes()
+    if loops == 1 and processes == 1:
+        asyncio.run(_serve_raw_routes(targets, handle))
+        return
+    one = functools.partial(handle, target)
     if processes > 1:
         listeners = _listen_shared(processes)
         for ls in listeners[1:]:
             if os.fork() == 0:  # a worker: it serves its listener until the parent dies
                 _die_with_parent()
-                asyncio.run(_serve_raw(handle, ls))
+                asyncio.run(_serve_raw(one, ls))
                 os._exit(0)
-        asyncio.run(_serve_raw(handle, listeners[0]))
-        return
-    if loops == 1:
-        asyncio.run(_serve_raw(handle))
+        asyncio.run(_serve_raw(one, listeners[0]))
         return
     workers = [
-        threading.Thread(target=lambda ls=ls: asyncio.run(_serve_raw(handle, ls)))
+        threading.Thread(target=lambda ls=ls: asyncio.run(_serve_raw(one, ls)))
         for ls in _listen_shared(loops)
     ]
     for t in workers:
@@ -289,15 +350,15 @@ def role_proxy_aio(target: int, loops: int = 1, processes: int = 1) -> None:
         t.join()
 
 
-def role_proxy_aio_uvloop(target: int, loops: int = 1, processes: int = 1) -> None:
+def role_proxy_aio_uvloop(targets: list[int], loops: int = 1, processes: int = 1) -> None:
     """zerocopy.aio.relay as role_proxy_aio, on uvloop's event loop."""
     import uvloop
 
     uvloop.install()
-    role_proxy_aio(target, loops, processes)
+    role_proxy_aio(targets, loops, processes)
 
 
-def role_proxy_asyncio_raw(target: int) -> None:
+def role_proxy_asyncio_raw(targets: list[int]) -> None:
     """asyncio on raw non-blocking sockets: sock_recv_into a 1 MiB buffer, sock_sendall."""
 
     async def pump(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> None:
@@ -306,7 +367,7 @@ def role_proxy_asyncio_raw(target: int) -> None:
             await loop.sock_sendall(dst, buf[:n])
         dst.shutdown(socket.SHUT_WR)
 
-    async def handle(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    async def handle(target: int, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
         up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         up.setblocking(False)
         try:
@@ -319,7 +380,7 @@ def role_proxy_asyncio_raw(target: int) -> None:
             up.close()
 
     _exit_when_stdin_closes()
-    asyncio.run(_serve_raw(handle))
+    asyncio.run(_serve_raw_routes(targets, handle))
 
 
 def role_client() -> None:
@@ -405,32 +466,120 @@ def _client_many(port: int, n: int, duration: float, plain: memoryview) -> str:
     return f"{'ok' if ok else 'bad'} {seconds} {sum(got)} {';'.join(errors)[:200]}"
 
 
+def role_echo() -> None:
+    """Echo every byte back on the connection it came in on (the interactive peer)."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            try:
+                while data := conn.recv(64 * KiB):
+                    conn.sendall(data)
+            except OSError:  # a readiness probe, or a proxy that gave up
+                pass
+
+    _exit_when_stdin_closes()
+    _serve_threads(_listen(), handle)
+
+
+def role_probe() -> None:
+    """Time small round trips the controller asks for on stdin; answer on stdout.
+
+    A process of its own with no other thread at work, so its round trips
+    wait on the proxy and the machine, never on a GIL held by bulk senders.
+    """
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "ping":
+            port, size = int(rest[0]), int(rest[4])
+            delay, seconds, interval = map(float, rest[1:4])
+            print(_probe(port, delay, seconds, interval, size), flush=True)
+
+
+def _probe(port: int, delay: float, seconds: float, interval: float, size: int) -> str:
+    """After *delay* s, send *size* bytes every *interval* s for *seconds* s, each echo awaited.
+
+    The first round trip (it makes the proxy connect upstream) is not
+    counted.  A round trip that runs over its interval starts the next one at
+    once.  Answer: ``ok COUNT P50 P99 MAX`` in seconds.
+    """
+    request = bytes(i % 251 for i in range(size))
+    rtts: list[float] = []
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def once() -> float:
+                t0 = time.perf_counter()
+                sock.sendall(request)
+                echo = c.recv_exactly(sock, size)
+                rtt = time.perf_counter() - t0
+                if echo != request:
+                    raise ConnectionError("the echo differs from the request")
+                return rtt
+
+            once()
+            time.sleep(delay)
+            tick = time.perf_counter()
+            end = tick + seconds
+            while tick < end:
+                rtts.append(once())
+                tick += interval
+                pause = tick - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                else:
+                    tick = time.perf_counter()
+    except OSError as exc:
+        return f"bad {exc!r}"
+    if not rtts:
+        return "bad no round trip in the window"
+    # One round trip (a window shorter than a stall) is still a figure: a long one.
+    cuts = statistics.quantiles(rtts, n=100, method="inclusive") if len(rtts) > 1 else rtts * 99
+    return f"ok {len(rtts)} {cuts[49]} {cuts[98]} {max(rtts)}"
+
+
 # --- the controller ----------------------------------------------------------------
 
 
 class Peer:
-    """A role in its own process; its first stdout line is its port."""
+    """A role in its own process; its first stdout line is its port (a proxy's: its ports).
 
-    def __init__(self, *role: str) -> None:
+    *env*, if given, is the process's environment (``--before`` runs the
+    relay roles on another checkout's package).
+    """
+
+    def __init__(self, *role: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--role", *role],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"{role} did not start")
-        self.port = int(line) if line.strip().isdigit() else 0
+        words = line.split()
+        self.ports = [int(w) for w in words] if words and all(w.isdigit() for w in words) else []
+        self.port = self.ports[0] if self.ports else 0
         self.first_line = line
         self.pid = self.proc.pid
 
     def ask(self, line: str) -> str:
+        self.tell(line)
+        return self.answer()
+
+    def tell(self, line: str) -> None:
+        """Send a command; its answer is read later by :meth:`answer` (two peers at once)."""
         assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
+
+    def answer(self) -> str:
+        assert self.proc.stdout is not None
         answer = self.proc.stdout.readline()
         if not answer:
             raise RuntimeError(f"peer {self.pid} exited")
@@ -441,7 +590,12 @@ class Peer:
 
 
 class HAProxy:
-    """haproxy -db with a temporary mode tcp / option splice-auto configuration."""
+    """haproxy -db with a temporary mode tcp / option splice-auto configuration.
+
+    With *echo*, a second frontend (``ports[1]``) leads to that port: the
+    interactive connection of ``--latency`` shares the process and its threads
+    with the bulk ones.
+    """
 
     def __init__(
         self,
@@ -451,9 +605,22 @@ class HAProxy:
         forced: bool = False,
         pipesize: int | None = None,
         threads: int | None = None,
+        echo: int | None = None,
     ) -> None:
         with socket.create_server(("127.0.0.1", 0)) as probe:
             self.port = probe.getsockname()[1]
+        self.ports = [self.port]
+        echo_route = ""
+        if echo:
+            with socket.create_server(("127.0.0.1", 0)) as probe:
+                self.ports.append(probe.getsockname()[1])
+            echo_route = (
+                "frontend fe_echo\n"
+                f"    bind 127.0.0.1:{self.ports[1]}\n"
+                "    default_backend be_echo\n"
+                "backend be_echo\n"
+                f"    server echo 127.0.0.1:{echo}\n"
+            )
         tune = f"    tune.pipesize {pipesize}\n" if pipesize else ""
         # HAProxy 2.5 and later run a thread per core unless told otherwise.
         if threads:
@@ -482,6 +649,7 @@ class HAProxy:
                 "    default_backend be\n"
                 "backend be\n"
                 f"    server sink 127.0.0.1:{target}\n"
+                f"{echo_route}"
             )
         self.proc = subprocess.Popen(
             ["haproxy", "-db", "-f", self.config],
@@ -543,14 +711,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration",
         type=float,
-        default=20.0,
-        help="seconds per run with --concurrent (default 20)",
+        default=None,
+        help="seconds per run with --concurrent (default 20) or --latency (default 10)",
     )
     p.add_argument(
         "--connections",
         default="",
         metavar="LIST",
         help="like --concurrent, for each count in a comma-separated list (e.g. 1,32,256)",
+    )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="measure an interactive connection's round trips next to --bulk bulk relays",
+    )
+    p.add_argument(
+        "--bulk",
+        default="8,32",
+        metavar="LIST",
+        help="with --latency: bulk connection counts, comma-separated (default 8,32)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="MS",
+        help="with --latency: milliseconds between the probe's requests (default 5)",
+    )
+    p.add_argument(
+        "--probe-size",
+        type=int,
+        default=64,
+        metavar="BYTES",
+        help="with --latency: bytes per request, echoed back (default 64)",
+    )
+    p.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="with --latency: also run the aio relays on CHECKOUT's package (its src/, built), "
+        "for the 32-connection throughput target against today's",
     )
     p.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     return p
@@ -572,7 +771,13 @@ def _run_role(role: list[str]) -> int:
         role_sink(rest == ["verify"])
     elif name == "client":
         role_client()
+    elif name == "echo":
+        role_echo()
+    elif name == "probe":
+        role_probe()
     else:
+        # A proxy: its target ports (comma-separated: one listener each), then ints.
+        targets, *more = rest
         {
             "zerocopy": role_proxy_zerocopy,
             "python": role_proxy_python,
@@ -580,7 +785,7 @@ def _run_role(role: list[str]) -> int:
             "aio": role_proxy_aio,
             "aio-uvloop": role_proxy_aio_uvloop,
             "asyncio-raw": role_proxy_asyncio_raw,
-        }[name](*map(int, rest))
+        }[name]([int(t) for t in targets.split(",")], *map(int, more))
     return 0
 
 
@@ -766,6 +971,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.role:
         return _run_role(args.role)
     c.apply_quick(args)
+    if args.latency:
+        return _latency_main(args)
+    if args.duration is None:
+        args.duration = 20.0
     if args.quick:
         args.duration = min(args.duration, 1.0)
     counts = [int(x) for x in args.connections.split(",") if x.strip()]
@@ -798,11 +1007,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         args.size = size
         if json_path and len(published) > 1:
-            # One file per connection count: FILE.json -> FILE-32.json ...
-            stem, dot, ext = json_path.rpartition(".")
-            args.json = f"{stem}-{n}.{ext}" if dot else f"{json_path}-{n}"
+            args.json = _json_per_count(json_path, n)
         c.publish(title, args, info, results, base, targets, _memory_notes)
     return 0
+
+
+def _json_per_count(path: str, n: int) -> str:
+    """One file per connection count: FILE.json -> FILE-32.json ..."""
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}-{n}.{ext}" if dot else f"{path}-{n}"
+
+
+def _rounds(
+    args: argparse.Namespace,
+    variants: list[tuple[str, Callable[[], Sample]]],
+    peers: list[Any],
+    on_round: Callable[[str, dict[str, Sample]], None] = print_round,
+) -> tuple[dict[str, list[Sample]], dict[str, Any]]:
+    """The selected variants' alternating rounds, and how busy the machine was meanwhile."""
+    peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
+    with LoadMeter() as load, c.Deadline(args.timeout):
+        results = run_rounds(c.select(variants, args.only), args.repeat, on_round=on_round)
+    # The peers are this benchmark's own processes but are reaped only at
+    # the end, so LoadMeter counts them as "everything else": move them.
+    peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
+    summary = dict(load.summary)
+    summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
+    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
+    return results, summary
 
 
 def _measure(
@@ -849,16 +1081,7 @@ def _measure(
     if n:
         info["connections"] = n
         info["duration_s"] = args.duration
-    peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
-    with LoadMeter() as load, c.Deadline(args.timeout):
-        results = run_rounds(c.select(variants, args.only), args.repeat, on_round=print_round)
-    # The peers are this benchmark's own processes but are reaped only at
-    # the end, so LoadMeter counts them as "everything else": move them.
-    peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
-    summary = dict(load.summary)
-    summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
-    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
-    info["load_during_run"] = summary
+    results, info["load_during_run"] = _rounds(args, variants, peers)
 
     if n:
         title = f"loopback TCP relay, {n} connections x {args.duration:g} s"
@@ -867,6 +1090,284 @@ def _measure(
         return title, info, results, "asyncio streams", _concurrent_targets(results), size
     title = "loopback TCP relay, one connection"
     return title, info, results, "python relay 1M", _targets(results), args.size
+
+
+# --- --latency: one interactive connection next to bulk ones -------------------------
+
+#: The reference: one HAProxy thread splicing from the first byte through 1 MiB pipes.
+LATENCY_REF = "haproxy forced splice 1M (1 thread)"
+#: The relays whose interactive p99 the issue holds to 1.5x the reference's.
+LATENCY_CANDIDATES = ("zerocopy.aio.relay", "zerocopy.aio.relay (uvloop)")
+#: Each candidate's run on the --before checkout's package ("today's").
+BEFORE = {
+    name: name[:-1] + ", before)" if name.endswith(")") else name + " (before)"
+    for name in LATENCY_CANDIDATES
+}
+
+
+def _before_env(checkout: str) -> tuple[dict[str, str], str]:
+    """The environment that makes a peer import zerocopy from *checkout*, and the file it does."""
+    src = os.path.join(os.path.abspath(checkout), "src")
+    path = os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH", "")) if x)
+    env = dict(os.environ, PYTHONPATH=path)
+    out = subprocess.run(
+        [sys.executable, "-c", "import zerocopy; print(zerocopy.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    where = out.stdout.strip()
+    if out.returncode or not where.startswith(src + os.sep):
+        raise SystemExit(
+            f"--before {checkout}: zerocopy not imported from {src}: {(out.stderr or where)[-500:]}"
+        )
+    return env, where
+
+
+def _start_latency_proxies(
+    sink: int,
+    echo: int,
+    haproxy: bool,
+    workdir: str,
+    peers: list[Any],
+    before: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Each proxy with two routes, to the *sink* (bulk) and to the *echo* peer (the probe)."""
+    proxies: dict[str, Any] = {}
+    if haproxy:
+        proxies[LATENCY_REF] = HAProxy(
+            sink, workdir, forced=True, pipesize=MiB, threads=1, echo=echo
+        )
+        peers.append(proxies[LATENCY_REF])
+    wanted = ["zerocopy.aio.relay"]
+    if importlib.util.find_spec("uvloop") is not None:
+        wanted.append("zerocopy.aio.relay (uvloop)")
+    wanted += ["zerocopy.relay (threads)", "python relay 1M"]
+    routes = f"{sink},{echo}"
+    for name in wanted:
+        role, *extra = _ROLES[name]
+        proxies[name] = Peer(role, routes, *extra)
+        peers.append(proxies[name])
+        if before is not None and name in BEFORE:
+            proxies[BEFORE[name]] = Peer(role, routes, *extra, env=before)
+            peers.append(proxies[BEFORE[name]])
+    return proxies
+
+
+def _latency_variant(
+    args: argparse.Namespace, n: int, proxy: Any, client: Peer, probe: Peer
+) -> Callable[[], Sample]:
+    """One run: *n* bulk connections for --duration, the probe's round trips meanwhile.
+
+    The probe starts a little after the bulk senders and stops a little
+    before them, so every round trip it times has all *n* at work beside it.
+    """
+    bulk_port, echo_port = proxy.ports
+    settle = min(0.5, args.duration / 5)
+    ping = (
+        f"ping {echo_port} {settle} {args.duration - 2 * settle} "
+        f"{args.interval / 1000} {args.probe_size}"
+    )
+
+    def run() -> Sample:
+        cpu0 = process_tree_cpu(proxy.pid)
+        client.tell(f"many {bulk_port} {n} {args.duration}")
+        probe.tell(ping)
+        bulk = client.answer()
+        echo = probe.answer()
+        cpu = process_tree_cpu(proxy.pid).minus(cpu0)
+        status, seconds, total, *_err = bulk.split(maxsplit=3)
+        if status != "ok":
+            raise AssertionError(f"bulk transfer failed: {bulk.strip()}")
+        pstatus, *vals = echo.split(maxsplit=4)
+        if pstatus != "ok":
+            raise AssertionError(f"probe failed: {echo.strip()}")
+        count, p50, p99, worst = int(vals[0]), *(float(v) * 1e3 for v in vals[1:4])
+        notes = {"p50_ms": p50, "p99_ms": p99, "max_ms": worst, "round_trips": count}
+        return Sample(float(seconds), cpu.user, cpu.sys, int(total), notes)
+
+    return run
+
+
+def _print_latency_round(label: str, samples: dict[str, Sample]) -> None:
+    parts = [
+        f"{name} {s.nbytes / GiB / s.seconds:.2f} GiB/s p99 {s.info['p99_ms']:.2f} ms"
+        for name, s in samples.items()
+    ]
+    print(f"  {label}: " + ", ".join(parts), file=sys.stderr, flush=True)
+
+
+def _lower_is_better(
+    results: dict[str, list[Sample]], name: str, ref: str, key: str, limit: float
+) -> dict[str, Any]:
+    """*name*'s median *key* over *ref*'s must be <= *limit*; a dict as Target.check's."""
+    a = [s.info[key] for s in results[name]]
+    b = [s.info[key] for s in results[ref]]
+    value = statistics.median(a) / statistics.median(b)
+    paired = [x / y for x, y in zip(a, b, strict=True)]
+    verdict = "PASS" if value <= limit else "MISS"
+    if verdict == "MISS" and min(paired) <= limit:
+        verdict = "MISS (within paired spread)"
+    return {
+        "target": f"{name} {key} <= {limit}x {ref}",
+        "value": round(value, 3),
+        "paired": [round(min(paired), 3), round(max(paired), 3)],
+        "paired_median": round(statistics.median(paired), 3),
+        "verdict": verdict,
+    }
+
+
+def _latency_checks(results: dict[str, list[Sample]], n: int) -> list[dict[str, Any]]:
+    """Issue 22: interactive p99 <= 1.5x HAProxy's; at 32, throughput >= today's."""
+    checks = [
+        _lower_is_better(results, name, LATENCY_REF, "p99_ms", 1.5)
+        for name in LATENCY_CANDIDATES
+        if name in results and LATENCY_REF in results
+    ]
+    if n == 32:
+        checks += [
+            c.Target(name, BEFORE[name], "throughput", 1.0).check(results)
+            for name in LATENCY_CANDIDATES
+            if name in results and BEFORE[name] in results
+        ]
+    return checks
+
+
+def _latency_table(results: dict[str, list[Sample]], ref: str) -> tuple[str, dict[str, Any]]:
+    headers = [
+        "variant",
+        "bulk GiB/s",
+        "min-max",
+        "CPU s/GiB",
+        "p50 ms",
+        "min-max",
+        "p99 ms",
+        "min-max",
+        "p99 x ref",
+        "paired x (min-max)",
+        "max ms",
+        "round trips",
+    ]
+    rows, data = [], {}
+    for name, samples in results.items():
+        s = summarize(samples)
+        p50 = spread([x.info["p50_ms"] for x in samples])
+        p99 = spread([x.info["p99_ms"] for x in samples])
+        ratio = _lower_is_better(results, name, ref, "p99_ms", 1.5) if ref in results else None
+        data[name] = {
+            "summary": s,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "p99_vs_ref": ratio,
+            "samples": [vars(x) for x in samples],
+        }
+        g = s["gib_s"]
+        rows.append(
+            [
+                name,
+                f"{g['median']:.2f}",
+                f"{g['min']:.2f}-{g['max']:.2f}",
+                f"{s['cpu_s_per_gib']:.3f}",
+                f"{p50['median']:.3f}",
+                f"{p50['min']:.3f}-{p50['max']:.3f}",
+                f"{p99['median']:.3f}",
+                f"{p99['min']:.3f}-{p99['max']:.3f}",
+                f"{ratio['value']:.2f}" if ratio else "",
+                f"{ratio['paired_median']:.2f} ({ratio['paired'][0]:.2f}-{ratio['paired'][1]:.2f})"
+                if ratio
+                else "",
+                f"{s['max_ms']:.2f}",
+                f"{s['round_trips']:.0f}",
+            ]
+        )
+    return c.table(headers, rows), data
+
+
+def _latency_main(args: argparse.Namespace) -> int:
+    """--latency: per bulk count, every proxy's bulk throughput and the probe's round trips."""
+    if args.concurrent or args.connections:
+        raise SystemExit("--latency takes --bulk, not --concurrent or --connections")
+    counts = [int(x) for x in args.bulk.split(",") if x.strip()]
+    if not counts or any(n <= 0 for n in counts):
+        raise SystemExit("--bulk: counts must be > 0")
+    if args.interval <= 0 or args.probe_size <= 0:
+        raise SystemExit("--interval and --probe-size must be > 0")
+    if args.duration is None:
+        args.duration = 10.0
+    if args.quick:
+        args.duration = min(args.duration, 0.5)
+    haproxy = _haproxy_version()
+    before, before_file = _before_env(args.before) if args.before else (None, None)
+    _raise_nofile()
+
+    workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
+    peers: list[Any] = []
+    measured = []
+    try:
+        sink = Peer("sink", *(["verify"] if args.verify else []))
+        peers.append(sink)
+        echo = Peer("echo")
+        peers.append(echo)
+        proxies = _start_latency_proxies(
+            sink.port, echo.port, bool(haproxy), workdir, peers, before
+        )
+        client = Peer("client")
+        peers.append(client)
+        probe = Peer("probe")
+        peers.append(probe)
+        for n in counts:
+            variants = [
+                (name, _latency_variant(args, n, p, client, probe)) for name, p in proxies.items()
+            ]
+            info = machine()
+            info["haproxy"] = haproxy or "not installed: skipped"
+            info["proxy_cpu"] = (
+                "the proxy's, from /proc/<pid>/stat (10 ms ticks), per GiB of bulk bytes"
+            )
+            info["bulk_connections"] = n
+            info["duration_s"] = args.duration
+            info["probe"] = (
+                f"{args.probe_size} B request, echoed, every {args.interval:g} ms, one "
+                "connection through the same proxy, from a process of its own"
+            )
+            if before_file:
+                info["before"] = before_file
+            results, info["load_during_run"] = _rounds(args, variants, peers, _print_latency_round)
+            measured.append((n, info, results))
+    finally:
+        for p in reversed(peers):
+            p.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    for n, info, results in measured:
+        ref = LATENCY_REF if LATENCY_REF in results else next(iter(results))
+        title = f"loopback TCP relay, interactive latency next to {n} bulk connections"
+        print(
+            f"\n{title}: {args.duration:g} s per run, median of {args.repeat} "
+            "alternating rounds after 1 warm-up round\n"
+        )
+        print_machine(info)
+        text, data = _latency_table(results, ref)
+        print()
+        print(text)
+        checks = _latency_checks(results, n)
+        c.print_targets(checks)
+        if n == 32 and not any(BEFORE[x] in results for x in LATENCY_CANDIDATES):
+            print("  (32-connection throughput against today's: not checked; give --before)")
+        c.write_json(
+            _json_per_count(args.json, n) if args.json and len(measured) > 1 else args.json,
+            {
+                "benchmark": title,
+                "command": [sys.executable, *sys.argv],
+                "args": vars(args),
+                "machine": info,
+                "baseline": ref,
+                "results": data,
+                "targets": checks,
+            },
+        )
+    return 0
 
 
 if __name__ == "__main__":
