@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -106,20 +107,27 @@ class TestBackendPinned:
                 C.sendall(first)
                 got.append(recv_exactly(S, len(first)))  # the relay runs, on backend
                 with _backend.use(other.NAME):
+                    # Every later step, both directions', under the other backend:
+                    # the one that delivered `first` has long returned, and the
+                    # switch lasts until the relay has.
+                    time.sleep(0.1)
                     C.sendall(second)
                     got.append(recv_exactly(S, len(second)))
                     C.shutdown(socket.SHUT_WR)
                     S.shutdown(socket.SHUT_WR)
                     got.append(recv_exactly(S, 1))  # end of stream: b"" expected
+                    ended.wait(3 * WAIT)
             except BaseException as exc:
                 errors.append(exc)
 
+        ended = threading.Event()
         t = threading.Thread(target=peer)
         t.start()
         try:
             with conftest.hang_guard(3 * WAIT):
                 counts = relay_in(form, a, b, timeout=WAIT)
         finally:
+            ended.set()
             if t.is_alive():  # the relay failed: wake the peer
                 for s in (C, S):
                     with contextlib.suppress(OSError):
