@@ -116,6 +116,12 @@ static ssize_t zc_send(int sockfd, const void *buf, size_t len, int flags)
  * `state` and are updated right after each splice, so they are exact however
  * the call ends.  EINTR is returned as an error (state->err), for the caller
  * to run its signal handlers and call again.
+ *
+ * Arguments that cannot make a step are refused with EINVAL before any
+ * splice: pipe_size 0 (splice of 0 bytes returns 0, which would read as end
+ * of stream) and a budget of 0 or less (one splice would move bytes past
+ * it), in state->err like every other error.  A NULL state has nowhere to
+ * say why: ZC_STEP_ERROR with errno set, the one case that leaves errno.
  */
 static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
                          size_t pipe_size, int64_t budget,
@@ -125,6 +131,11 @@ static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
     ssize_t n;
 
     if (state == NULL) {
+        errno = EINVAL;
+        return ZC_STEP_ERROR;
+    }
+    if (pipe_size == 0 || budget <= 0) {
+        state->err = EINVAL;
         errno = EINVAL;
         return ZC_STEP_ERROR;
     }

@@ -208,3 +208,49 @@ class TestRelayStep:
             os.close(fd)
         assert state.delivered == len(data)
         assert _drain(reader) == data
+
+
+class TestRefused:
+    """Arguments that cannot make a step: EINVAL before any splice, on both backends."""
+
+    @pytest.mark.parametrize(("pipe_size", "budget"), [(0, MiB), (None, 0), (None, -1)])
+    def test_einval_in_the_state(
+        self,
+        backend: ModuleType,
+        pairs: tuple[socket.socket, ...],
+        pipe: tuple[int, int, int],
+        pipe_size: int | None,
+        budget: int,
+    ) -> None:
+        """pipe_size 0 or budget < 1: STEP_ERROR, state.err EINVAL, nothing read or sent."""
+        feeder, src, dst, reader = pairs
+        feeder.sendall(b"still here")
+        r, w, size = pipe
+        state = backend.relay_state()
+        status = backend.relay_step(
+            src.fileno(),
+            r,
+            w,
+            dst.fileno(),
+            size if pipe_size is None else pipe_size,
+            budget,
+            state,
+        )
+        assert status == STEP_ERROR
+        assert state.err == errno.EINVAL
+        assert (state.delivered, state.in_pipe) == (0, 0)
+        assert _drain(reader) == b""
+        assert src.recv(100) == b"still here"  # not even read into the pipe
+
+    def test_no_state(
+        self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
+    ) -> None:
+        """No state (None) has no err to read: OSError EINVAL, nothing read or sent."""
+        feeder, src, dst, reader = pairs
+        feeder.sendall(b"still here")
+        r, w, size = pipe
+        with pytest.raises(OSError, match="relay_step") as info:
+            backend.relay_step(src.fileno(), r, w, dst.fileno(), size, MiB, None)
+        assert info.value.errno == errno.EINVAL
+        assert _drain(reader) == b""
+        assert src.recv(100) == b"still here"

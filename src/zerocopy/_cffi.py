@@ -11,6 +11,7 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._constants import STEP_ERROR
 from ._errors import oserror
 from ._extension import unavailable
 from ._tally import Tally
@@ -162,9 +163,17 @@ def relay_step(
     src -> pipe -> dst with non-blocking splices until something would block,
     src ends, a splice fails (``state.err``; EINTR too, for the caller to run
     its signal handlers) or *budget* bytes reached dst.  ``state.delivered``
-    and ``state.in_pipe`` are exact however it ends; nothing is raised.
+    and ``state.in_pipe`` are exact however it ends; nothing is raised.  A
+    *pipe_size* of 0 or a *budget* below 1 is ``STEP_ERROR`` with
+    ``state.err`` EINVAL, before any splice.  No state at all (None) has no
+    ``err`` to read: :class:`OSError` EINVAL, the one case that raises.
     """
-    return int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
+    if state is None:
+        state = _NULL  # the C pump refuses it, with errno: it has no err to set
+    status = int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
+    if status == STEP_ERROR and state == _NULL:
+        raise oserror(ffi.errno, "relay_step")
+    return status
 
 
 def _records(out: Any, n: int) -> list[Completion]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import io
 import math
+import numbers
 import operator
 import os
 import socket
@@ -115,15 +116,21 @@ def check_flags(value: Any, allowed: int, name: str = "flags") -> int:
 def check_timeout(value: Any, name: str = "timeout", *, negative: bool = True) -> Any:
     """Validate an optional timeout in seconds and return it.
 
-    NaN is refused (:class:`ValueError`): it compares false with everything,
-    so a deadline made of it never passes and a wait on it never ends.  With
+    Anything but None or a real number (``bool`` included: ``True`` as one
+    second is a bug) is a :class:`TypeError` that names the argument, before
+    a comparison or a deadline's arithmetic fails somewhere less clear.  NaN
+    is refused (:class:`ValueError`): it compares false with everything, so a
+    deadline made of it never passes and a wait on it never ends.  With
     *negative* false, a negative timeout is refused too; otherwise it means
     "already expired", as it did before.  ``inf`` is accepted: no time limit.
-    Other types pass through, for the caller's own arithmetic to reject.
     """
-    if isinstance(value, float) and math.isnan(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if math.isnan(value):
         raise ValueError(f"{name} must be a number of seconds or None, not nan")
-    if not negative and value is not None and value < 0:
+    if not negative and value < 0:
         raise ValueError(f"{name} must be >= 0 or None, not {value}")
     return value
 

@@ -169,7 +169,17 @@ def relay_state() -> RelayState:
 def relay_step(
     src: int, pipe_r: int, pipe_w: int, dst: int, pipe_size: int, budget: int, state: RelayState
 ) -> int:
-    """The cffi backend's ``zc_relay_step``, over :func:`os.splice` (see there)."""
+    """The cffi backend's ``zc_relay_step``, over :func:`os.splice` (see there).
+
+    Refuses what the C pump refuses, the same way: a *pipe_size* of 0 or a
+    *budget* below 1 is ``STEP_ERROR`` with ``state.err`` EINVAL, no state
+    (None) an :class:`OSError` EINVAL.
+    """
+    if state is None:
+        raise oserror(errno.EINVAL, "relay_step")
+    if pipe_size <= 0 or budget <= 0:
+        state.err = errno.EINVAL
+        return STEP_ERROR
     tally = state.tally
     moved = 0
     try:

@@ -1,6 +1,7 @@
 """The relay capability: copy both directions between two connected stream sockets.
 
 - :mod:`.direction`: one direction, socket -> pipe -> socket, one non-blocking step at a time;
+- :mod:`.sides`: checks on the two sides that every form makes;
 - :mod:`.blocking`: :func:`relay`, a loop over both directions waiting with ``poll()``;
 - :mod:`.asyncloop`: the rounds of the async relay, whatever event loop waits for them;
 - :mod:`.aio`: the asyncio form, waiting on the running event loop;

@@ -12,6 +12,7 @@ from .._aiowait import ErrorWatch, Waiter, check_nonblocking_socket
 from .._fd import check_timeout
 from .asyncloop import relay_rounds
 from .direction import Direction, annotate
+from .sides import check_distinct
 
 __all__ = ["relay"]
 
@@ -56,7 +57,9 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
     that long, :class:`TimeoutError` is raised (``inf``, like None, never
-    expires; a negative or NaN timeout is a :class:`ValueError`).  A reset on
+    expires; a negative or NaN timeout is a :class:`ValueError`, one that is
+    not a number a :class:`TypeError`).  *a* and *b* must be two sockets (one
+    socket twice, however reached, is a :class:`ValueError`).  A reset on
     either side raises the original :class:`OSError` subclass, also on a side
     whose direction has already ended.  Every exception out of ``relay``,
     :class:`asyncio.CancelledError` included, carries ``a_to_b``, ``b_to_a``
@@ -79,6 +82,7 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
             else:
                 socks.append(held[0].lend(held[1]))
                 heads.append(held[0].head)
+        check_distinct(socks[0], socks[1])  # before a transport's buffer goes out
         for held in lent:
             if held is not None:
                 await held[0].drain(loop)

@@ -11,6 +11,7 @@ from .._anyiowait import AnyioClock, EpollWaiter, StreamSocket
 from .._fd import check_timeout
 from .asyncloop import relay_rounds
 from .direction import Direction, annotate
+from .sides import check_distinct
 
 __all__ = ["relay"]
 
@@ -24,7 +25,8 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
     objects, on anyio's asyncio or trio backend.  The contract is
     :func:`zerocopy.aio.relay`'s: ``splice`` through pooled pipes, half-closes
     passed on, ``(a_to_b, b_to_a)`` returned, *timeout* an idle timeout
-    (:class:`TimeoutError`), a reset raising its :class:`OSError`, and every
+    (:class:`TimeoutError`), one socket on both sides refused
+    (:class:`ValueError`), a reset raising its :class:`OSError`, and every
     exception, a cancellation included, carrying ``a_to_b``, ``b_to_a`` and
     ``bytes_transferred``.  Bytes a stream received but did not hand out yet
     (anyio's asyncio streams read ahead) go first.  Nothing is closed: the
@@ -35,6 +37,7 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
         for name, obj in (("a", a), ("b", b)):
             ends.append(StreamSocket(obj, name))
         check_timeout(timeout, negative=False)
+        check_distinct(ends[0].sock, ends[1].sock)
         return await _relay(ends[0], ends[1], timeout)
     finally:
         for end in ends:

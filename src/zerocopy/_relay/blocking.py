@@ -10,6 +10,7 @@ import time
 from .._errors import oserror
 from .._fd import check_timeout, poll_ms
 from .direction import Direction, annotate
+from .sides import check_distinct
 
 __all__ = ["relay"]
 
@@ -24,7 +25,9 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
     that long, :class:`TimeoutError` is raised (``inf``, like None, never
-    expires; a negative or NaN timeout is a :class:`ValueError`).  A reset or
+    expires; a negative or NaN timeout is a :class:`ValueError`, one that is
+    not a number a :class:`TypeError`).  *a* and *b* must be two sockets:
+    one socket twice, under one fd or two, is a :class:`ValueError`.  A reset or
     error on either side stops both directions and raises it
     (``ConnectionResetError``, ``BrokenPipeError``...).  Every exception out
     of ``relay`` carries the bytes delivered so far as ``a_to_b`` and
@@ -40,6 +43,7 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
         if sock.type != socket.SOCK_STREAM:
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
     check_timeout(timeout, negative=False)
+    check_distinct(a, b)
     saved = (a.gettimeout(), b.gettimeout())
     ab: Direction | None = None
     ba: Direction | None = None

@@ -15,13 +15,21 @@ keeps the counts in the direction's ``state``.
 
 A direction holds a pipe from the pool only while bytes are in flight, so an
 idle relay holds none, and looks for the TCP urgent mark only after a call
-that read nothing (see :meth:`Direction._past_urgent_mark`).
+that read nothing (see :meth:`Direction._past_urgent_mark`).  The bytes read
+past a mark never go into the pipe: a blocking write into a pipe that only
+this thread (or event loop) drains never returns once the pipe is smaller
+than the write, and pipes shrink to 8 KiB past the per-user pipe budget.
+They are sent straight to the destination, like a stream reader's
+read-ahead (:attr:`Direction.head`).
+
+A direction keeps the backend it was made with: its ``state`` belongs to
+that backend, and a ``_backend.use()`` while a relay runs must not hand it
+to the other one.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 
@@ -46,11 +54,13 @@ class Direction:
     """Copy *src* to *dst* (both non-blocking stream sockets) through a pipe."""
 
     __slots__ = (
+        "backend",
         "done",
         "dst",
         "dst_fd",
         "family",
         "head",
+        "head_base",
         "head_sent",
         "pipe",
         "pool",
@@ -75,15 +85,20 @@ class Direction:
         self.dst_fd = dst.fileno()
         self.pool = pool if pool is not None else default_pool()
         self.pipe: Pipe | None = None
+        #: The backend of every step: the one whose relay_step understands state.
+        self.backend = _backend.current()
         #: in_pipe, delivered and err, kept by the backend's relay_step.
-        self.state = _backend.current().relay_state()
+        self.state = self.backend.relay_state()
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
         self.waiting: tuple[int, int] | None = None
-        #: Bytes to deliver before any from src (what a StreamReader had read
-        #: already), and the sends that delivered them: see _send_head.
+        #: Bytes to deliver before any more from src: what a StreamReader had
+        #: read already, then what was read past each urgent mark (see
+        #: _send_head).  head_sent logs every send of them, so it counts all
+        #: heads so far; head_base is its total when this head was set.
         self.head = memoryview(head) if head else None
-        self.head_sent: Tally | None = Tally() if head else None
+        self.head_sent = Tally()
+        self.head_base = 0
 
     def step(self) -> bool:
         """Move bytes until something would block; True if anything changed.
@@ -109,7 +124,7 @@ class Direction:
         pipe = self.pipe
         if pipe is None:
             pipe = self.pool.take(self)  # sets self.pipe first: see PipePool.take
-        backend = _backend.current()
+        backend = self.backend
         state = self.state
         before = (state.delivered, state.in_pipe)
         while True:
@@ -125,18 +140,21 @@ class Direction:
             if status in (STEP_SRC_EMPTY, STEP_SRC_END):
                 urgent = self._past_urgent_mark(status, state.delivered + state.in_pipe == seen)
                 if urgent:
-                    state.in_pipe += os.write(pipe.w, urgent)  # the pipe is empty
-                    continue
+                    # The pipe is empty (relay_step read nothing since it
+                    # drained), so sending these now keeps the stream's order.
+                    self.head = memoryview(urgent)
+                    self.head_base = self.head_sent.total()
+                    if self._send_head():
+                        continue
+                    self.waiting = (self.dst_fd, select.POLLOUT)
+                    self._give_back(pipe)
+                    return True  # bytes left src: progress, even if none reached dst yet
                 if status == STEP_SRC_END and urgent is None:
                     self._finish()
                     return True
                 self.waiting = (self.src_fd, select.POLLIN)
                 if not state.in_pipe:
-                    # Idle until the source has bytes: the pipe goes back.
-                    # self.pipe is cleared only once the pool has it, so an
-                    # exception in between leaves it to close(), never lost.
-                    self.pool.give_back(pipe)
-                    self.pipe = None
+                    self._give_back(pipe)  # idle until the source has bytes
                 break
             if status == STEP_BUDGET_SPENT:
                 break  # waiting None: step again after the other side's turn
@@ -147,17 +165,25 @@ class Direction:
             # EINTR: the loop's backward jump runs the signal handlers; go on.
         return (state.delivered, state.in_pipe) != before
 
+    def _give_back(self, pipe: Pipe) -> None:
+        # The pipe is empty: back to the pool while the direction waits.
+        # self.pipe is cleared only once the pool has it, so an exception in
+        # between leaves it to close(), never lost.
+        self.pool.give_back(pipe)
+        self.pipe = None
+
     def _send_head(self) -> bool:
         """Send what is left of :attr:`head`; True once all of it is out.
 
-        Sent with ``send``, counted by a :class:`Tally`: a signal handler's
-        exception between a send and the count cannot make :attr:`moved` short.
+        Sent with a non-blocking ``send`` (never written into the pipe, see
+        the module docstring), counted by a :class:`Tally`: a signal
+        handler's exception between a send and the count cannot make
+        :attr:`moved` short.
         """
         head, tally = self.head, self.head_sent
         assert head is not None
-        assert tally is not None
         while True:
-            sent = tally.total()
+            sent = tally.total() - self.head_base
             if sent >= len(head):
                 self.head = None
                 return True
@@ -165,6 +191,7 @@ class Direction:
                 tally.call(self.dst.send, (head[sent:],))
             except BlockingIOError:
                 return False
+            tally.fold()
 
     def _past_urgent_mark(self, status: int, read_nothing: bool) -> bytes | None:
         """Bytes past the source's TCP urgent mark if the step stopped there, else None.
@@ -187,8 +214,7 @@ class Direction:
     @property
     def moved(self) -> int:
         """Bytes delivered to dst; exact even if a signal handler's exception ended the step."""
-        head = 0 if self.head_sent is None else self.head_sent.total()
-        return int(self.state.delivered) + head
+        return int(self.state.delivered) + self.head_sent.total()
 
     def _finish(self) -> None:
         # End of stream from src: pass the half-close on; the other direction
