@@ -21,7 +21,7 @@
 #include <netinet/in.h>
 #include <linux/errqueue.h>
 
-#define ZC_ABI_VERSION 2
+#define ZC_ABI_VERSION 3
 
 #ifndef SO_ZEROCOPY
 #define SO_ZEROCOPY 60

@@ -39,7 +39,7 @@ __all__ = [
 NAME = "cffi"
 
 #: Must equal ZC_ABI_VERSION in csrc/zerocopy.c; see the note in zerocopy.h.
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 if lib.zc_abi_version() != _ABI_VERSION:
     raise ImportError(
