@@ -110,7 +110,8 @@ static ssize_t zc_send(int sockfd, const void *buf, size_t len, int flags)
 /*
  * One step of one relay direction: src -> pipe -> dst with non-blocking
  * splices, until something would block, src ends, a splice fails, or
- * `budget` bytes reached dst in this call.  It reads from src only into an
+ * `budget` bytes reached dst in this call (never more: no splice asks for
+ * more than is left of it).  It reads from src only into an
  * empty pipe, so EAGAIN from src always means "src is empty" and EAGAIN
  * towards dst always means "dst is full".  The counts live in the caller's
  * `state` and are updated right after each splice, so they are exact however
@@ -139,9 +140,14 @@ static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
         errno = EINVAL;
         return ZC_STEP_ERROR;
     }
+    /* Neither splice asks for more than is left of the budget, so one call
+     * delivers at most `budget` bytes: the caller's bound on the time one
+     * call can hold its thread or event loop. */
     for (;;) {
+        int64_t left = budget - moved;
         if (state->in_pipe > 0) {
-            n = splice(pipe_r, NULL, dst, NULL, (size_t)state->in_pipe,
+            n = splice(pipe_r, NULL, dst, NULL,
+                       (size_t)(state->in_pipe < left ? state->in_pipe : left),
                        SPLICE_F_NONBLOCK);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -161,7 +167,9 @@ static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
             }
             continue;
         }
-        n = splice(src, NULL, pipe_w, NULL, pipe_size, SPLICE_F_NONBLOCK);
+        n = splice(src, NULL, pipe_w, NULL,
+                   (int64_t)pipe_size < left ? pipe_size : (size_t)left,
+                   SPLICE_F_NONBLOCK);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 return ZC_STEP_SRC_EMPTY;

@@ -246,3 +246,130 @@ class TestSetting:
         with caplog.at_level(logging.WARNING, logger="zerocopy"):
             assert _fair._from_environment() == _fair.DEFAULT_SLICE
         assert "ZEROCOPY_LOOP_SLICE ignored" in caplog.text
+
+
+def record_relay_steps(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wrap *backend*'s ``relay_step``; the list gets the bytes each call delivered."""
+    counts: list[int] = []
+    real = backend.relay_step
+
+    def counting(*args: Any) -> int:
+        state = args[-1]
+        before = int(state.delivered)
+        try:
+            return int(real(*args))
+        finally:
+            counts.append(int(state.delivered) - before)
+
+    monkeypatch.setattr(backend, "relay_step", counting)
+    return counts
+
+
+class Feed(threading.Thread):
+    """Send *data* from a blocking socket, then end the stream."""
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        super().__init__(daemon=True)
+        sock.setblocking(True)
+        sock.settimeout(30)
+        self.sock = sock
+        self.data = data
+
+    def run(self) -> None:
+        self.sock.sendall(self.data)
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+class EchoEnd(Drain):
+    """Drain, then end the other direction too, so that the relay can finish."""
+
+    def run(self) -> None:
+        super().run()
+        self.sock.shutdown(socket.SHUT_WR)
+
+
+class TestRelay:
+    """aio.relay and zerocopy.anyio.relay keep to the slice, both directions together."""
+
+    def test_aio(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Every relay_step delivers at most a slice, and the loop turns after each slice."""
+        data = payload(SIZE, 6)
+        client, a = tcp_pair(sockets)
+        b, server = tcp_pair(sockets)
+        counts = record_relay_steps(backend, monkeypatch)
+        feed, drain = Feed(client, data), EchoEnd(server)
+        feed.start()
+        drain.start()
+
+        async def main() -> tuple[tuple[int, int], list[int]]:
+            ticks: list[int] = []
+            done = False
+
+            async def heartbeat() -> None:
+                while not done:
+                    ticks.append(sum(counts))
+                    await asyncio.sleep(0)
+
+            beat = asyncio.ensure_future(heartbeat())
+            result = await aio.relay(a, b)
+            done = True
+            await beat
+            ticks.append(sum(counts))
+            return result, ticks
+
+        result, ticks = run(main())
+        feed.join(30)
+        drain.join(30)
+        assert result == (SIZE, 0)
+        assert drain.count == SIZE
+        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        assert biggest_gap(ticks) <= SLICE
+
+    def test_anyio(
+        self,
+        backend: ModuleType,
+        arun: Run,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """zerocopy.anyio.relay: at most a slice between two checkpoints (two on trio)."""
+        data = payload(SIZE, 7)
+        client, a = tcp_pair(sockets)
+        b, server = tcp_pair(sockets)
+        counts = record_relay_steps(backend, monkeypatch)
+        feed, drain = Feed(client, data), EchoEnd(server)
+        feed.start()
+        drain.start()
+
+        async def main() -> tuple[tuple[int, int], list[int]]:
+            ticks: list[int] = []
+            done = False
+
+            async def heartbeat() -> None:
+                while not done:
+                    ticks.append(sum(counts))
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heartbeat)
+                result = await zerocopy.anyio.relay(a, b)
+                done = True
+            ticks.append(sum(counts))
+            return result, ticks
+
+        result, ticks = arun(main)
+        feed.join(30)
+        drain.join(30)
+        assert result == (SIZE, 0)
+        assert drain.count == SIZE
+        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        turns = 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
+        assert biggest_gap(ticks) <= turns * SLICE

@@ -164,6 +164,31 @@ class TestRelayStep:
         assert state.delivered == len(data)
         assert _drain(reader) == data
 
+    @pytest.mark.parametrize("budget", [1, 1000, 64 * KiB + 3])
+    def test_never_past_the_budget(
+        self,
+        backend: ModuleType,
+        pairs: tuple[socket.socket, ...],
+        pipe: tuple[int, int, int],
+        budget: int,
+    ) -> None:
+        """One step delivers exactly its budget, never more, and reads no more than that either."""
+        feeder, src, dst, reader = pairs
+        data = payload(150_000)  # fits the socket pair's buffer: sendall returns
+        feeder.sendall(data)
+        state = backend.relay_state()
+        got = bytearray()
+        while len(got) < len(data):
+            before = state.delivered
+            status = _step(backend, src, pipe, dst, state, budget=budget)
+            moved = state.delivered - before
+            assert moved <= budget
+            assert state.in_pipe <= budget
+            if status == STEP_BUDGET_SPENT:
+                assert moved == budget
+            got += _drain(reader)
+        assert bytes(got) == data
+
     def test_error_from_the_destination(
         self, backend: ModuleType, pairs: tuple[socket.socket, ...], pipe: tuple[int, int, int]
     ) -> None:

@@ -184,11 +184,12 @@ def relay_step(
     moved = 0
     try:
         while True:
+            # As in C: no splice asks for more than is left of the budget.
+            left = budget - moved
             if state.in_pipe > 0:
+                want = min(state.in_pipe, left)
                 try:
-                    n = tally.call(
-                        os.splice, (pipe_r, dst, state.in_pipe, None, None, SPLICE_F_NONBLOCK)
-                    )
+                    n = tally.call(os.splice, (pipe_r, dst, want, None, None, SPLICE_F_NONBLOCK))
                 except BlockingIOError:
                     return STEP_DST_FULL
                 if n == 0:
@@ -200,7 +201,7 @@ def relay_step(
                     return STEP_BUDGET_SPENT
                 continue
             try:
-                n = os.splice(src, pipe_w, pipe_size, None, None, SPLICE_F_NONBLOCK)
+                n = os.splice(src, pipe_w, min(pipe_size, left), None, None, SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 return STEP_SRC_EMPTY
             if n == 0:

@@ -14,6 +14,7 @@ import errno
 from typing import Protocol
 
 from .._aiowait import ErrorWatch, Key
+from .._fair import Turn
 from .direction import Direction
 
 __all__ = ["Clock", "KeyWaiter", "relay_rounds"]
@@ -52,15 +53,21 @@ async def relay_rounds(
 ) -> None:
     """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
     last_progress = clock.now()
+    turn = Turn()  # the fairness rule, for both directions together: see zerocopy._fair
     while True:
         if errors.key in waiter.fired:
             errors.check()
-        progressed = False
+        progressed = spent = False
         for d in (ab, ba):
             # Step a direction only when what it waits for fired (or it waits on
             # nothing: first round, or its step budget ran out).
             if not d.done and (d.waiting is None or d.waiting in waiter.fired):
-                progressed |= d.step()
+                if spent:
+                    d.waiting = None  # the slice is gone: its step comes after the checkpoint
+                    continue
+                before = d.moved
+                progressed |= d.step(turn.left)
+                spent = turn.spend(d.moved - before)
         waiter.fired.clear()
         if ab.done and ba.done:
             return
@@ -84,3 +91,4 @@ async def relay_rounds(
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
         await waiter.wait(left)
+        turn.waited()

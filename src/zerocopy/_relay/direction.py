@@ -100,8 +100,11 @@ class Direction:
         self.head_sent = Tally()
         self.head_base = 0
 
-    def step(self) -> bool:
-        """Move bytes until something would block; True if anything changed.
+    def step(self, budget: int = STEP_BUDGET) -> bool:
+        """Move bytes until something would block or *budget* went out; True if anything changed.
+
+        A spent budget leaves :attr:`waiting` None: step again after others had
+        their turn (the async forms pass their loop's slice, see ``_fair``).
 
         The direction holds a pipe only while bytes are in flight: it takes one
         from the pool when it starts a step without one, and gives it back as
@@ -117,10 +120,10 @@ class Direction:
             if not self._send_head():
                 self.waiting = (self.dst_fd, select.POLLOUT)
                 return self.moved != before_head
-            return self._splice() or self.moved != before_head
-        return self._splice()
+            return self._splice(budget) or self.moved != before_head
+        return self._splice(budget)
 
-    def _splice(self) -> bool:
+    def _splice(self, budget: int) -> bool:
         pipe = self.pipe
         if pipe is None:
             pipe = self.pool.take(self)  # sets self.pipe first: see PipePool.take
@@ -132,7 +135,7 @@ class Direction:
             # (the backend's relay_step: one C call on the cffi backend).
             seen = state.delivered + state.in_pipe
             status = backend.relay_step(
-                self.src_fd, pipe.r, pipe.w, self.dst_fd, pipe.size, STEP_BUDGET, state
+                self.src_fd, pipe.r, pipe.w, self.dst_fd, pipe.size, budget, state
             )
             if status == STEP_DST_FULL:
                 self.waiting = (self.dst_fd, select.POLLOUT)
