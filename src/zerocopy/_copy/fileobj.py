@@ -256,11 +256,11 @@ def copyfileobj(
     buffer accepted, so that ``fdst.buffer.tell()`` has moved past exactly
     them, plus at most part of the next one, which is not counted.  The
     wrapper hands every write's bytes to its buffer at once (shutil's keeps
-    up to 8 KiB pending); the bytes and positions are shutil's.  Where its
-    buffer has no position (a pipe, a socket) or its encoder keeps state
-    between characters (utf-7, iso2022, hz, idna, punycode, big5hkscs), a
-    write that fails counts none of its characters, though some of its
-    bytes may have reached the buffer.
+    up to 8 KiB pending); when nothing fails, the bytes and positions are
+    shutil's.  Where its buffer has no position (a pipe, a socket) or its
+    encoder keeps state between characters (utf-7, iso2022, hz, idna,
+    punycode, big5hkscs), a write that fails counts none of its characters,
+    though some of its bytes may have reached the buffer.
     """
     if (
         count is None
@@ -285,18 +285,19 @@ def copyfileobj(
             n = length or COPY_BUFSIZE
             buf = read(n)
             if buf:
-                if (
-                    type(fdst) is BufferedWriter
-                    and len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0
-                ):
-                    # More than its buffer holds: it would flush and write
-                    # to its raw file, and lose count of a raw write that a
-                    # later one's failure follows; so this does it, counting.
-                    fdst.flush()
-                    done = fdst.raw.write(buf)
-                    if done != len(buf):  # short (ENOSPC, EFBIG next?), or None
-                        log = [done]
-                        done = write_direct(fdst, buf, size, log, False, done)
+                if type(fdst) is BufferedWriter:
+                    if len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0:
+                        # More than its buffer holds: it would flush and write
+                        # to its raw file, and lose count of a raw write that a
+                        # later one's failure follows; so this does it, counting.
+                        fdst.flush()
+                        done = fdst.raw.write(buf)
+                        if done != len(buf):  # short (ENOSPC, EFBIG next?), or None
+                            log = [done]
+                            done = write_direct(fdst, buf, size, log, False, done)
+                    else:
+                        fdst.write(buf)  # into its buffer
+                        done = len(buf)
                 elif type(fdst) is FileIO:
                     done = fdst.write(buf) or 0  # shutil ignores a short write; the count does not
                 elif type(fdst) is TextIOWrapper:
