@@ -26,7 +26,7 @@ import operator
 import os
 import socket
 from collections.abc import Callable
-from io import BufferedReader, BufferedWriter, FileIO
+from io import BufferedReader, BufferedWriter, FileIO, TextIOWrapper
 from itertools import starmap
 from typing import Any, AnyStr
 
@@ -35,7 +35,7 @@ from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_
 from .._types import SupportsRead, SupportsWrite
 from . import kernel
 from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, per_thread, thread_buffer
-from .writer import SIZEOF, put, write_direct
+from .writer import SIZEOF, TextCount, put, write_direct
 
 __all__ = ["copyfileobj"]
 
@@ -62,6 +62,16 @@ def _next_chunk(read: Callable[[int], Any], length: int, t: Transfer) -> Any:
     return buf
 
 
+def _put(fdst: Any, t: Transfer) -> Callable[[Any, list[Any]], int]:
+    # put(fdst), but one TextCount per copy: it keeps what it learned
+    # (where the buffer is, what a newline becomes) from one loop to the next.
+    if type(fdst) is TextIOWrapper:
+        if t.text is None:
+            t.text = TextCount(fdst)
+        return t.text
+    return put(fdst)
+
+
 def _probe(fsrc: Any, fdst: Any, length: int, t: Transfer) -> Any:
     """Shutil's loop for one chunk and the read of the next: that chunk, or None at the end."""
     t.method = "read"
@@ -70,7 +80,7 @@ def _probe(fsrc: Any, fdst: Any, length: int, t: Transfer) -> Any:
     buf = _next_chunk(read, length, t)
     if not buf:
         return None
-    t.add(put(fdst)(buf, t.tally.log))
+    t.add(_put(fdst, t)(buf, t.tally.log))
     return _next_chunk(read, length, t) or None
 
 
@@ -80,7 +90,7 @@ def _shutil_loop(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any = 
     t.method = "read"
     length = length or COPY_BUFSIZE
     fsrc_read = fsrc.read
-    fdst_write = put(fdst)
+    fdst_write = _put(fdst, t)
     log = t.tally.log
     buf = pending if pending else _next_chunk(fsrc_read, length, t)
     while buf:
@@ -238,6 +248,19 @@ def copyfileobj(
 
     A failure after some bytes moved raises the original :class:`OSError`
     subclass with ``bytes_transferred`` set to the bytes that reached *fdst*.
+
+    For a text destination (an :class:`io.TextIOWrapper`) the unit of the
+    count, returned or in ``bytes_transferred``, is the character, as the
+    chunks are :class:`str`: after a failed write it is the number of
+    characters whose encoded bytes (newlines translated) the wrapper's binary
+    buffer accepted, so that ``fdst.buffer.tell()`` has moved past exactly
+    them, plus at most part of the next one, which is not counted.  The
+    wrapper hands every write's bytes to its buffer at once (shutil's keeps
+    up to 8 KiB pending); when nothing fails, the bytes and positions are
+    shutil's.  Where its buffer has no position (a pipe, a socket) or its
+    encoder keeps state between characters (utf-7, iso2022, hz, idna,
+    punycode, big5hkscs), a write that fails counts none of its characters,
+    though some of its bytes may have reached the buffer.
     """
     if (
         count is None
@@ -262,20 +285,26 @@ def copyfileobj(
             n = length or COPY_BUFSIZE
             buf = read(n)
             if buf:
-                if (
-                    type(fdst) is BufferedWriter
-                    and len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0
-                ):
-                    # More than its buffer holds: it would flush and write
-                    # to its raw file, and lose count of a raw write that a
-                    # later one's failure follows; so this does it, counting.
-                    fdst.flush()
-                    done = fdst.raw.write(buf)
-                    if done != len(buf):  # short (ENOSPC, EFBIG next?), or None
-                        log = [done]
-                        done = write_direct(fdst, buf, size, log, False, done)
+                if type(fdst) is BufferedWriter:
+                    if len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0:
+                        # More than its buffer holds: it would flush and write
+                        # to its raw file, and lose count of a raw write that a
+                        # later one's failure follows; so this does it, counting.
+                        fdst.flush()
+                        done = fdst.raw.write(buf)
+                        if done != len(buf):  # short (ENOSPC, EFBIG next?), or None
+                            log = [done]
+                            done = write_direct(fdst, buf, size, log, False, done)
+                    else:
+                        fdst.write(buf)  # into its buffer
+                        done = len(buf)
                 elif type(fdst) is FileIO:
                     done = fdst.write(buf) or 0  # shutil ignores a short write; the count does not
+                elif type(fdst) is TextIOWrapper:
+                    # Characters whose bytes its buffer accepted (.writer.TextCount).
+                    text = TextCount(fdst)
+                    log = []
+                    done = text(buf, log)
                 else:
                     fdst.write(buf)
                     done = len(buf)
@@ -290,16 +319,23 @@ def copyfileobj(
         t = Transfer(None, None)
         t.total = t.base = done
         t.method = "read"
+        if type(fdst) is TextIOWrapper:
+            t.text = text  # bound above: the first chunk went through it
         return _run(fsrc, fdst, length, t, buf)
-    if length is None:
-        length = 0  # shutil's "if not length" takes None too
-    if isinstance(length, bool):
-        raise TypeError("length must be an int, not bool")
-    length = operator.index(length)
+    length = _length(length)
     limit = None if count is None else check_count(count, "count")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable, not {type(progress).__name__}")
     return _run(fsrc, fdst, length, Transfer(limit, progress), None)
+
+
+def _length(length: Any) -> int:
+    # The chunk size as shutil takes it: None too ("if not length"), not a bool.
+    if length is None:
+        return 0
+    if isinstance(length, bool):
+        raise TypeError("length must be an int, not bool")
+    return operator.index(length)
 
 
 def _run(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any) -> int:

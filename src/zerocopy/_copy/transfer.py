@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._tally import Tally
+
+if TYPE_CHECKING:
+    from .writer import TextCount
 
 __all__ = [
     "BUFSIZE",
@@ -83,7 +87,7 @@ class Transfer:
     through the objects before the tally began.
     """
 
-    __slots__ = ("base", "limit", "method", "progress", "tally", "total")
+    __slots__ = ("base", "limit", "method", "progress", "tally", "text", "total")
 
     def __init__(self, limit: int | None, progress: Callable[[int], object] | None) -> None:
         self.limit = limit
@@ -92,6 +96,8 @@ class Transfer:
         self.base = 0
         self.method = "none"
         self.tally = Tally()
+        #: A text destination's writer (:class:`~.writer.TextCount`), made on first use.
+        self.text: TextCount | None = None
 
     def chunk(self, want: int) -> int:
         """Bytes to ask one kernel call for: smaller when someone watches progress."""

@@ -13,16 +13,25 @@ a write goes that way: only then is there anything to count.
 A raw :class:`io.FileIO` accepts what one ``write(2)`` took: shutil's loop
 ignores a short write, and so does copyfileobj, but the count says what the
 file got (:func:`put`).
+
+A :class:`io.TextIOWrapper` counts in characters and keeps the encoded bytes
+of earlier writes pending until it has a chunk's worth; a failing write to
+its binary buffer drops them all, with what part of them that buffer took
+unsaid.  :class:`TextCount` has every write reach the buffer at once and
+reads the buffer's position around it, so the count is the characters whose
+encoded bytes the buffer accepted (see its docstring for the limits).
 """
 
 from __future__ import annotations
 
+import codecs
+import sys
 from collections.abc import Callable
-from io import BufferedWriter, BytesIO, FileIO
+from io import BufferedRandom, BufferedWriter, BytesIO, FileIO
 from itertools import starmap
 from typing import Any
 
-__all__ = ["SIZEOF", "direct_size", "put", "write_direct"]
+__all__ = ["SIZEOF", "TextCount", "direct_size", "put", "write_direct"]
 
 #: A BufferedWriter's __sizeof__ is its struct plus its buffer (CPython's
 #: buffered_sizeof): the buffer size without a system call.
@@ -115,3 +124,157 @@ def put(fdst: Any) -> Callable[[Any, list[Any]], int]:
         return n
 
     return other
+
+
+#: Binary buffers whose tell() is exact after a failed write: the bytes they accepted.
+_EXACT_BUFFERS = (BufferedWriter, BufferedRandom, BytesIO)
+
+#: Encoders whose output for a string is not the sum of their outputs for its
+#: characters (shift states, escape sequences, labels, pairs that make one code).
+_STATEFUL = frozenset({"utf-7", "hz", "idna", "punycode", "big5hkscs"})
+
+
+def _per_char_codec(encoding: str) -> str | None:
+    """The codec that encodes a wrapper's text after its first write, if it is additive, else None.
+
+    A byte-order mark (utf-16, utf-32, utf-8-sig) goes out with the first
+    write only: after it the wrapper encodes as the codec without one.
+    """
+    name = codecs.lookup(encoding).name
+    if name in ("utf-16", "utf-32"):
+        return f"{name}-{'le' if sys.byteorder == 'little' else 'be'}"
+    if name == "utf-8-sig":
+        return "utf-8"
+    if name in _STATEFUL or name.startswith("iso2022"):
+        return None
+    return name
+
+
+def _write_now(fdst: Any, text: Any, log: list[Any]) -> None:
+    """``fdst.write(text)`` with its encoded bytes handed to ``fdst.buffer`` before it returns.
+
+    ``_CHUNK_SIZE`` (private, on CPython's TextIOWrapper since 3.0) is how
+    many encoded bytes the wrapper keeps pending before it writes them to its
+    buffer: at 1 it writes each call's bytes, and only those, at once.  It is
+    this class's one private attribute; what it changes is only when the
+    same bytes reach the buffer, and it is restored after every write.
+    """
+    chunk = fdst._CHUNK_SIZE  # noqa: SLF001 - see above
+    fdst._CHUNK_SIZE = 1  # noqa: SLF001
+    try:
+        log.extend(starmap(fdst.write, ((text,),)))  # its result logged before a handler runs
+    finally:
+        fdst._CHUNK_SIZE = chunk  # noqa: SLF001
+
+
+class TextCount:
+    """``write(text, log) -> len(text)`` into a TextIOWrapper, logging what its buffer accepted.
+
+    The unit is the character, as copyfileobj's count for text always was.
+    Every write reaches the wrapper's binary buffer at once (nothing stays
+    pending in the wrapper, where a later failure would drop it), and after
+    a write fails part-way the buffer's ``tell()`` says how many of its
+    encoded bytes the buffer accepted: *log* then gets the characters whose
+    bytes are all among them; a character split by the failure is not
+    counted.  "\\n" may become "\\r\\n" (``newline``), which no public
+    attribute says: the first "\\n" is written alone, and the buffer's move
+    tells.  The copy's first write first sends the text the caller left
+    pending (and a byte-order mark) on its own: they are not the copy's.
+
+    Exact where the buffer is a BufferedWriter, BufferedRandom or BytesIO
+    whose ``tell()`` works (a file, not a pipe or socket) and the encoding
+    encodes character by character (not utf-7, iso2022, hz, idna, punycode,
+    big5hkscs).  Elsewhere a write that fails counts none of its characters,
+    though some of its bytes may have reached the buffer.
+    """
+
+    __slots__ = ("codec", "fdst", "nl", "pos", "started", "tell")
+
+    def __init__(self, fdst: Any) -> None:
+        self.fdst = fdst
+        self.started = False
+        #: Where the next write's bytes begin in the buffer; None: not exact.
+        self.pos: int | None = None
+        #: How many bytes one newline became, once one was written.
+        self.nl: int | None = None
+        self.codec: str | None = None
+        self.tell: Callable[[], int] | None = None
+
+    def __call__(self, text: Any, log: list[Any]) -> int:
+        """Write *text* as ``fdst.write`` does; log the characters the buffer accepted."""
+        if not self.started:
+            self._start()
+        if self.nl is None and self.pos is not None and type(text) is str:
+            i = text.find("\n")
+            if i >= 0:
+                if i:
+                    self._piece(text[:i], log)
+                self._piece("\n", log)  # alone: how far the buffer moved is what it became
+                if i + 1 < len(text):
+                    self._piece(text[i + 1 :], log)
+                return len(text)
+        self._piece(text, log)
+        return len(text)
+
+    def _start(self) -> None:
+        fdst = self.fdst
+        self.started = True
+        _write_now(fdst, "", [])  # the caller's pending text, and a BOM, go first and alone
+        buffer = fdst.buffer
+        codec = _per_char_codec(fdst.encoding)
+        if codec is None or type(buffer) not in _EXACT_BUFFERS:
+            return
+        try:
+            self.pos = buffer.tell()
+        except (OSError, ValueError):
+            return  # a pipe, a socket, a terminal: no position to read
+        self.tell = buffer.tell
+        self.codec = codec
+
+    def _piece(self, text: Any, log: list[Any]) -> None:
+        try:
+            _write_now(self.fdst, text, log)
+        except BaseException:
+            log.append(self._accepted(text))
+            raise
+        if self.tell is not None:
+            pos = self.tell()
+            if self.nl is None and text == "\n":
+                self.nl = pos - self.pos if self.pos is not None else None
+            self.pos = pos
+
+    def _accepted(self, text: Any) -> int:
+        """After a write of *text* failed: the characters whose bytes the buffer accepted."""
+        if self.tell is None or self.pos is None or type(text) is not str:
+            return 0
+        try:
+            took = self.tell() - self.pos
+        except Exception:  # noqa: BLE001 - the write's own exception is the one to report
+            return 0
+        if took <= 0:
+            return 0
+        if self.nl is None and text == "\n":
+            return 1  # a few bytes: a buffered write of them is all or nothing
+        return _chars_within(text, took, self.codec or "utf-8", self.fdst.errors, self.nl)
+
+
+def _chars_within(text: str, took: int, codec: str, errors: str, nl: int | None) -> int:
+    """The longest prefix of *text* (in characters) whose encoding is at most *took* bytes."""
+    crlf = nl is not None and nl != len(codecs.encode("\n", codec, errors))
+
+    def size(n: int) -> int:
+        part = text[:n]
+        if crlf:
+            part = part.replace("\n", "\r\n")
+        return len(codecs.encode(part, codec, errors))
+
+    if size(len(text)) <= took:
+        return len(text)  # all of it (a line-buffered flush failed after)
+    lo, hi = 0, len(text)  # size(lo) <= took < size(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(mid) <= took:
+            lo = mid
+        else:
+            hi = mid
+    return lo
