@@ -373,3 +373,90 @@ class TestRelay:
         assert max(counts) <= SLICE
         turns = 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
         assert biggest_gap(ticks) <= turns * SLICE
+
+
+class TestShare:
+    """Busy transfers of one loop (one thread) split the slice; waiting or ending leaves it."""
+
+    def test_busy_transfers_split_the_slice(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A lone transfer gets the whole slice; n busy ones 1/n each."""
+        monkeypatch.setattr(_fair, "FLOOR", 8 * 1024)  # below SLICE // 4
+        turns = [_fair.Turn() for _ in range(4)]
+        try:
+            assert [t.size for t in turns] == [SLICE] * 4
+            for t in turns:
+                assert t.spend(t.left)  # a whole share without waiting: busy
+            assert [t.size for t in turns[1:]] == [SLICE // 2, SLICE // 3, SLICE // 4]
+            for t in turns:
+                t.spend(t.left)
+            assert {t.size for t in turns} == {SLICE // 4}
+            turns[0].waited()  # met a full socket: no longer busy
+            assert turns[1].spend(turns[1].left)
+            assert turns[1].size == SLICE // 3
+        finally:
+            for t in turns:
+                t.close()
+        assert _fair.Turn().size == SLICE  # closed: nobody busy any more
+
+    def test_floor(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """However many are busy, each share is at least FLOOR (or the slice, if smaller)."""
+        turns = [_fair.Turn() for _ in range(64)]
+        try:
+            for t in turns:
+                t.spend(t.left)
+            assert turns[-1].size == _fair.FLOOR
+            monkeypatch.setattr(_fair, "SLICE", 32 * 1024)
+            turns[-1].spend(turns[-1].left)
+            assert turns[-1].size == 32 * 1024
+        finally:
+            for t in turns:
+                t.close()
+
+    def test_per_thread(self) -> None:
+        """Busy transfers of another thread (another loop) do not shrink this one's share."""
+        other = _fair.Turn()
+        other.spend(other.left)
+        try:
+            seen: list[int] = []
+            t = threading.Thread(target=lambda: seen.append(_fair.Turn().size))
+            t.start()
+            t.join()
+            assert seen == [SLICE]
+        finally:
+            other.close()
+
+    def test_concurrent_sends(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        tmp_path: Path,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Four aio.send_file at once: bodies byte-exact, no call past the slice, none left busy."""
+        data = payload(8 * MiB, 8)
+        path = make_file(tmp_path, data)
+        counts = record_sendfile(backend, monkeypatch)
+        pairs = [tcp_pair(sockets) for _ in range(4)]
+        drains = [Drain(recv) for recv, _ in pairs]
+        for d in drains:
+            d.start()
+
+        async def main(files: list[Any]) -> list[int]:
+            return await asyncio.gather(
+                *(aio.send_file(send, f) for (_, send), f in zip(pairs, files, strict=True))
+            )
+
+        files = [open(path, "rb") for _ in pairs]  # noqa: SIM115 - closed below
+        try:
+            assert run(main(files)) == [len(data)] * 4
+        finally:
+            for f in files:
+                f.close()
+        for (_, send), d in zip(pairs, drains, strict=True):
+            send.shutdown(socket.SHUT_WR)
+            d.join(30)
+            assert d.count == len(data)
+            assert d.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert max(counts) <= SLICE
+        assert _fair.Turn().size == SLICE  # every transfer closed its turn

@@ -7,15 +7,24 @@ nginx bounds each call for the same reason (``sendfile_max_chunk``, 2 MiB).
 The rule, applied by every async path (``send_file``, ``relay``, the
 MSG_ZEROCOPY sender; asyncio, uvloop and anyio alike):
 
-* a task moves at most :data:`SLICE` bytes between two waits: each kernel
-  call asks for no more than what is left of the slice (:attr:`Turn.left`),
-  and a task whose slice is spent lets the other ready tasks run (the
-  loop's checkpoint) before it goes on.
+* one turn of the loop moves at most :data:`SLICE` bytes (1 MiB) in all:
+  the transfers that are *busy* (that spent a whole share without waiting
+  for their socket) split it, each moving at most its share, and never less
+  than :data:`FLOOR` (64 KiB), between two of its turns;
+* each kernel call asks for no more than what is left of the task's share
+  (:attr:`Turn.left`), and a task whose share is spent lets the other ready
+  tasks run (the loop's checkpoint) before it goes on.
 
-A task that meets a full socket waits anyway, which is a turn given up, so
-the count starts again.  Nothing else is ready, the checkpoint costs one
-turn of the loop: throughput stays the kernel's.  Blocking forms (a thread
-of their own) are not bound by it.
+Bounding each task alone is not enough: 32 busy bodies of 256 KiB each make
+an 8 MiB turn, and a small request waits a few turns (measured: 4 KiB
+request p99 of 11 ms beside 32 downloads with a fixed 256 KiB slice, 6 ms
+with the shared one).  A task that meets a full socket waits anyway, which
+is a turn given up: it is no longer busy, and its share starts again.
+Nothing else ready, the checkpoint costs one turn of the loop and a lone
+transfer moves a whole slice per call: throughput stays the kernel's.
+Blocking forms (a thread of their own) are not bound by it.  An event loop
+runs in one thread, so "the transfers of this loop" are those of this
+thread.
 
 ``ZEROCOPY_LOOP_SLICE`` (bytes; ``K``/``M`` suffixes allowed) sets the
 slice for the process, read once at import; see docs/server.md, "Under
@@ -26,15 +35,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from ._constants import MAX_RW_COUNT
 
-__all__ = ["SLICE", "Turn", "parse_slice"]
+__all__ = ["FLOOR", "SLICE", "Turn", "parse_slice"]
 
 log = logging.getLogger("zerocopy")
 
-#: The default slice.  Measured with benchmarks/bench_serve.py (docs/benchmarks.md).
-DEFAULT_SLICE = 512 * 1024
+#: The default slice: measured with benchmarks/bench_serve.py against 256 KiB
+#: and 512 KiB (docs/benchmarks.md, "Servers under load").
+DEFAULT_SLICE = 1024 * 1024
 #: Smaller slices cost a turn of the loop per few microseconds of copying.
 _MIN_SLICE = 16 * 1024
 _UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
@@ -65,19 +76,45 @@ def _from_environment() -> int:
         return DEFAULT_SLICE
 
 
-#: Most bytes one kernel call moves on an event loop, and most bytes a task
-#: moves before it lets other tasks run.
+#: Most bytes one turn of an event loop moves in all, its transfers together.
 SLICE = _from_environment()
+#: The least a busy transfer may move in one turn, however many share it:
+#: below that, a turn's own cost (a task switch, a system call) outweighs
+#: the copying it bounds.
+FLOOR = 64 * 1024
+
+
+class _Loop(threading.local):
+    """The transfers of the event loop that runs in this thread."""
+
+    #: Transfers that spent a whole slice without waiting: those that contend
+    #: for the loop's turns right now.
+    busy = 0
+
+
+_here = _Loop()
+
+
+def _share() -> int:
+    # A turn of the loop moves at most SLICE bytes in all: each busy transfer
+    # gets its part of it, never less than FLOOR (below that, the loop's own
+    # cost per turn would outweigh the copying it bounds).
+    busy = _here.busy
+    return SLICE if busy <= 1 else max(min(FLOOR, SLICE), SLICE // busy)
 
 
 class Turn:
-    """The bytes one task may still move before it lets other tasks run."""
+    """The bytes one task may still move before it lets other tasks run.
 
-    __slots__ = ("left", "size")
+    ``close()`` when the transfer ends, however it ends.
+    """
+
+    __slots__ = ("busy", "left", "size")
 
     def __init__(self) -> None:
-        self.size = SLICE  # read at the transfer's start, so a test can change it
-        #: What the next call may ask for: the rest of this turn's slice.
+        self.busy = False
+        self.size = _share()
+        #: What the next call may ask for: the rest of this turn's share.
         self.left = self.size
 
     def spend(self, n: int) -> bool:
@@ -85,9 +122,21 @@ class Turn:
         self.left -= n
         if self.left > 0:
             return False
-        self.left = self.size
+        if not self.busy:
+            self.busy = True
+            _here.busy += 1
+        self.size = self.left = _share()
         return True
 
     def waited(self) -> None:
-        """The task waited for its socket: it gave its turn up, the count starts again."""
-        self.left = self.size
+        """The task waited for its socket: it gave its turn up, and contends no more."""
+        if self.busy:
+            self.busy = False
+            _here.busy -= 1
+        self.size = self.left = _share()
+
+    def close(self) -> None:
+        """The transfer ended: it contends no more."""
+        if self.busy:
+            self.busy = False
+            _here.busy -= 1

@@ -206,6 +206,7 @@ class AsyncZeroCopySender:
             set_transferred(exc, tally.total())
             raise
         finally:
+            turn.close()
             ready.close()
             parts.seal()
 

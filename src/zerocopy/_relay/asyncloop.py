@@ -52,8 +52,23 @@ async def relay_rounds(
     clock: Clock,
 ) -> None:
     """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
-    last_progress = clock.now()
     turn = Turn()  # the fairness rule, for both directions together: see zerocopy._fair
+    try:
+        await _rounds(waiter, errors, ab, ba, timeout, clock, turn)
+    finally:
+        turn.close()
+
+
+async def _rounds(
+    waiter: KeyWaiter,
+    errors: ErrorWatch,
+    ab: Direction,
+    ba: Direction,
+    timeout: float | None,
+    clock: Clock,
+    turn: Turn,
+) -> None:
+    last_progress = clock.now()
     while True:
         if errors.key in waiter.fired:
             errors.check()

@@ -155,6 +155,7 @@ async def send(
         set_transferred(exc, sender.sent)
         raise
     finally:
+        sender.turn.close()
         waits.close()
         # As socket.sendfile: the position follows what was sent.
         if sender.sent > 0 and seekable(file):
