@@ -159,12 +159,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), sep, *(line(r) for r in rows)])
 
 
+#: A script's own column of the standard table: its header, and its cell from
+#: a variant's ``summarize`` output.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
 def report(
     results: dict[str, list[Sample]],
     base: str,
     notes: Callable[[dict[str, Any]], str] | None = None,
+    columns: Sequence[Column] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """The standard table for a throughput benchmark, and its data."""
+    """The standard table for a throughput benchmark, and its data.
+
+    *columns* go after the standard ones, before the notes.
+    """
     headers = [
         "variant",
         "GiB/s",
@@ -175,6 +184,7 @@ def report(
         "x base",
         "paired x (min-max)",
         "CPU x base",
+        *(header for header, _ in columns),
         "notes",
     ]
     rows, data = [], {}
@@ -194,6 +204,7 @@ def report(
                 f"{r['throughput']:.2f}",
                 f"{r['paired_median']:.2f} ({r['paired_min']:.2f}-{r['paired_max']:.2f})",
                 f"{r['cpu']:.2f}",
+                *(cell(s) for _, cell in columns),
                 notes(s) if notes else "",
             ]
         )
@@ -528,6 +539,7 @@ def publish(
     base: str,
     targets: Sequence[Target],
     notes: Callable[[dict[str, Any]], str] | None = None,
+    columns: Sequence[Column] = (),
 ) -> None:
     """Print the machine, the table and the targets; write the JSON file if asked."""
     print(
@@ -537,7 +549,7 @@ def publish(
     print_machine(machine)
     if base not in results:
         base = next(iter(results))
-    text, data = report(results, base, notes)
+    text, data = report(results, base, notes, columns)
     print()
     print(text)
     checks = [t.check(results) for t in targets if t.candidate in results and t.baseline in results]

@@ -11,11 +11,15 @@ One file (100 MiB by default) served over HTTP/1.1 on 127.0.0.1 by:
    (aiohttp's own ``loop.sendfile`` path);
 4. ``aiohttp uvloop``: the same on uvloop (no ``sock_sendfile`` there: chunks),
    the baseline for 5;
-5. ``aiohttp uvloop+zerocopy``: ``zerocopy.aiohttp.FileResponse`` on uvloop.
+5. ``aiohttp uvloop+zerocopy``: ``zerocopy.aiohttp.FileResponse`` on uvloop;
+6. ``nginx``: the reference for 2 (``_common.nginx_server``: one worker,
+   ``sendfile on``, access log off; ``--nginx``, default nginx on PATH or
+   /usr/sbin/nginx).
 
 A variant whose zerocopy module does not import is left out with a
 "skipped: ..." line naming the error; one whose framework is not installed
-likewise (``pip install 'zerocopy-io[bench]'`` installs them all).
+likewise (``pip install 'zerocopy-io[bench]'`` installs them all); nginx
+likewise where there is no nginx binary (or ``--nginx none``).
 
 Each server is its own process, started once and stopped at the end.  A run
 is one keep-alive connection from this process sending ``--requests`` GETs (10
@@ -23,13 +27,17 @@ by default) one after the other, each body read with ``recv_into`` into one
 reused 1 MiB buffer after the status line and headers are parsed (the body's
 length from ``Content-Length``).  Rounds alternate the servers after a warm-up
 round.  Server CPU is the toolkit's ``process_tree_cpu`` of the server
-process, read from ``/proc/<pid>/stat`` around each run (10 ms ticks); the
-client's CPU is in the notes column.  Every server's body is checked against
-the file's sha256 before the rounds (with ``--quick``: every body).
+process (nginx's worker included), read from ``/proc/<pid>/stat`` around
+each run (10 ms ticks); the client's CPU is in the notes column, and the two
+added up in the "server+client CPU s/GiB" column (on loopback the receiving
+side's kernel work runs on either side's CPU, so a comparison of servers
+counts both).  Every server's body is checked against the file's sha256
+before the rounds (with ``--quick``: every body).
 
 Targets (issue 15): ``uvicorn+zerocopy`` >= 5x the throughput of ``uvicorn``
 at <= 0.2x its server CPU per GiB; ``aiohttp uvloop+zerocopy`` >= 2.5x
-``aiohttp uvloop`` at <= 0.35x.
+``aiohttp uvloop`` at <= 0.35x.  Target (issue 22): ``uvicorn+zerocopy`` >=
+0.95x the throughput of ``nginx`` at <= 1.1x its server+client CPU per GiB.
 
     python benchmarks/bench_frameworks.py [--size 100M] [--requests 10] [--repeat 5] [--json FILE]
     python benchmarks/bench_frameworks.py --quick
@@ -47,6 +55,8 @@ import importlib.util
 import os
 import shutil
 import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -80,11 +90,47 @@ ISSUE_FIGURES = [
     ("aiohttp asyncio", 3.46, 0.27),
     ("aiohttp uvloop", 0.97, 1.09),
 ]
+#: What issue 22 measured (quiet machine): uvicorn+zerocopy against nginx,
+#: (throughput, server+client CPU per GiB).
+ISSUE_22_FIGURES = (0.83, 1.20)
+NGINX = "nginx"
+#: A sample's server CPU plus the client's, per GiB (its ``info`` key).
+BOTH_CPU = "server_client_cpu_s_per_gib"
+
+
+def both_cpu_ratio(results: dict[str, list[Sample]], name: str, base: str) -> float:
+    """*name*'s median server+client CPU per GiB over *base*'s."""
+    a, b = (statistics.median(x.info[BOTH_CPU] for x in results[n]) for n in (name, base))
+    return a / b if b else float("nan")
+
+
+class BothCpuTarget(c.Target):
+    """``candidate``'s server+client CPU per GiB (medians) at most *threshold* x ``baseline``'s.
+
+    On loopback part of the receiving side's kernel work (softirq) runs on
+    the sender's CPU, charged to whichever task is running there: between a
+    server and its client it may land on either, so the two are counted
+    together.  Its ``metric`` is only the label.
+    """
+
+    def check(self, results: dict[str, list[Sample]]) -> dict[str, Any]:
+        value = both_cpu_ratio(results, self.candidate, self.baseline)
+        return {
+            "target": f"{self.candidate} {self.metric} <= {self.threshold}x {self.baseline}",
+            "value": round(value, 3),
+            "paired": None,
+            "verdict": "PASS" if value <= self.threshold else "MISS",
+        }
+
+
 TARGETS = [
     c.Target("uvicorn+zerocopy", "uvicorn", "throughput", 5.0),
     c.Target("uvicorn+zerocopy", "uvicorn", "cpu", 0.2),
     c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "throughput", 2.5),
     c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "cpu", 0.35),
+    # Issue 22: both at once.
+    c.Target("uvicorn+zerocopy", NGINX, "throughput", 0.95),
+    BothCpuTarget("uvicorn+zerocopy", NGINX, "server+client CPU", 1.1),
 ]
 
 
@@ -156,10 +202,11 @@ def role_aiohttp(loop: str, impl: str, port: int, directory: str) -> None:
 @dataclass
 class Variant:
     name: str
-    loop: str  # the event loop it must run on: "asyncio" or "uvloop"
+    loop: str | None  # the event loop it must run on: "asyncio" or "uvloop"; None: nginx
     needs: tuple[str, ...]  # third-party modules the server imports
     zerocopy: str | None  # the zerocopy module (and name) it needs, "module:name"
-    argv: Callable[[int, str], list[str]]  # (port, directory) -> the server's command line
+    # (port, directory) -> the server's command line; None: nginx (_common.nginx_server)
+    argv: Callable[[int, str], list[str]] | None
 
 
 def uvicorn_argv(http: str) -> Callable[[int, str], list[str]]:
@@ -201,11 +248,19 @@ VARIANTS = [
         "zerocopy.aiohttp:FileResponse",
         aiohttp_argv("uvloop", "zerocopy"),
     ),
+    Variant(NGINX, None, (), None, None),
 ]
 
 
-def why_not(variant: Variant) -> str | None:
-    """Why *variant* cannot run here (a "skipped: ..." line), or None if it can."""
+def why_not(variant: Variant, nginx: str = "") -> str | None:
+    """Why *variant* cannot run here (a "skipped: ..." line), or None if it can.
+
+    *nginx*: the nginx binary (``--nginx``), for the nginx variant.
+    """
+    if variant.argv is None:
+        if not nginx or nginx == "none":
+            return "skipped: nginx: no nginx binary (apt-get install nginx-light) or --nginx none"
+        return None
     missing = [m for m in variant.needs if importlib.util.find_spec(m) is None]
     if missing:
         return (
@@ -302,6 +357,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--requests", type=int, default=10, help="GETs per run on one connection (default 10)"
     )
+    p.add_argument(
+        "--nginx",
+        default=c.nginx_binary() or "",
+        help="the nginx binary, or 'none' (default: nginx on PATH or /usr/sbin/nginx)",
+    )
     p.add_argument("--role", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.requests <= 0:
@@ -340,30 +400,33 @@ def _run_one(server: c.Server, args: argparse.Namespace, buf: memoryview, want: 
     cpu = server.cpu().minus(cpu0)
     if nbytes != args.size * args.requests:
         raise AssertionError(f"{server.name}: {nbytes} bytes, expected {args.size * args.requests}")
-    return Sample(
-        seconds, cpu.user, cpu.sys, nbytes, {"client_cpu_s_per_gib": client_cpu / (nbytes / GiB)}
-    )
+    gib = nbytes / GiB
+    info = {"client_cpu_s_per_gib": client_cpu / gib, BOTH_CPU: (cpu.total + client_cpu) / gib}
+    return Sample(seconds, cpu.user, cpu.sys, nbytes, info)
 
 
-def _check(server: c.Server, variant: Variant, buf: memoryview, want: bytes) -> str:
-    """The server serves the file's bytes on the variant's loop; return that loop's class."""
+def _check(server: c.Server, variant: Variant, buf: memoryview, want: bytes) -> str | None:
+    """The server serves the file's bytes on the variant's loop; return that loop's class.
+
+    None for nginx (no event loop class, no /loop route).
+    """
     digest = hashlib.sha256()
     client = Client(server.port, buf)
     try:
         client.get(PATH, digest)
-        loop = client.text(LOOP_PATH)
+        loop = client.text(LOOP_PATH) if variant.loop else None
     finally:
         client.close()
     if digest.digest() != want:
         raise AssertionError(f"{server.name} served different bytes")
-    if (variant.loop == "uvloop") != loop.startswith("uvloop."):
+    if loop is not None and (variant.loop == "uvloop") != loop.startswith("uvloop."):
         raise AssertionError(f"{server.name} runs on {loop}, not {variant.loop}")
     return loop
 
 
 def _measure(
     args: argparse.Namespace, variants: list[Variant], servers: list[c.Server], want: bytes
-) -> tuple[dict[str, list[Sample]], dict[str, str], dict[str, float]]:
+) -> tuple[dict[str, list[Sample]], dict[str, str | None], dict[str, float]]:
     """The rounds, each server's event loop class, and how busy the machine was."""
     buf = memoryview(bytearray(MiB))
     with c.Deadline(args.timeout), contextlib.ExitStack() as stack:
@@ -398,6 +461,22 @@ def versions(names: Sequence[str] = FRAMEWORKS) -> dict[str, str]:
     return out
 
 
+def nginx_version(binary: str) -> str:
+    """What ``nginx -v`` says it is ("nginx/1.22.1"), for the JSON record."""
+    proc = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+    # "nginx version: nginx/1.22.1", on stderr
+    return (proc.stderr or proc.stdout).strip().rpartition(" ")[2]
+
+
+def _server(v: Variant, args: argparse.Namespace, workdir: str) -> c.Server:
+    """The server of *v*, serving *workdir* on a free port (started by the caller)."""
+    port = c.free_port()
+    if v.argv is None:
+        return c.nginx_server(args.nginx, workdir, port)
+    env = dict(os.environ, **{DIR_ENV: workdir})
+    return c.Server(v.name, v.argv(port, workdir), port, env=env)
+
+
 def _sha256(path: str) -> bytes:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -412,6 +491,7 @@ PAIRS = [
     ("aiohttp uvloop+zerocopy", "aiohttp uvloop"),  # the issue's baseline for 5
     ("aiohttp uvloop+zerocopy", "aiohttp asyncio"),  # "level with aiohttp's own sendfile"
     ("aiohttp uvloop", "aiohttp asyncio"),  # what uvloop costs aiohttp today
+    ("uvicorn+zerocopy", NGINX),  # issue 22's comparison
 ]
 
 
@@ -423,9 +503,13 @@ def _print_pairs(results: dict[str, list[Sample]]) -> None:
         r = c.compare(results, a, b)
         # nan: the baseline's server used no whole 10 ms tick (a --quick run)
         cpu = "n/a" if r["cpu"] != r["cpu"] else f"{r['cpu']:.2f}x"
+        both = ""
+        if b == NGINX:  # issue 22 counts the client's CPU too
+            both = f", server+client CPU per GiB {both_cpu_ratio(results, a, b):.2f}x"
         print(
             f"  {a} / {b}: throughput {r['throughput']:.2f}x "
             f"(paired {r['paired_min']:.2f}-{r['paired_max']:.2f}), server CPU per GiB {cpu}"
+            f"{both}"
         )
 
 
@@ -433,6 +517,11 @@ def _print_issue_figures() -> None:
     print("\nissue 15's figures on its machine (main at f730a43, 10 requests per round):")
     for name, gib_s, cpu in ISSUE_FIGURES:
         print(f"  {name:<16} {gib_s:.2f} GiB/s at {cpu:.2f} server CPU s/GiB")
+    thr, both = ISSUE_22_FIGURES
+    print(
+        f"issue 22's (a quiet machine): uvicorn+zerocopy at {thr:.2f}x nginx's throughput, "
+        f"{both:.2f}x its server+client CPU per GiB"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = [v for v in VARIANTS if not args.only or v.name in args.only]
     if args.only:
         wanted.sort(key=lambda v: args.only.index(v.name))
-    reasons = {v.name: why_not(v) for v in wanted}
+    reasons = {v.name: why_not(v, args.nginx) for v in wanted}
     skipped = [why for why in reasons.values() if why]
     for line in skipped:
         print(line, flush=True)
@@ -458,10 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = os.path.join(workdir, "file.bin")
         c.fill_file(src, args.size)
         want = _sha256(src)
-        env = dict(os.environ, **{DIR_ENV: workdir})
-        for v in wanted:
-            port = c.free_port()
-            servers.append(c.Server(v.name, v.argv(port, workdir), port, env=env))
+        servers = [_server(v, args, workdir) for v in wanted]
         info = machine(workdir)
         results, loops, load = _measure(args, wanted, servers, want)
     except BaseException:
@@ -478,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["load_during_run"] = load
     info["frameworks"] = versions()
     info["server_loops"] = loops
+    ran_nginx = any(v.argv is None for v in wanted)
+    info["nginx"] = f"{args.nginx} ({nginx_version(args.nginx)})" if ran_nginx else None
     info["server_errors"] = errors
     info["skipped"] = skipped
     info["requests_per_run"] = args.requests
@@ -498,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uvicorn",
         TARGETS,
         notes=lambda s: f"client CPU {s['client_cpu_s_per_gib']:.3f} s/GiB",
+        columns=[("server+client CPU s/GiB", lambda s: f"{s[BOTH_CPU]:.3f}")],
     )
     _print_pairs(results)
     _print_issue_figures()

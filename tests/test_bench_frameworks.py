@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ ORDER = [
     "aiohttp asyncio",
     "aiohttp uvloop",
     "aiohttp uvloop+zerocopy",
+    "nginx",
 ]
 #: The zerocopy variants, and the module each needs.
 ZEROCOPY = {
@@ -51,6 +53,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         env=env,
         cwd=ROOT,
     )
+
+
+def _nginx() -> bool:
+    """Whether the script finds nginx by default (on PATH, or Debian's /usr/sbin/nginx)."""
+    return shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
 
 
 def _importable(spec: str) -> bool:
@@ -84,7 +91,8 @@ class TestQuickRun:
     """--quick serves and checks every body of every variant that can run here."""
 
     def test_every_variant_runs_or_says_why(self, backend: ModuleType, tmp_path: Path) -> None:
-        """Stock variants run; a zerocopy one runs iff its module imports, else a skip line."""
+        """Stock variants run; a zerocopy one runs iff its module imports, nginx iff it is
+        installed; else a skip line."""
         out = tmp_path / "r.json"
         env = dict(os.environ, ZEROCOPY_BACKEND=backend.NAME)
         proc = _run("--quick", "--json", str(out), "--dir", str(tmp_path), env=env)
@@ -92,27 +100,68 @@ class TestQuickRun:
         assert "Traceback" not in proc.stderr
         report = json.loads(out.read_text(encoding="utf-8"))
         runs = {name for name in ZEROCOPY if _importable(ZEROCOPY[name])}
-        assert list(report["results"]) == [n for n in ORDER if n not in ZEROCOPY or n in runs]
+        nginx = _nginx()
+        if nginx:
+            runs.add("nginx")
+        ran = [n for n in ORDER if n in runs or (n not in ZEROCOPY and n != "nginx")]
+        assert list(report["results"]) == ran
         for name, spec in ZEROCOPY.items():
             line = f"skipped: {spec.partition(':')[0]} not available ("
             assert (line in proc.stdout) == (name not in runs), proc.stdout
+        assert ("skipped: nginx: " in proc.stdout) == (not nginx), proc.stdout
+        assert (report["machine"]["nginx"] or "").endswith(")") == nginx
         for data in report["results"].values():
             assert [s["nbytes"] for s in data["samples"]] == [QUICK_BYTES] * 2
+            both = [s["info"]["server_client_cpu_s_per_gib"] for s in data["samples"]]
+            client = [s["info"]["client_cpu_s_per_gib"] for s in data["samples"]]
+            assert all(b >= c > 0 for b, c in zip(both, client, strict=True))
+        # The table's server+client column, one row per variant that ran.
+        assert "server+client CPU s/GiB" in proc.stdout
         assert report["machine"]["backend"] == backend.NAME
         assert report["machine"]["server_errors"] == {}
         assert report["machine"]["frameworks"] == {m: version(m) for m in FRAMEWORKS}
         assert {"own_cpu_s", "other_cpu_s"} <= set(report["machine"]["load_during_run"])
         loops = report["machine"]["server_loops"]
+        assert list(loops) == ran
+        assert loops.pop("nginx", None) is None  # no event loop: no /loop route
         assert {n: loops[n].startswith("uvloop.") for n in loops} == {
             n: "uvloop" in n for n in loops
         }
-        # Two targets (throughput, CPU) per zerocopy variant that ran, none otherwise.
+        # Two targets (throughput, CPU) per zerocopy variant that ran, none otherwise;
+        # two more (issue 22) for uvicorn+zerocopy against nginx.
+        zc = runs & set(ZEROCOPY)
+        both = {"uvicorn+zerocopy", "nginx"} <= runs
         targets = [t["target"] for t in report["targets"]]
         assert sorted(n for t in targets for n in ZEROCOPY if t.startswith(n + " ")) == sorted(
-            [*runs, *runs]
+            [*zc, *zc] + ["uvicorn+zerocopy"] * (2 * both)
         )
-        assert len(targets) == 2 * len(runs)
+        assert len(targets) == 2 * len(zc) + 2 * both
+        issue22 = [t for t in report["targets"] if t["target"].endswith("x nginx")]
+        assert [t["target"] for t in issue22] == [
+            "uvicorn+zerocopy throughput >= 0.95x nginx",
+            "uvicorn+zerocopy server+client CPU <= 1.1x nginx",
+        ][: 2 * both]
+        assert {t["verdict"].partition(" ")[0] for t in issue22} <= {"PASS", "MISS"}
+        for t in issue22:
+            assert f"{t['verdict']:<5}  {t['target']}: " in proc.stdout
         assert list(tmp_path.iterdir()) == [out]  # the served file deleted
+
+    def test_nginx_left_out_with_a_reason(self, tmp_path: Path) -> None:
+        """No nginx (--nginx none, as where it is not installed): a skip line, the rest run."""
+        out = tmp_path / "r.json"
+        proc = _run(
+            *("--quick", "--nginx", "none", "--only", "nginx,aiohttp asyncio"),
+            *("--json", str(out)),
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "skipped: nginx: no nginx binary" in proc.stdout
+        report = json.loads(out.read_text(encoding="utf-8"))
+        assert list(report["results"]) == ["aiohttp asyncio"]
+        assert report["machine"]["nginx"] is None
+        assert report["machine"]["skipped"] == [
+            "skipped: nginx: no nginx binary (apt-get install nginx-light) or --nginx none"
+        ]
+        assert report["targets"] == []
 
     def test_only(self, tmp_path: Path) -> None:
         """--only runs the named variants alone; the ratios fall back to the first."""
@@ -152,7 +201,7 @@ class TestOptions:
             (["--requests", "0"], "--requests must be > 0"),
             (["--repeat", "0"], "--repeat must be > 0"),
             (["--size", "0"], "--size"),
-            (["--only", "nginx"], "unknown variant(s) ['nginx']"),
+            (["--only", "granian"], "unknown variant(s) ['granian']"),
         ],
     )
     def test_refused(self, args: list[str], reason: str) -> None:
