@@ -39,7 +39,7 @@ import threading
 
 from ._constants import MAX_RW_COUNT
 
-__all__ = ["FLOOR", "SLICE", "Turn", "parse_slice"]
+__all__ = ["FLOOR", "RELAY_FLOOR", "SLICE", "Turn", "parse_slice"]
 
 log = logging.getLogger("zerocopy")
 
@@ -82,6 +82,13 @@ SLICE = _from_environment()
 #: below that, a turn's own cost (a task switch, a system call) outweighs
 #: the copying it bounds.
 FLOOR = 64 * 1024
+#: A relay's floor: one turn of a relay steps both directions and may
+#: register and unregister their keys, about 17 µs more per step than a
+#: send.  With 64 KiB shares, 32 busy relays moved 0.56x the bytes at 3.4x
+#: the CPU of the old 4 MiB steps; with 1 MiB, 0.87-0.90x at 1.2-1.3x, and
+#: the interactive connection's p99 beside them fell from 94-166 ms to
+#: 50-66 ms (bench_relay --latency --bulk 32 --before, docs/benchmarks.md).
+RELAY_FLOOR = 1024 * 1024
 
 
 class _Loop(threading.local):
@@ -95,12 +102,12 @@ class _Loop(threading.local):
 _here = _Loop()
 
 
-def _share() -> int:
+def _share(floor: int) -> int:
     # A turn of the loop moves at most SLICE bytes in all: each busy transfer
-    # gets its part of it, never less than FLOOR (below that, the loop's own
+    # gets its part of it, never less than *floor* (below that, the loop's own
     # cost per turn would outweigh the copying it bounds).
     busy = _here.busy
-    return SLICE if busy <= 1 else max(min(FLOOR, SLICE), SLICE // busy)
+    return SLICE if busy <= 1 else max(min(floor, SLICE), SLICE // busy)
 
 
 class Turn:
@@ -109,11 +116,14 @@ class Turn:
     ``close()`` when the transfer ends, however it ends.
     """
 
-    __slots__ = ("busy", "left", "size")
+    __slots__ = ("busy", "floor", "left", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, floor: int | None = None) -> None:
         self.busy = False
-        self.size = _share()
+        #: The least share this transfer takes (FLOOR unless its kind of
+        #: transfer pays more per turn: see RELAY_FLOOR).
+        self.floor = FLOOR if floor is None else floor
+        self.size = _share(self.floor)
         #: What the next call may ask for: the rest of this turn's share.
         self.left = self.size
 
@@ -125,7 +135,7 @@ class Turn:
         if not self.busy:
             self.busy = True
             _here.busy += 1
-        self.size = self.left = _share()
+        self.size = self.left = _share(self.floor)
         return True
 
     def waited(self) -> None:
@@ -133,7 +143,7 @@ class Turn:
         if self.busy:
             self.busy = False
             _here.busy -= 1
-        self.size = self.left = _share()
+        self.size = self.left = _share(self.floor)
 
     def close(self) -> None:
         """The transfer ended: it contends no more."""

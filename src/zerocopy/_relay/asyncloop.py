@@ -14,7 +14,7 @@ import errno
 from typing import Protocol
 
 from .._aiowait import ErrorWatch, Key
-from .._fair import Turn
+from .._fair import RELAY_FLOOR, Turn
 from .direction import Direction
 
 __all__ = ["Clock", "KeyWaiter", "relay_rounds"]
@@ -52,7 +52,8 @@ async def relay_rounds(
     clock: Clock,
 ) -> None:
     """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
-    turn = Turn()  # the fairness rule, for both directions together: see zerocopy._fair
+    # The fairness rule, for both directions together: see zerocopy._fair.
+    turn = Turn(RELAY_FLOOR)
     try:
         await _rounds(waiter, errors, ab, ba, timeout, clock, turn)
     finally:
