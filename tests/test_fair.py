@@ -15,7 +15,7 @@ import itertools
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -70,6 +70,65 @@ def biggest_gap(ticks: list[int]) -> int:
     return max((b - a for a, b in itertools.pairwise(ticks)), default=0)
 
 
+async def beside_aio_heartbeat(counts: list[int], work: Awaitable[Any]) -> tuple[Any, list[int]]:
+    """Await *work* beside an asyncio task that notes ``sum(counts)`` at each of its turns."""
+    ticks: list[int] = []
+    done = False
+
+    async def heartbeat() -> None:
+        while not done:
+            ticks.append(sum(counts))
+            await asyncio.sleep(0)
+
+    beat = asyncio.ensure_future(heartbeat())
+    try:
+        result = await work
+    finally:
+        done = True
+        await beat
+    ticks.append(sum(counts))
+    return result, ticks
+
+
+async def beside_anyio_heartbeat(
+    counts: list[int], work: Callable[[], Awaitable[Any]]
+) -> tuple[Any, list[int]]:
+    """The same under anyio (asyncio, uvloop or trio), the heartbeat in a task group."""
+    ticks: list[int] = []
+    done = False
+
+    async def heartbeat() -> None:
+        while not done:
+            ticks.append(sum(counts))
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat)
+        try:
+            result = await work()
+        finally:
+            done = True
+    ticks.append(sum(counts))
+    return result, ticks
+
+
+def check(drain: Drain, data: bytes, counts: list[int], ticks: list[int], turns: int = 1) -> None:
+    """The bytes arrived whole; no call and no stretch between heartbeats passed *turns* slices."""
+    drain.join(30)
+    assert drain.count == len(data)
+    assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert max(counts) <= SLICE
+    assert biggest_gap(ticks) <= turns * SLICE
+
+
+#: trio runs each batch of runnable tasks in random order: a transfer can run
+#: last in one batch and first in the next, two slices between two
+#: heartbeats, yet one slice per turn of the loop.
+def trio_turns(arun: Run) -> int:
+    """How many slices may pass between two heartbeats on *arun*'s backend."""
+    return 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
+
+
 class TestSendFile:
     """send_file on asyncio, uvloop and anyio (asyncio, uvloop, trio) keeps to the slice."""
 
@@ -89,30 +148,11 @@ class TestSendFile:
         drain = Drain(recv)
         drain.start()
 
-        async def main() -> list[int]:
-            ticks: list[int] = []
-            done = False
-
-            async def heartbeat() -> None:
-                while not done:
-                    ticks.append(sum(counts))
-                    await asyncio.sleep(0)
-
-            beat = asyncio.ensure_future(heartbeat())
-            assert await aio.send_file(send, f) == SIZE
-            done = True
-            await beat
-            ticks.append(sum(counts))
-            return ticks
-
         with open(path, "rb") as f:
-            ticks = run(main())
+            sent, ticks = run(beside_aio_heartbeat(counts, aio.send_file(send, f)))
         send.shutdown(socket.SHUT_WR)
-        drain.join(30)
-        assert drain.count == SIZE
-        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
-        assert biggest_gap(ticks) <= SLICE
+        assert sent == SIZE
+        check(drain, data, counts, ticks)
 
     def test_anyio(
         self,
@@ -131,35 +171,17 @@ class TestSendFile:
         drain.start()
         sockets.remove(send)  # the stream owns it now
 
-        async def main() -> list[int]:
-            ticks: list[int] = []
-            done = False
-
-            async def heartbeat() -> None:
-                while not done:
-                    ticks.append(sum(counts))
-                    await anyio.lowlevel.checkpoint()
-
+        async def main() -> int:
             stream = await as_stream(send)
-            async with stream, anyio.create_task_group() as tg:
-                tg.start_soon(heartbeat)
-                assert await zerocopy.anyio.send_file(stream, f) == SIZE
-                done = True
+            async with stream:
+                sent: int = await zerocopy.anyio.send_file(stream, f)
                 await stream.send_eof()
-            ticks.append(sum(counts))
-            return ticks
+            return sent
 
         with open(path, "rb") as f:
-            ticks = arun(main)
-        drain.join(30)
-        assert drain.count == SIZE
-        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
-        # trio runs each batch of runnable tasks in random order: the sender
-        # can run last in one batch and first in the next, two slices
-        # between two heartbeats, yet one slice per turn of the loop.
-        turns = 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
-        assert biggest_gap(ticks) <= turns * SLICE
+            sent, ticks = arun(beside_anyio_heartbeat, counts, main)
+        assert sent == SIZE
+        check(drain, data, counts, ticks, trio_turns(arun))
 
 
 def record_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -195,30 +217,13 @@ class TestSender:
         drain = Drain(recv)
         drain.start()
 
-        async def main() -> list[int]:
-            ticks: list[int] = []
-            done = False
-
-            async def heartbeat() -> None:
-                while not done:
-                    ticks.append(sum(counts))
-                    await asyncio.sleep(0)
-
-            beat = asyncio.ensure_future(heartbeat())
+        async def main() -> None:
             async with aio.AsyncZeroCopySender(send) as sender:
                 await sender.sendall(data)
-            done = True
-            await beat
-            ticks.append(sum(counts))
-            return ticks
 
-        ticks = run(main())
+        _, ticks = run(beside_aio_heartbeat(counts, main()))
         send.shutdown(socket.SHUT_WR)
-        drain.join(30)
-        assert drain.count == SIZE
-        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
-        assert biggest_gap(ticks) <= SLICE
+        check(drain, data, counts, ticks)
 
 
 class TestSetting:
@@ -307,30 +312,10 @@ class TestRelay:
         feed.start()
         drain.start()
 
-        async def main() -> tuple[tuple[int, int], list[int]]:
-            ticks: list[int] = []
-            done = False
-
-            async def heartbeat() -> None:
-                while not done:
-                    ticks.append(sum(counts))
-                    await asyncio.sleep(0)
-
-            beat = asyncio.ensure_future(heartbeat())
-            result = await aio.relay(a, b)
-            done = True
-            await beat
-            ticks.append(sum(counts))
-            return result, ticks
-
-        result, ticks = run(main())
+        result, ticks = run(beside_aio_heartbeat(counts, aio.relay(a, b)))
         feed.join(30)
-        drain.join(30)
         assert result == (SIZE, 0)
-        assert drain.count == SIZE
-        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
-        assert biggest_gap(ticks) <= SLICE
+        check(drain, data, counts, ticks)
 
     def test_anyio(
         self,
@@ -348,31 +333,10 @@ class TestRelay:
         feed.start()
         drain.start()
 
-        async def main() -> tuple[tuple[int, int], list[int]]:
-            ticks: list[int] = []
-            done = False
-
-            async def heartbeat() -> None:
-                while not done:
-                    ticks.append(sum(counts))
-                    await anyio.lowlevel.checkpoint()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(heartbeat)
-                result = await zerocopy.anyio.relay(a, b)
-                done = True
-            ticks.append(sum(counts))
-            return result, ticks
-
-        result, ticks = arun(main)
+        result, ticks = arun(beside_anyio_heartbeat, counts, lambda: zerocopy.anyio.relay(a, b))
         feed.join(30)
-        drain.join(30)
         assert result == (SIZE, 0)
-        assert drain.count == SIZE
-        assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
-        turns = 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
-        assert biggest_gap(ticks) <= turns * SLICE
+        check(drain, data, counts, ticks, trio_turns(arun))
 
 
 class TestShare:
