@@ -293,6 +293,26 @@ class EchoEnd(Drain):
         self.sock.shutdown(socket.SHUT_WR)
 
 
+class Relayed:
+    """A bulk stream fed into side *a* of a relay and drained from side *b*."""
+
+    def __init__(self, sockets: list[socket.socket], seed: int) -> None:
+        self.data = payload(SIZE, seed)
+        client, self.a = tcp_pair(sockets)
+        self.b, server = tcp_pair(sockets)
+        self.feed, self.drain = Feed(client, self.data), EchoEnd(server)
+        self.feed.start()
+        self.drain.start()
+
+    def check(
+        self, result: tuple[int, int], counts: list[int], ticks: list[int], turns: int
+    ) -> None:
+        """Counts and bytes exact, and no more than *turns* slices between two heartbeats."""
+        self.feed.join(30)
+        assert result == (SIZE, 0)
+        check(self.drain, self.data, counts, ticks, turns)
+
+
 class TestRelay:
     """aio.relay and zerocopy.anyio.relay keep to the slice, both directions together."""
 
@@ -304,18 +324,10 @@ class TestRelay:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Every relay_step delivers at most a slice, and the loop turns after each slice."""
-        data = payload(SIZE, 6)
-        client, a = tcp_pair(sockets)
-        b, server = tcp_pair(sockets)
         counts = record_relay_steps(backend, monkeypatch)
-        feed, drain = Feed(client, data), EchoEnd(server)
-        feed.start()
-        drain.start()
-
-        result, ticks = run(beside_aio_heartbeat(counts, aio.relay(a, b)))
-        feed.join(30)
-        assert result == (SIZE, 0)
-        check(drain, data, counts, ticks)
+        r = Relayed(sockets, 6)
+        result, ticks = run(beside_aio_heartbeat(counts, aio.relay(r.a, r.b)))
+        r.check(result, counts, ticks, 1)
 
     def test_anyio(
         self,
@@ -325,18 +337,10 @@ class TestRelay:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """zerocopy.anyio.relay: at most a slice between two checkpoints (two on trio)."""
-        data = payload(SIZE, 7)
-        client, a = tcp_pair(sockets)
-        b, server = tcp_pair(sockets)
         counts = record_relay_steps(backend, monkeypatch)
-        feed, drain = Feed(client, data), EchoEnd(server)
-        feed.start()
-        drain.start()
-
-        result, ticks = arun(beside_anyio_heartbeat, counts, lambda: zerocopy.anyio.relay(a, b))
-        feed.join(30)
-        assert result == (SIZE, 0)
-        check(drain, data, counts, ticks, trio_turns(arun))
+        r = Relayed(sockets, 7)
+        result, ticks = arun(beside_anyio_heartbeat, counts, lambda: zerocopy.anyio.relay(r.a, r.b))
+        r.check(result, counts, ticks, trio_turns(arun))
 
 
 class TestShare:
