@@ -11,7 +11,6 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._constants import STEP_ERROR
 from ._errors import oserror
 from ._extension import unavailable
 from ._tally import Tally
@@ -169,11 +168,11 @@ def relay_step(
     ``err`` to read: :class:`OSError` EINVAL, the one case that raises.
     """
     if state is None:
-        state = _NULL  # the C pump refuses it, with errno: it has no err to set
-    status = int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
-    if status == STEP_ERROR and state == _NULL:
+        # The C pump refuses it with errno, having no err to set; kept off
+        # the path every step takes.
+        lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, _NULL)
         raise oserror(ffi.errno, "relay_step")
-    return status
+    return int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
 
 
 def _records(out: Any, n: int) -> list[Completion]:

@@ -140,13 +140,11 @@ class Turn:
 
     def waited(self) -> None:
         """The task waited for its socket: it gave its turn up, and contends no more."""
-        if self.busy:
-            self.busy = False
-            _here.busy -= 1
+        self.close()
         self.size = self.left = _share(self.floor)
 
     def close(self) -> None:
-        """The transfer ended: it contends no more."""
+        """The transfer ended (or waited): it contends no more."""
         if self.busy:
             self.busy = False
             _here.busy -= 1
