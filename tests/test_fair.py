@@ -129,6 +129,17 @@ def trio_turns(arun: Run) -> int:
     return 2 if arun.backend == "trio" else 1  # type: ignore[attr-defined]
 
 
+class SentFile:
+    """A file of SIZE bytes to send, and a connected pair whose receiving end is drained."""
+
+    def __init__(self, tmp_path: Path, sockets: list[socket.socket], seed: int) -> None:
+        self.data = payload(SIZE, seed)
+        self.path = make_file(tmp_path, self.data)
+        recv, self.send = tcp_pair(sockets)
+        self.drain = Drain(recv)
+        self.drain.start()
+
+
 class TestSendFile:
     """send_file on asyncio, uvloop and anyio (asyncio, uvloop, trio) keeps to the slice."""
 
@@ -141,18 +152,13 @@ class TestSendFile:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """aio.send_file: every call asks for at most a slice, and the loop turns after each."""
-        data = payload(SIZE, 3)
-        path = make_file(tmp_path, data)
-        recv, send = tcp_pair(sockets)
         counts = record_sendfile(backend, monkeypatch)
-        drain = Drain(recv)
-        drain.start()
-
-        with open(path, "rb") as f:
-            sent, ticks = run(beside_aio_heartbeat(counts, aio.send_file(send, f)))
-        send.shutdown(socket.SHUT_WR)
+        sent_file = SentFile(tmp_path, sockets, 3)
+        with open(sent_file.path, "rb") as f:
+            sent, ticks = run(beside_aio_heartbeat(counts, aio.send_file(sent_file.send, f)))
+        sent_file.send.shutdown(socket.SHUT_WR)
         assert sent == SIZE
-        check(drain, data, counts, ticks)
+        check(sent_file.drain, sent_file.data, counts, ticks)
 
     def test_anyio(
         self,
@@ -163,12 +169,9 @@ class TestSendFile:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """zerocopy.anyio.send_file over a SocketStream: at most a slice between two checkpoints."""
-        data = payload(SIZE, 4)
-        path = make_file(tmp_path, data)
-        recv, send = tcp_pair(sockets)
         counts = record_sendfile(backend, monkeypatch)
-        drain = Drain(recv)
-        drain.start()
+        sent_file = SentFile(tmp_path, sockets, 4)
+        send = sent_file.send
         sockets.remove(send)  # the stream owns it now
 
         async def main() -> int:
@@ -178,10 +181,10 @@ class TestSendFile:
                 await stream.send_eof()
             return sent
 
-        with open(path, "rb") as f:
+        with open(sent_file.path, "rb") as f:
             sent, ticks = arun(beside_anyio_heartbeat, counts, main)
         assert sent == SIZE
-        check(drain, data, counts, ticks, trio_turns(arun))
+        check(sent_file.drain, sent_file.data, counts, ticks, trio_turns(arun))
 
 
 def record_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
