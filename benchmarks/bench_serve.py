@@ -462,8 +462,8 @@ def _list(s: str) -> list[int]:
         values = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a list of integers: {s!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"need integers > 0: {s!r}")
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"need integers >= 0 (0: the probe alone): {s!r}")
     return values
 
 
@@ -739,7 +739,8 @@ def _load_table(summaries: dict[str, dict[str, Any]], notes: dict[str, str]) -> 
     ref = summaries.get(REFERENCE)
     rows = []
     for name, s in summaries.items():
-        x = f"{s['gib_s']['median'] / ref['gib_s']['median']:.2f}" if ref else "-"
+        base = ref["gib_s"]["median"] if ref else 0  # 0: the probe alone, nothing to compare
+        x = f"{s['gib_s']['median'] / base:.2f}" if base else "-"
         rows.append(
             [
                 name,
@@ -774,7 +775,8 @@ def _keepalive_table(
     ref = summaries.get(REFERENCE)
     rows = []
     for name, s in summaries.items():
-        x = f"{s['gib_s']['median'] / ref['gib_s']['median']:.2f}" if ref else "-"
+        base = ref["gib_s"]["median"] if ref else 0  # 0: the probe alone, nothing to compare
+        x = f"{s['gib_s']['median'] / base:.2f}" if base else "-"
         rows.append(
             [
                 name,
@@ -796,6 +798,8 @@ def _targets(load: dict[int, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]
     """Issue 22's targets, on the medians of each concurrency's rounds."""
     checks = []
     for conns, summaries in load.items():
+        if not conns:
+            continue  # the probe alone: a floor to read the others by, no target
         ref = summaries.get(REFERENCE)
         for name, stock in STOCK.items():
             if name not in summaries:

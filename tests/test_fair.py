@@ -44,6 +44,7 @@ SIZE = 24 * MiB
 def small_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     """A slice well below what one call would move to a fast receiver."""
     monkeypatch.setattr(_fair, "SLICE", SLICE)
+    monkeypatch.setattr(_fair, "RELAY_SLICE", 4 * SLICE)
 
 
 class Drain(threading.Thread):
@@ -112,13 +113,20 @@ async def beside_anyio_heartbeat(
     return result, ticks
 
 
-def check(drain: Drain, data: bytes, counts: list[int], ticks: list[int], turns: int = 1) -> None:
+def check(
+    drain: Drain,
+    data: bytes,
+    counts: list[int],
+    ticks: list[int],
+    turns: int = 1,
+    slice_: int = SLICE,
+) -> None:
     """The bytes arrived whole; no call and no stretch between heartbeats passed *turns* slices."""
     drain.join(30)
     assert drain.count == len(data)
     assert drain.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert max(counts) <= SLICE
-    assert biggest_gap(ticks) <= turns * SLICE
+    assert max(counts) <= slice_
+    assert biggest_gap(ticks) <= turns * slice_
 
 
 #: trio runs each batch of runnable tasks in random order: a transfer can run
@@ -313,7 +321,7 @@ class Relayed:
         """Counts and bytes exact, and no more than *turns* slices between two heartbeats."""
         self.feed.join(30)
         assert result == (SIZE, 0)
-        check(self.drain, self.data, counts, ticks, turns)
+        check(self.drain, self.data, counts, ticks, turns, 4 * SLICE)  # a relay's slice
 
 
 class TestRelay:
@@ -346,55 +354,177 @@ class TestRelay:
         r.check(result, counts, ticks, trio_turns(arun))
 
 
-class TestShare:
-    """Busy transfers of one loop (one thread) split the slice; waiting or ending leaves it."""
+async def _sleep0() -> None:
+    await asyncio.sleep(0)
 
-    def test_busy_transfers_split_the_slice(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A lone transfer gets the whole slice; n busy ones 1/n each."""
-        monkeypatch.setattr(_fair, "FLOOR", 8 * 1024)  # below SLICE // 4
-        turns = [_fair.Turn() for _ in range(4)]
+
+def _free() -> bool:
+    """Nobody of this thread's loop holds the turn or waits in line."""
+    return _fair._here.holder is None and not _fair._here.ring
+
+
+async def _take_turns(
+    names: str, slices: int, checkpoint: Callable[[], Awaitable[None]]
+) -> list[str]:
+    """Busy transfers *names* each move *slices* slices; a heartbeat marks each turn with "|"."""
+    order: list[str] = []
+    done = 0
+
+    async def busy(name: str) -> None:
+        nonlocal done
+        turn = _fair.Turn()
         try:
-            assert [t.size for t in turns] == [SLICE] * 4
-            for t in turns:
-                assert t.spend(t.left)  # a whole share without waiting: busy
-            assert [t.size for t in turns[1:]] == [SLICE // 2, SLICE // 3, SLICE // 4]
-            for t in turns:
-                t.spend(t.left)
-            assert {t.size for t in turns} == {SLICE // 4}
-            turns[0].waited()  # met a full socket: no longer busy
-            assert turns[1].spend(turns[1].left)
-            assert turns[1].size == SLICE // 3
+            for _ in range(slices):
+                assert turn.left == SLICE
+                order.append(name)
+                assert turn.spend(turn.left)
+                await turn.pause(checkpoint)
         finally:
-            for t in turns:
+            turn.close()
+            done += 1
+
+    async def heartbeat() -> None:
+        while done < len(names):
+            order.append("|")
+            await checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat)
+        for name in names:
+            tg.start_soon(busy, name)
+    return order
+
+
+def _check_turns(order: list[str], names: str, slices: int, *, shuffled: bool) -> None:
+    """One busy transfer moves per turn of the loop, in line, after a first turn for all.
+
+    *shuffled*: trio runs each batch of ready tasks in a random order, so the
+    heartbeat's mark may fall on either side of the one transfer that moved
+    beside it: two may then sit between two marks, never more.
+    """
+    names_only = [x for x in order if x != "|"]
+    assert sorted(names_only[: len(names)]) == sorted(names)
+    # In line: the order they parked in (trio's first batch runs in any order).
+    line = "".join(names_only[len(names) : 2 * len(names)])
+    assert sorted(line) == sorted(names)
+    assert "".join(names_only[len(names) :]) == line * (slices - 1)
+    turns = "".join(order).split("|")
+    # The turn in which the last fresh transfer first moved; after it, one
+    # busy transfer per turn (two between marks on trio, see above).
+    seen: set[str] = set()
+    start = 0
+    for i, t in enumerate(turns):
+        seen.update(t)
+        if len(seen) == len(names):
+            start = i
+            break
+    if not shuffled:
+        assert sorted(turns[start]) == sorted(names)
+    limit = 2 if shuffled else 1
+    assert all(len(t) <= limit for t in turns[start + 1 :]), turns
+
+
+class TestRing:
+    """Busy transfers of one loop (one thread) take turns: one moves per turn of the loop."""
+
+    @pytest.mark.parametrize("kind", ["asyncio", "trio"])
+    def test_busy_transfers_take_turns(self, kind: str) -> None:
+        """Four busy transfers: after the first turn, one slice per turn, round robin."""
+
+        async def main() -> list[str]:
+            order = await _take_turns("abcd", 4, anyio.lowlevel.checkpoint)
+            assert _free()
+            return order
+
+        _check_turns(anyio.run(main, backend=kind), "abcd", 4, shuffled=kind == "trio")
+
+    def test_lone_transfer_keeps_its_turn(self, run: Runner) -> None:
+        """Alone, a spent slice costs one checkpoint and the transfer goes on."""
+
+        async def main() -> None:
+            turn = _fair.Turn()
+            for _ in range(3):
+                assert turn.spend(SLICE)
+                await asyncio.wait_for(turn.pause(_sleep0), 5)
+                assert turn.left == SLICE
+                assert _fair._here.holder is turn
+                assert not _fair._here.ring
+            turn.close()
+            assert _free()
+
+        run(main())
+
+    def test_waiting_passes_the_turn(self, run: Runner) -> None:
+        """A holder that waits for its socket gives the turn to the next in line."""
+
+        async def main() -> None:
+            a, b = _fair.Turn(), _fair.Turn()
+            a.spend(SLICE)
+            await a.pause(_sleep0)  # a holds the turn
+            b.spend(SLICE)
+            parked = asyncio.ensure_future(b.pause(_sleep0))
+            await asyncio.sleep(0)
+            assert not parked.done()
+            assert list(_fair._here.ring) == [b]
+            a.waited()
+            await asyncio.wait_for(parked, 5)
+            assert _fair._here.holder is b
+            assert not _fair._here.ring
+            b.close()
+            a.close()
+            assert _free()
+
+        run(main())
+
+    @pytest.mark.parametrize("woken", [False, True], ids=["parked", "woken"])
+    def test_cancelled_in_line(self, run: Runner, woken: bool) -> None:
+        """Cancelled while parked, or after being given the turn: the line goes on without it."""
+
+        async def main() -> None:
+            a, b, c = _fair.Turn(), _fair.Turn(), _fair.Turn()
+            a.spend(SLICE)
+            await a.pause(_sleep0)
+            parked = []
+            for t in (b, c):
+                t.spend(SLICE)
+                parked.append(asyncio.ensure_future(t.pause(_sleep0)))
+            await asyncio.sleep(0)
+            assert list(_fair._here.ring) == [b, c]
+            if woken:
+                a.waited()  # b is given the turn: cancelled before it runs
+                assert _fair._here.holder is b
+            parked[0].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await parked[0]
+            if not woken:
+                a.waited()
+            await asyncio.wait_for(parked[1], 5)  # c gets the turn either way
+            assert _fair._here.holder is c
+            assert not _fair._here.ring
+            for t in (a, b, c):
                 t.close()
-        assert _fair.Turn().size == SLICE  # closed: nobody busy any more
+            assert _free()
 
-    def test_floor(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """However many are busy, each share is at least FLOOR (or the slice, if smaller)."""
-        turns = [_fair.Turn() for _ in range(64)]
-        try:
-            for t in turns:
-                t.spend(t.left)
-            assert turns[-1].size == _fair.FLOOR
-            monkeypatch.setattr(_fair, "SLICE", 32 * 1024)
-            turns[-1].spend(turns[-1].left)
-            assert turns[-1].size == 32 * 1024
-        finally:
-            for t in turns:
-                t.close()
+        run(main())
 
-    def test_per_thread(self) -> None:
-        """Busy transfers of another thread (another loop) do not shrink this one's share."""
-        other = _fair.Turn()
-        other.spend(other.left)
-        try:
-            seen: list[int] = []
-            t = threading.Thread(target=lambda: seen.append(_fair.Turn().size))
-            t.start()
-            t.join()
-            assert seen == [SLICE]
-        finally:
-            other.close()
+    def test_per_thread(self, run: Runner) -> None:
+        """A holder in another thread (another loop) does not make this one wait."""
+
+        async def hold() -> None:
+            other = _fair.Turn()
+            other.spend(SLICE)
+            await other.pause(_sleep0)  # holds this thread's turn, never releases it
+
+        async def lone() -> None:
+            turn = _fair.Turn()
+            turn.spend(SLICE)
+            await asyncio.wait_for(turn.pause(_sleep0), 5)
+            turn.close()
+
+        t = threading.Thread(target=lambda: asyncio.run(hold()))
+        t.start()
+        t.join()
+        run(lone())
 
     def test_concurrent_sends(
         self,
@@ -430,4 +560,4 @@ class TestShare:
             assert d.count == len(data)
             assert d.sha.hexdigest() == hashlib.sha256(data).hexdigest()
         assert max(counts) <= SLICE
-        assert _fair.Turn().size == SLICE  # every transfer closed its turn
+        assert _free()  # every transfer left the line

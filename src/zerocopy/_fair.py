@@ -7,23 +7,27 @@ nginx bounds each call for the same reason (``sendfile_max_chunk``, 2 MiB).
 The rule, applied by every async path (``send_file``, ``relay``, the
 MSG_ZEROCOPY sender; asyncio, uvloop and anyio alike):
 
-* one turn of the loop moves at most :data:`SLICE` bytes (1 MiB) in all:
-  the transfers that are *busy* (that spent a whole share without waiting
-  for their socket) split it, each moving at most its share, and never less
-  than :data:`FLOOR` (64 KiB), between two of its turns;
-* each kernel call asks for no more than what is left of the task's share
-  (:attr:`Turn.left`), and a task whose share is spent lets the other ready
-  tasks run (the loop's checkpoint) before it goes on.
+* each kernel call asks for no more than what is left of the transfer's
+  slice (:attr:`Turn.left`): :data:`SLICE` bytes (1 MiB), or
+  :data:`RELAY_SLICE` (4 MiB) for a relay's step of both directions;
+* a transfer that spent its slice without waiting for its socket is *busy*.
+  The busy transfers of a loop take turns: one of them moves per turn of the
+  loop, the others wait in line (parked on an event of the loop, which
+  costs nothing while they wait), and the next in line gets the turn when
+  the one before spent its slice, waits for its socket or ends.  Alone, a
+  busy transfer lets the loop turn once (a checkpoint) and goes on.
 
-Bounding each task alone is not enough: 32 busy bodies of 256 KiB each make
-an 8 MiB turn, and a small request waits a few turns (measured: 4 KiB
-request p99 of 11 ms beside 32 downloads with a fixed 256 KiB slice, 6 ms
-with the shared one).  A task that meets a full socket waits anyway, which
-is a turn given up: it is no longer busy, and its share starts again.
-Nothing else ready, the checkpoint costs one turn of the loop and a lone
-transfer moves a whole slice per call: throughput stays the kernel's.
-Blocking forms (a thread of their own) are not bound by it.  An event loop
-runs in one thread, so "the transfers of this loop" are those of this
+So one turn of the loop carries one slice of bulk work, however many bodies
+are busy, plus whatever transfers come back from waiting for their sockets.
+A first version split one slice per turn among the busy transfers (1/n
+each): the same bytes per turn, but n calls and n task switches for them;
+taking turns made one call of each turn, and beside 32 downloads moved 1.5x
+the bytes at half the server's CPU per GiB, and the 4 KiB request's p50 went
+from 3 ms to 1 ms (docs/benchmarks.md, "Servers under load").
+Nothing else ready, a lone transfer moves a whole slice per call and the
+checkpoint costs one turn of the loop: throughput stays the kernel's.
+Blocking forms (a thread of their own) are not bound by the rule.  An event
+loop runs in one thread, so "the transfers of this loop" are those of this
 thread.
 
 ``ZEROCOPY_LOOP_SLICE`` (bytes; ``K``/``M`` suffixes allowed) sets the
@@ -36,10 +40,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from ._constants import MAX_RW_COUNT
 
-__all__ = ["FLOOR", "RELAY_FLOOR", "SLICE", "Turn", "parse_slice"]
+__all__ = ["RELAY_SLICE", "SLICE", "Turn", "parse_slice"]
 
 log = logging.getLogger("zerocopy")
 
@@ -76,75 +82,121 @@ def _from_environment() -> int:
         return DEFAULT_SLICE
 
 
-#: Most bytes one turn of an event loop moves in all, its transfers together.
+#: Most bytes one transfer moves in one turn of its event loop.
 SLICE = _from_environment()
-#: The least a busy transfer may move in one turn, however many share it:
-#: below that, a turn's own cost (a task switch, a system call) outweighs
-#: the copying it bounds.
-FLOOR = 64 * 1024
-#: A relay's floor: one turn of a relay steps both directions and may
-#: register and unregister their keys, about 17 µs more per step than a
-#: send.  With 64 KiB shares, 32 busy relays moved 0.56x the bytes at 3.4x
-#: the CPU of the old 4 MiB steps; with 1 MiB, 0.87-0.90x at 1.2-1.3x, and
-#: the interactive connection's p99 beside them fell from 94-166 ms to
-#: 50-66 ms (bench_relay --latency --bulk 32 --before, docs/benchmarks.md).
-RELAY_FLOOR = 1024 * 1024
+#: A relay's slice, for both its directions together.  A relay's step costs
+#: more Python than a send's (two directions, their keys watched and
+#: unwatched); with 1 MiB, 32 busy relays moved 0.84-0.86x the bytes of the
+#: old 4 MiB steps, with 4 MiB 0.96-1.03x, and the interactive connection's
+#: p99 beside them was 15 ms (HAProxy's: 135-149 ms in the same runs;
+#: bench_relay --latency --bulk 32 --before, docs/benchmarks.md).
+RELAY_SLICE = 4 * SLICE
 
 
 class _Loop(threading.local):
-    """The transfers of the event loop that runs in this thread."""
+    """The busy transfers of the event loop that runs in this thread."""
 
-    #: Transfers that spent a whole slice without waiting: those that contend
-    #: for the loop's turns right now.
-    busy = 0
+    def __init__(self) -> None:
+        #: The busy transfer whose turn it is (it may move a slice now), if any.
+        self.holder: Turn | None = None
+        #: Busy transfers parked until their turn, oldest first.
+        self.ring: deque[Turn] = deque()
 
 
 _here = _Loop()
 
 
-def _share(floor: int) -> int:
-    # A turn of the loop moves at most SLICE bytes in all: each busy transfer
-    # gets its part of it, never less than *floor* (below that, the loop's own
-    # cost per turn would outweigh the copying it bounds).
-    busy = _here.busy
-    return SLICE if busy <= 1 else max(min(floor, SLICE), SLICE // busy)
+def _event() -> tuple[Awaitable[object], Callable[[], object]]:
+    """Something to await, and the call that ends the wait, on the running loop."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio, through anyio
+        import anyio
+
+        ev = anyio.Event()
+        return ev.wait(), ev.set
+    fut = loop.create_future()
+
+    def wake() -> None:
+        if not fut.done():  # cancelled meanwhile: close() takes it out of line
+            fut.set_result(None)
+
+    return fut, wake
 
 
 class Turn:
-    """The bytes one task may still move before it lets other tasks run.
+    """What one transfer may move before it lets other work of its loop run.
 
-    ``close()`` when the transfer ends, however it ends.
+    ``left`` is what the next kernel call may ask for.  After each call,
+    ``spend(n)``; when it says the slice is spent, ``await pause(checkpoint)``.
+    Before waiting for a socket, ``waited()``; when the transfer ends, however
+    it ends, ``close()``.
     """
 
-    __slots__ = ("busy", "floor", "left", "size")
+    __slots__ = ("left", "size", "wake")
 
-    def __init__(self, floor: int | None = None) -> None:
-        self.busy = False
-        #: The least share this transfer takes (FLOOR unless its kind of
-        #: transfer pays more per turn: see RELAY_FLOOR).
-        self.floor = FLOOR if floor is None else floor
-        self.size = _share(self.floor)
-        #: What the next call may ask for: the rest of this turn's share.
+    def __init__(self, size: int | None = None) -> None:
+        #: The bytes of one turn: SLICE, or a kind of transfer's own.
+        self.size = SLICE if size is None else size
         self.left = self.size
+        #: Set while parked: the call that gives this transfer its turn.
+        self.wake: Callable[[], object] | None = None
 
     def spend(self, n: int) -> bool:
-        """Count *n* bytes moved; True when the task should let others run now."""
+        """Count *n* bytes moved; True when the slice is spent (``pause()`` next)."""
         self.left -= n
-        if self.left > 0:
-            return False
-        if not self.busy:
-            self.busy = True
-            _here.busy += 1
-        self.size = self.left = _share(self.floor)
-        return True
+        return self.left <= 0
+
+    async def pause(self, checkpoint: Callable[[], Awaitable[None]]) -> None:
+        """The slice is spent: let the loop turn, and the other busy transfers go first.
+
+        Alone, this is one *checkpoint*.  Among busy transfers, this one
+        parks behind them and the next in line gets the turn: one busy
+        transfer moves per turn of the loop.
+        """
+        self.left = self.size
+        here = _here
+        if here.holder is None:
+            here.holder = self
+        if here.holder is self and not here.ring:
+            await checkpoint()
+            return
+        if here.holder is self:
+            self._pass()
+        waited, self.wake = _event()
+        here.ring.append(self)
+        try:
+            await waited
+        except BaseException:
+            # Cancelled: parked still, or given the turn it will not take.
+            self.close()
+            raise
+
+    def _pass(self) -> None:
+        here = _here
+        nxt = here.ring.popleft() if here.ring else None
+        here.holder = nxt
+        if nxt is not None:
+            wake, nxt.wake = nxt.wake, None
+            assert wake is not None
+            wake()
 
     def waited(self) -> None:
-        """The task waited for its socket: it gave its turn up, and contends no more."""
-        self.close()
-        self.size = self.left = _share(self.floor)
+        """About to wait for a socket: the turn goes on to the next in line."""
+        self.left = self.size
+        if _here.holder is self:
+            self._pass()
 
     def close(self) -> None:
-        """The transfer ended (or waited): it contends no more."""
-        if self.busy:
-            self.busy = False
-            _here.busy -= 1
+        """The transfer ended: it is no longer in line."""
+        here = _here
+        if self.wake is not None:
+            self.wake = None
+            try:
+                here.ring.remove(self)
+            except ValueError:
+                pass
+        if here.holder is self:
+            self._pass()

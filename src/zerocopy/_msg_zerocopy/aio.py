@@ -47,6 +47,10 @@ _TICK_WITH_READER = 0.05
 _TICK_TIMER_ONLY = 0.02
 
 
+async def _checkpoint() -> None:
+    await asyncio.sleep(0)
+
+
 class AsyncZeroCopySender:
     """Awaitable MSG_ZEROCOPY sends over a *non-blocking* TCP socket.
 
@@ -140,7 +144,12 @@ class AsyncZeroCopySender:
             ready.close()
 
     async def _send(
-        self, view: memoryview, on_release: Any, ready: DupReadiness, tally: Tally
+        self,
+        view: memoryview,
+        on_release: Any,
+        ready: DupReadiness,
+        tally: Tally,
+        turn: Turn | None = None,
     ) -> int:
         relay = None if on_release is None else OnceAcrossRetries(on_release)
         woken = False
@@ -166,6 +175,8 @@ class AsyncZeroCopySender:
                         # message that is not a completion (a timestamp, say)
                         # wakes writers too and stays up.  Back off, not spin.
                         await asyncio.sleep(_TICK_TIMER_ONLY)
+                    if turn is not None:
+                        turn.waited()  # the loop's turn goes on while this one waits
                     woken = await ready.wait(writable=True, timeout=None)
                     continue
                 if relay is not None:
@@ -198,10 +209,10 @@ class AsyncZeroCopySender:
             while sent < len(view):
                 tally.fold()
                 parts.more()
-                n = await self._send(view[sent : sent + turn.left], parts.done, ready, tally)
+                n = await self._send(view[sent : sent + turn.left], parts.done, ready, tally, turn)
                 sent += n
                 if turn.spend(n):
-                    await asyncio.sleep(0)
+                    await turn.pause(_checkpoint)
         except BaseException as exc:
             set_transferred(exc, tally.total())
             raise

@@ -13,8 +13,9 @@ from __future__ import annotations
 import errno
 from typing import Protocol
 
+from .. import _fair
 from .._aiowait import ErrorWatch, Key
-from .._fair import RELAY_FLOOR, Turn
+from .._fair import Turn
 from .direction import Direction
 
 __all__ = ["Clock", "KeyWaiter", "relay_rounds"]
@@ -53,7 +54,7 @@ async def relay_rounds(
 ) -> None:
     """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
     # The fairness rule, for both directions together: see zerocopy._fair.
-    turn = Turn(RELAY_FLOOR)
+    turn = Turn(_fair.RELAY_SLICE)
     try:
         await _rounds(waiter, errors, ab, ba, timeout, clock, turn)
     finally:
@@ -99,12 +100,12 @@ async def _rounds(
             wanted.add(errors.key)
         waiter.watch(wanted)
         if any(d.waiting is None for d in live):
-            await clock.checkpoint()  # out of budget, not blocked: let other tasks run
+            await turn.pause(clock.checkpoint)  # out of budget, not blocked: others first
             continue
         left = None
         if timeout is not None:
             left = timeout - (clock.now() - last_progress)
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
-        await waiter.wait(left)
         turn.waited()
+        await waiter.wait(left)

@@ -69,8 +69,8 @@ class _Sender:
             try:
                 n = sendfile(out, fd, offset + self.sent, want, self.tally)
             except BlockingIOError:
-                await self.waits.writable()
                 turn.waited()
+                await self.waits.writable()
                 continue
             except OSError as exc:
                 give_up_or_raise(exc, self.sent)
@@ -82,7 +82,7 @@ class _Sender:
                 return
             self.sent += n
             if turn.spend(n):
-                await self.waits.checkpoint()
+                await turn.pause(self.waits.checkpoint)
 
     async def send_all(self, data: memoryview) -> None:
         self.tally.fold()
@@ -91,13 +91,13 @@ class _Sender:
             try:
                 k = self.tally.call(self.sock.send, (data[: turn.left],))
             except BlockingIOError:
-                await self.waits.writable()
                 turn.waited()
+                await self.waits.writable()
                 continue
             data = data[k:]
             self.sent += k
             if turn.spend(k):
-                await self.waits.checkpoint()
+                await turn.pause(self.waits.checkpoint)
 
     async def via_send(self, file: Any, offset: int, count: int | None, threaded: bool) -> None:
         if offset:
