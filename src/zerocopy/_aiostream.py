@@ -19,8 +19,8 @@ then fails with the socket's error instead of hitting a reused fd number).
 
 Only public transport methods are used, with one exception: an asyncio
 ``StreamReader`` has no public way to take its buffer without waiting, so a
-relay reads ``StreamReader._buffer`` (present on CPython 3.8 to 3.14, and on
-uvloop, which uses asyncio's class).
+relay takes ``StreamReader._buffer`` through
+:func:`zerocopy._compat.stream_reader_buffer`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import socket
 from typing import Any
 
 from ._aiowait import Waiter
+from ._compat import stream_reader_buffer
 
 __all__ = ["BorrowedSocket", "is_stream_pair", "is_transport_like"]
 
@@ -123,7 +124,7 @@ class BorrowedSocket:
             exc = reader.exception()
             if exc is not None:
                 raise exc
-            if not isinstance(getattr(reader, "_buffer", None), bytearray):
+            if stream_reader_buffer(reader) is None:
                 raise TypeError(f"{name}: this StreamReader keeps no buffer zerocopy can take")
         return cls(_transport_of(obj, name), name)
 
@@ -136,10 +137,11 @@ class BorrowedSocket:
         if reader is not None:
             # No public call takes the buffer without waiting (see the module
             # docstring); read() would also resume a transport that the
-            # reader's flow control paused.
-            buf: bytearray = getattr(reader, "_buffer")  # noqa: B009 (private: not in typeshed)
-            self.head = bytes(buf)
-            buf.clear()
+            # reader's flow control paused.  check() refused a reader without one.
+            buf = stream_reader_buffer(reader)
+            if buf is not None:
+                self.head = bytes(buf)
+                buf.clear()
         fd = transport.get_extra_info("socket").fileno()
         sock = socket.socket(fileno=os.dup(fd))  # non-inheritable, as every fd Python makes
         sock.setblocking(False)  # the transport's socket is non-blocking already: no change

@@ -18,7 +18,6 @@ import importlib.metadata
 import os
 import select
 import socket
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ import anyio.to_thread
 
 from ._aiostream import BorrowedSocket
 from ._aiowait import Key, check_nonblocking_socket
+from ._compat import anyio_take_read_ahead, anyio_transport
 
 __all__ = ["SUPPORTED", "AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "check_version"]
 
@@ -71,8 +71,8 @@ class StreamSocket:
     uvloop's), which is lent the way :mod:`zerocopy.aio` lends one (see
     ``_aiostream.BorrowedSocket``): its reading paused until :meth:`close`,
     and what it buffers for writing sent first (:meth:`drain`).  The
-    transport is the stream's private ``_transport`` (anyio 4.7 to 4.x, see
-    :data:`SUPPORTED`).  trio's streams and anyio's UNIX streams read and
+    transport is the stream's private ``_transport``
+    (:func:`zerocopy._compat.anyio_transport`).  trio's streams and anyio's UNIX streams read and
     write their socket directly, only when asked: nothing to pause or drain.
     """
 
@@ -95,7 +95,7 @@ class StreamSocket:
                 f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
             )
         self.stream = obj
-        transport = getattr(obj, "_transport", None)
+        transport = anyio_transport(obj)
         if transport is not None:
             # Checked (TLS, datagram: TypeError; closing: ValueError), then lent.
             self.borrowed = BorrowedSocket.check(transport, name)
@@ -123,21 +123,12 @@ class StreamSocket:
 
         Only anyio's asyncio TCP stream holds any: ``receive(max_bytes)``
         keeps the rest of a larger chunk in its protocol's private
-        ``read_queue`` (anyio 4.7 to 4.x, see :data:`SUPPORTED`), and a
-        stream made by ``SocketStream.from_socket`` reads on its own until
+        ``read_queue`` (:func:`zerocopy._compat.anyio_take_read_ahead`), and
+        a stream made by ``SocketStream.from_socket`` reads on its own until
         its reading is paused.  Those bytes come before any still in the
         socket.  Call after the constructor paused the reading.
         """
-        protocol = getattr(self.stream, "_protocol", None)
-        queue = getattr(protocol, "read_queue", None)
-        if not isinstance(queue, deque) or not queue:
-            return b""
-        data = b"".join(queue)
-        queue.clear()
-        event = getattr(protocol, "read_event", None)
-        if isinstance(event, asyncio.Event):
-            event.clear()  # as receive() does once the queue is empty
-        return data
+        return anyio_take_read_ahead(self.stream)
 
     async def drain(self) -> None:
         """Wait until what the stream's transport buffers has gone out.

@@ -12,6 +12,8 @@ import socket
 import stat
 from typing import Any, Protocol
 
+from ._compat import socketio_socket
+
 __all__ = [
     "FileDescriptorLike",
     "check_count",
@@ -184,7 +186,7 @@ def stream_fd(obj: Any, reading: bool) -> int | None:
         return None
     raw_kind = type(raw)
     if raw_kind is socket.SocketIO:
-        sock = raw._sock  # noqa: SLF001 - SocketIO has no public way to its socket
+        sock = socketio_socket(raw)  # None without it: not the byte stream, as for others
         if type(sock) is not socket.socket or sock.type != socket.SOCK_STREAM:
             return None
         if sock.gettimeout() is not None:

@@ -182,6 +182,11 @@ class PipePool:
         for pipe in idle:
             pipe.close()
 
+    def close_after_fork(self) -> None:
+        """Close every idle pipe without the lock (a child's: another thread may have held it)."""
+        for pipe in list(self._idle):
+            pipe.close()
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._idle)
@@ -207,8 +212,7 @@ def _after_fork() -> None:
     global _default
     pool, _default = _default, None
     if pool is not None:
-        for pipe in list(pool._idle):  # noqa: SLF001 - clear() would take the lock
-            pipe.close()
+        pool.close_after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -17,7 +17,9 @@ bytes must pass through Python), ``chunk_size`` and ``AIOHTTP_NOSENDFILE``.
 
 Importing this module imports aiohttp; ``import zerocopy`` does not.  The
 override is of a private hook (``FileResponse._sendfile``), so the aiohttp
-version is checked at import: see :data:`SUPPORTED`.
+version is checked at import (see :data:`SUPPORTED`), and the hook itself is
+installed by :func:`zerocopy._compat.aiohttp_hook_sendfile`: an aiohttp
+without it leaves this class sending bodies as aiohttp's own, with a warning.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web, web_fileresponse
 
-from . import aio
+from . import _compat, aio
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
@@ -84,50 +86,55 @@ class FileResponse(web.FileResponse):
     truncation instead of a desynchronised stream.
     """
 
-    async def _sendfile(
-        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
-    ) -> AbstractStreamWriter:
-        # Overrides aiohttp's private hook (web_fileresponse.py, 3.10 to 3.14): it is
-        # called with the open file and the byte span once the status and
-        # headers are decided, and must send them and the body.
-        writer = await web.StreamResponse.prepare(self, request)
-        assert writer is not None  # prepare returns None only after write_eof
-        transport = request.transport
-        if web_fileresponse.NOSENDFILE or self.compression:
-            # aiohttp's own chunked copy: compression needs the bytes in Python.
-            return await self._sendfile_fallback(writer, fobj, offset, count)
-        if transport is None or transport.is_closing():
-            # The client went away after its request: what aiohttp raises
-            # here, and its request loop drops quietly (a ConnectionError).
-            raise ConnectionResetError("Connection lost")
-        if _tls(transport):
-            # The kernel would put plaintext on the wire: aiohttp's copy
-            # through the TLS transport, as stock aiohttp does on uvloop.
-            return await self._sendfile_fallback(writer, fobj, offset, count)
-        # StreamResponse sends its headers at prepare(); a subclass that opts
-        # into buffering them must not have them go after the body.
-        send_headers = getattr(writer, "send_headers", None)
-        if send_headers is not None:
-            send_headers()
-        # A transport that closes while its write buffer drains raises
-        # BrokenPipeError, a ConnectionError too.
-        sent = await aio.send_file(transport, fobj, offset, count)
-        # What the chunked path would have counted: the access log's %b
-        # (body_length, from output_size) and the writer's remaining length.
-        writer.output_size += sent
-        writer.buffer_size = 0
-        if writer.length is not None:
-            writer.length = max(writer.length - sent, 0)
-        if sent < count:
-            _log.warning(
-                "%s: sent %d of %d bytes (the file shrank); closing the connection",
-                getattr(fobj, "name", self._path),  # the .gz or .br sibling, if that was sent
-                sent,
-                count,
-            )
-            self.force_close()
-        await web.StreamResponse.write_eof(self)
-        return writer
+
+async def _send(
+    self: FileResponse, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+) -> AbstractStreamWriter:
+    """:class:`FileResponse`'s ``_sendfile``: the status, headers and body of a 200 or 206.
+
+    aiohttp's private hook (web_fileresponse.py, 3.10 to 3.14), installed by
+    :func:`zerocopy._compat.aiohttp_hook_sendfile` below: it is called with
+    the open file and the byte span once the status and headers are decided,
+    and must send them and the body.
+    """
+    writer = await web.StreamResponse.prepare(self, request)
+    assert writer is not None  # prepare returns None only after write_eof
+    transport = request.transport
+    if web_fileresponse.NOSENDFILE or self.compression:
+        # aiohttp's own chunked copy: compression needs the bytes in Python.
+        return await _compat.aiohttp_sendfile_fallback(self, writer, fobj, offset, count)
+    if transport is None or transport.is_closing():
+        # The client went away after its request: what aiohttp raises
+        # here, and its request loop drops quietly (a ConnectionError).
+        raise ConnectionResetError("Connection lost")
+    if _tls(transport):
+        # The kernel would put plaintext on the wire: aiohttp's copy
+        # through the TLS transport, as stock aiohttp does on uvloop.
+        return await _compat.aiohttp_sendfile_fallback(self, writer, fobj, offset, count)
+    # StreamResponse sends its headers at prepare(); a subclass that opts
+    # into buffering them must not have them go after the body.
+    send_headers = getattr(writer, "send_headers", None)
+    if send_headers is not None:
+        send_headers()
+    # A transport that closes while its write buffer drains raises
+    # BrokenPipeError, a ConnectionError too.
+    sent = await aio.send_file(transport, fobj, offset, count)
+    # What the chunked path would have counted: the access log's %b
+    # (body_length, from output_size) and the writer's remaining length.
+    writer.output_size += sent
+    writer.buffer_size = 0
+    if writer.length is not None:
+        writer.length = max(writer.length - sent, 0)
+    if sent < count:
+        _log.warning(
+            "%s: sent %d of %d bytes (the file shrank); closing the connection",
+            getattr(fobj, "name", _compat.aiohttp_response_path(self)),  # .gz/.br sibling: its name
+            sent,
+            count,
+        )
+        self.force_close()
+    await web.StreamResponse.write_eof(self)
+    return writer
 
 
 def _tls(transport: Any) -> bool:
@@ -135,3 +142,8 @@ def _tls(transport: Any) -> bool:
     return transport.get_extra_info("sslcontext") is not None or (
         transport.get_extra_info("ssl_object") is not None
     )
+
+
+# aiohttp's private hook, checked and installed in one place (see _compat); on an
+# aiohttp without it, a warning, and FileResponse sends as aiohttp's own does.
+_compat.aiohttp_hook_sendfile(FileResponse, _send)

@@ -2,7 +2,8 @@
 
 This module leans on uvicorn internals (no public API exists for adding
 ASGI extensions): ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol``
-and its ``on_message_begin`` and ``_start_asgi_task`` methods, and the
+and its ``on_message_begin`` and ``_start_asgi_task`` methods (the private
+one hooked by :func:`zerocopy._compat.uvicorn_hook_start_asgi_task`), and the
 attributes of ``RequestResponseCycle`` (``transport``, ``flow``, ``scope``,
 ``disconnected``, ``response_started``, ``response_complete``,
 ``chunked_encoding``, ``expected_content_length``, ``keep_alive``,
@@ -48,6 +49,7 @@ except ImportError as exc:  # httptools is missing: say which extra brings it
 
 # After the version check on purpose (E402): on an untested uvicorn the check's
 # message, not an obscure failure inside uvicorn's internals, is what users see.
+from .. import _compat  # noqa: E402
 from .body import (  # noqa: E402
     EXTENSIONS,
     ZEROCOPYSEND,
@@ -129,17 +131,26 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """Start a request's scope as uvicorn does, then offer the extensions on plain HTTP."""
         super().on_message_begin()
-        if self.scheme == "http":
+        if _ADOPTS and self.scheme == "http":
             scope: Any = self.scope
             extensions: Mapping[str, Any] = scope.get("extensions", {})
             # What each HTTP scope offers, on connections without TLS.
             scope["extensions"] = {**extensions, **{k: {} for k in EXTENSIONS}}
 
-    def _start_asgi_task(self, cycle: httptools_impl.RequestResponseCycle, app: Any) -> None:
-        # uvicorn builds its own cycle class by name in on_headers_complete;
-        # every cycle (pipelined ones too) starts here, before its task runs,
-        # so this is the one place to make it a ZeroCopyCycle.  The subclass
-        # adds methods only, so the instance's state is unchanged.
-        if type(cycle) is httptools_impl.RequestResponseCycle:
-            cycle.__class__ = ZeroCopyCycle
-        super()._start_asgi_task(cycle, app)
+
+def _adopt(cycle: httptools_impl.RequestResponseCycle) -> None:
+    """Make uvicorn's *cycle* a :class:`ZeroCopyCycle`, before its task starts.
+
+    uvicorn builds its own cycle class by name in on_headers_complete; every
+    cycle (pipelined ones too) starts in the protocol's private
+    ``_start_asgi_task``, before its task runs, so that is the one place to
+    make it a ZeroCopyCycle.  The subclass adds methods only, so the
+    instance's state is unchanged.
+    """
+    if type(cycle) is httptools_impl.RequestResponseCycle:
+        cycle.__class__ = ZeroCopyCycle
+
+
+#: Whether the cycles are adopted: without uvicorn's hook (a warning says so),
+#: no scope is offered the extensions, and the protocol serves as uvicorn's own.
+_ADOPTS = _compat.uvicorn_hook_start_asgi_task(HttpToolsProtocol, _adopt)

@@ -286,7 +286,7 @@ def copyfileobj(
             buf = read(n)
             if buf:
                 if type(fdst) is BufferedWriter:
-                    if len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0:
+                    if len(buf) > (size := fdst.__sizeof__() - SIZEOF) > 0:  # see _compat
                         # More than its buffer holds: it would flush and write
                         # to its raw file, and lose count of a raw write that a
                         # later one's failure follows; so this does it, counting.

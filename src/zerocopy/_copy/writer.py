@@ -31,15 +31,19 @@ from io import BufferedRandom, BufferedWriter, BytesIO, FileIO
 from itertools import starmap
 from typing import Any
 
-__all__ = ["SIZEOF", "TextCount", "direct_size", "put", "write_direct"]
+from .._compat import BUFFERED_SIZEOF_BASE as SIZEOF
+from .._compat import text_writes_through, write_text_now
 
-#: A BufferedWriter's __sizeof__ is its struct plus its buffer (CPython's
-#: buffered_sizeof): the buffer size without a system call.
-SIZEOF = BufferedWriter(BytesIO(), 1).__sizeof__() - 1
+__all__ = ["SIZEOF", "TextCount", "direct_size", "put", "write_direct"]
 
 
 def direct_size(fdst: Any, n: int) -> int:
-    """The buffer size of BufferedWriter *fdst* if *n* bytes bypass it, else 0."""
+    """The buffer size of BufferedWriter *fdst* if *n* bytes bypass it, else 0.
+
+    ``__sizeof__() - SIZEOF`` is the buffer size on CPython and negative
+    elsewhere (:data:`zerocopy._compat.BUFFERED_SIZEOF_BASE`): then 0, the
+    object's own write.
+    """
     size: int = fdst.__sizeof__() - SIZEOF
     return size if n > size > 0 else 0  # 0 when closed (no buffer): its own write raises
 
@@ -150,23 +154,6 @@ def _per_char_codec(encoding: str) -> str | None:
     return name
 
 
-def _write_now(fdst: Any, text: Any, log: list[Any]) -> None:
-    """``fdst.write(text)`` with its encoded bytes handed to ``fdst.buffer`` before it returns.
-
-    ``_CHUNK_SIZE`` (private, on CPython's TextIOWrapper since 3.0) is how
-    many encoded bytes the wrapper keeps pending before it writes them to its
-    buffer: at 1 it writes each call's bytes, and only those, at once.  It is
-    this class's one private attribute; what it changes is only when the
-    same bytes reach the buffer, and it is restored after every write.
-    """
-    chunk = fdst._CHUNK_SIZE  # noqa: SLF001 - see above
-    fdst._CHUNK_SIZE = 1  # noqa: SLF001
-    try:
-        log.extend(starmap(fdst.write, ((text,),)))  # its result logged before a handler runs
-    finally:
-        fdst._CHUNK_SIZE = chunk  # noqa: SLF001
-
-
 class TextCount:
     """``write(text, log) -> len(text)`` into a TextIOWrapper, logging what its buffer accepted.
 
@@ -184,8 +171,10 @@ class TextCount:
     Exact where the buffer is a BufferedWriter, BufferedRandom or BytesIO
     whose ``tell()`` works (a file, not a pipe or socket) and the encoding
     encodes character by character (not utf-7, iso2022, hz, idna, punycode,
-    big5hkscs).  Elsewhere a write that fails counts none of its characters,
-    though some of its bytes may have reached the buffer.
+    big5hkscs), on a wrapper with CPython's ``_CHUNK_SIZE``
+    (:func:`zerocopy._compat.write_text_now`).  Elsewhere a write that fails
+    counts none of its characters, though some of its bytes may have reached
+    the buffer.
     """
 
     __slots__ = ("codec", "fdst", "nl", "pos", "started", "tell")
@@ -219,7 +208,9 @@ class TextCount:
     def _start(self) -> None:
         fdst = self.fdst
         self.started = True
-        _write_now(fdst, "", [])  # the caller's pending text, and a BOM, go first and alone
+        write_text_now(fdst, "", [])  # the caller's pending text, and a BOM, go first and alone
+        if not text_writes_through(fdst):
+            return  # bytes may stay pending in the wrapper: no exact count (see _compat)
         buffer = fdst.buffer
         codec = _per_char_codec(fdst.encoding)
         if codec is None or type(buffer) not in _EXACT_BUFFERS:
@@ -233,7 +224,7 @@ class TextCount:
 
     def _piece(self, text: Any, log: list[Any]) -> None:
         try:
-            _write_now(self.fdst, text, log)
+            write_text_now(self.fdst, text, log)
         except BaseException:
             log.append(self._accepted(text))
             raise

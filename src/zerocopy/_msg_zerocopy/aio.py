@@ -37,7 +37,7 @@ from .._fair import Turn
 from .._fd import check_timeout
 from .._tally import Tally
 from .release import Countdown, OnceAcrossRetries
-from .sender import SenderStats, ZeroCopySender, send_once
+from .sender import CountedSender, SenderStats
 
 __all__ = ["AsyncZeroCopySender"]
 
@@ -85,7 +85,7 @@ class AsyncZeroCopySender:
         if sock.gettimeout() != 0.0:
             raise ValueError("sock must be non-blocking (sock.setblocking(False))")
         #: The synchronous sender doing the sends and the bookkeeping.
-        self.sender = ZeroCopySender(
+        self.sender = CountedSender(
             sock, threshold=threshold, fallback=fallback, stop_on_copied=stop_on_copied
         )
 
@@ -164,7 +164,7 @@ class AsyncZeroCopySender:
                     self.sender.poll()
                 mark = len(tally.log)
                 try:
-                    n = send_once(self.sender, view, relay, tally)
+                    n = self.sender.send_once(view, relay, tally)
                 except BlockingIOError:
                     # Nothing went out (ZeroCopySender raises only before any
                     # byte moved): wait for room, then try again.

@@ -39,7 +39,7 @@ from .sockopts import check_arguments, enable_zerocopy
 from .tracker import state_of
 from .waits import wait_event, wait_writable
 
-__all__ = ["SenderStats", "ZeroCopySender", "send_once"]
+__all__ = ["CountedSender", "SenderStats", "ZeroCopySender"]
 
 log = logging.getLogger("zerocopy")
 
@@ -349,11 +349,12 @@ def _send_logged(send: Any, view: memoryview, log: list[int]) -> None:
         view = view[log[-1] :]
 
 
-def send_once(
-    sender: ZeroCopySender, view: memoryview, on_release: Any, tally: Tally | None
-) -> int:
-    """One send of *view* by *sender*, zero-copy or plain by its rules (for the asyncio sender).
+class CountedSender(ZeroCopySender):
+    """A :class:`ZeroCopySender` whose single send also logs into a Tally (the asyncio sender's)."""
 
-    *tally* logs what went out; *on_release* is called as :meth:`ZeroCopySender.send` calls it.
-    """
-    return sender._send(view, on_release, tally)  # noqa: SLF001 - its own module's class
+    def send_once(self, view: memoryview, on_release: Any, tally: Tally | None) -> int:
+        """One send of *view*, zero-copy or plain by the sender's rules.
+
+        *tally* logs what went out; *on_release* is called as :meth:`send` calls it.
+        """
+        return self._send(view, on_release, tally)
