@@ -35,6 +35,9 @@ from netkit import empty_pool as empty_pool
 from netkit import run as run
 from netkit import sockets as sockets
 from zerocopy import _fair, aio
+from zerocopy._aiowait import AsyncioLoop
+from zerocopy._anyiowait import AnyioLoop
+from zerocopy._loop import Loop
 
 SLICE = 128 * 1024
 SIZE = 24 * MiB
@@ -354,8 +357,9 @@ class TestRelay:
         r.check(result, counts, ticks, trio_turns(arun))
 
 
-async def _sleep0() -> None:
-    await asyncio.sleep(0)
+def _turn() -> _fair.Turn:
+    """A turn on the running asyncio loop."""
+    return _fair.Turn(AsyncioLoop())
 
 
 def _free() -> bool:
@@ -363,22 +367,20 @@ def _free() -> bool:
     return _fair._here.holder is None and not _fair._here.ring
 
 
-async def _take_turns(
-    names: str, slices: int, checkpoint: Callable[[], Awaitable[None]]
-) -> list[str]:
+async def _take_turns(names: str, slices: int, loop: Loop) -> list[str]:
     """Busy transfers *names* each move *slices* slices; a heartbeat marks each turn with "|"."""
     order: list[str] = []
     done = 0
 
     async def busy(name: str) -> None:
         nonlocal done
-        turn = _fair.Turn()
+        turn = _fair.Turn(loop)
         try:
             for _ in range(slices):
                 assert turn.left == SLICE
                 order.append(name)
                 assert turn.spend(turn.left)
-                await turn.pause(checkpoint)
+                await turn.pause()
         finally:
             turn.close()
             done += 1
@@ -386,7 +388,7 @@ async def _take_turns(
     async def heartbeat() -> None:
         while done < len(names):
             order.append("|")
-            await checkpoint()
+            await loop.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat)
@@ -432,7 +434,7 @@ class TestRing:
         """Four busy transfers: after the first turn, one slice per turn, round robin."""
 
         async def main() -> list[str]:
-            order = await _take_turns("abcd", 4, anyio.lowlevel.checkpoint)
+            order = await _take_turns("abcd", 4, AnyioLoop() if kind == "trio" else AsyncioLoop())
             assert _free()
             return order
 
@@ -442,10 +444,10 @@ class TestRing:
         """Alone, a spent slice costs one checkpoint and the transfer goes on."""
 
         async def main() -> None:
-            turn = _fair.Turn()
+            turn = _turn()
             for _ in range(3):
                 assert turn.spend(SLICE)
-                await asyncio.wait_for(turn.pause(_sleep0), 5)
+                await asyncio.wait_for(turn.pause(), 5)
                 assert turn.left == SLICE
                 assert _fair._here.holder is turn
                 assert not _fair._here.ring
@@ -458,11 +460,11 @@ class TestRing:
         """A holder that waits for its socket gives the turn to the next in line."""
 
         async def main() -> None:
-            a, b = _fair.Turn(), _fair.Turn()
+            a, b = _turn(), _turn()
             a.spend(SLICE)
-            await a.pause(_sleep0)  # a holds the turn
+            await a.pause()  # a holds the turn
             b.spend(SLICE)
-            parked = asyncio.ensure_future(b.pause(_sleep0))
+            parked = asyncio.ensure_future(b.pause())
             await asyncio.sleep(0)
             assert not parked.done()
             assert list(_fair._here.ring) == [b]
@@ -481,13 +483,13 @@ class TestRing:
         """Cancelled while parked, or after being given the turn: the line goes on without it."""
 
         async def main() -> None:
-            a, b, c = _fair.Turn(), _fair.Turn(), _fair.Turn()
+            a, b, c = _turn(), _turn(), _turn()
             a.spend(SLICE)
-            await a.pause(_sleep0)
+            await a.pause()
             parked = []
             for t in (b, c):
                 t.spend(SLICE)
-                parked.append(asyncio.ensure_future(t.pause(_sleep0)))
+                parked.append(asyncio.ensure_future(t.pause()))
             await asyncio.sleep(0)
             assert list(_fair._here.ring) == [b, c]
             if woken:
@@ -511,14 +513,14 @@ class TestRing:
         """A holder in another thread (another loop) does not make this one wait."""
 
         async def hold() -> None:
-            other = _fair.Turn()
+            other = _turn()
             other.spend(SLICE)
-            await other.pause(_sleep0)  # holds this thread's turn, never releases it
+            await other.pause()  # holds this thread's turn, never releases it
 
         async def lone() -> None:
-            turn = _fair.Turn()
+            turn = _turn()
             turn.spend(SLICE)
-            await asyncio.wait_for(turn.pause(_sleep0), 5)
+            await asyncio.wait_for(turn.pause(), 5)
             turn.close()
 
         t = threading.Thread(target=lambda: asyncio.run(hold()))

@@ -1,25 +1,26 @@
-"""Waiting on the running event loop: fd readiness, and errors on a finished relay side.
+"""asyncio's implementation of the loop protocol (uvloop included), and the relay's error watch.
 
-Shared by the asyncio forms of send_file, relay and the zero-copy sender.
-
-Used by the asyncio forms of send_file and relay: the loop's ``add_reader``/``add_writer``
-callbacks tell a transfer when a non-blocking call is worth trying again.
+:class:`AsyncioLoop` is what the asyncio forms of send_file, relay and the
+zero-copy sender run on (see :mod:`zerocopy._loop`): the loop's
+``add_reader``/``add_writer`` callbacks tell a transfer when a non-blocking
+call is worth trying again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import select
 import socket
 import ssl
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ._errors import oserror
+from ._loop import Key
 
-__all__ = ["DupReadiness", "ErrorWatch", "Key", "Waiter", "check_nonblocking_socket"]
+__all__ = ["AsyncioLoop", "ErrorWatch", "Key", "Waiter", "check_nonblocking_socket"]
 
-Key = tuple[int, int]  # (fd, select.POLLIN or select.POLLOUT)
+T = TypeVar("T")
 
 
 def check_nonblocking_socket(sock: Any, name: str) -> None:
@@ -150,47 +151,34 @@ class ErrorWatch:
             self.epoll = None
 
 
-class DupReadiness:
-    """Waits for a private duplicate of a socket's fd to become readable or writable.
+class AsyncioLoop:
+    """The running asyncio loop (or uvloop), as :class:`zerocopy._loop.Loop`."""
 
-    The duplicate is made on the first wait and closed by :meth:`close`.
-    """
+    __slots__ = ("loop",)
 
-    __slots__ = ("dup", "fd", "loop")
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = asyncio.get_running_loop() if loop is None else loop
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self.loop = loop
-        self.fd = fd
-        self.dup = -1
+    def now(self) -> float:
+        return self.loop.time()
 
-    async def wait(self, *, writable: bool, timeout: float | None) -> bool:
-        """True if the fd became ready, False if *timeout* seconds passed first."""
-        if self.dup < 0:
-            self.dup = os.dup(self.fd)  # non-inheritable, as every fd Python makes
-        fd = self.dup
-        fut: asyncio.Future[bool] = self.loop.create_future()
+    async def checkpoint(self) -> None:
+        await asyncio.sleep(0)
 
-        def wake(ready: bool) -> None:
-            if not fut.done():
-                fut.set_result(ready)
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
-        if writable:
-            self.loop.add_writer(fd, wake, True)
-        else:
-            self.loop.add_reader(fd, wake, True)
-        timer = None if timeout is None else self.loop.call_later(timeout, wake, False)
-        try:
-            return await fut
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if writable:
-                self.loop.remove_writer(fd)
-            else:
-                self.loop.remove_reader(fd)
+    def waiter(self) -> Waiter:
+        return Waiter(self.loop)
 
-    def close(self) -> None:
-        """Close the duplicate fd, if one was made."""
-        if self.dup >= 0:
-            fd, self.dup = self.dup, -1
-            os.close(fd)
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def event(self) -> tuple[Awaitable[object], Callable[[], object]]:
+        fut = self.loop.create_future()
+
+        def wake() -> None:
+            if not fut.done():  # cancelled meanwhile, or woken twice
+                fut.set_result(None)
+
+        return fut, wake

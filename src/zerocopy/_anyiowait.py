@@ -18,8 +18,8 @@ import importlib.metadata
 import os
 import select
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -27,10 +27,11 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._aiostream import BorrowedSocket
-from ._aiowait import Key, check_nonblocking_socket
+from ._aiowait import check_nonblocking_socket
 from ._compat import anyio_take_read_ahead, anyio_transport
+from ._loop import Key
 
-__all__ = ["SUPPORTED", "AnyioClock", "AnyioWaits", "EpollWaiter", "StreamSocket", "check_version"]
+__all__ = ["SUPPORTED", "AnyioLoop", "EpollWaiter", "StreamSocket", "check_version"]
 
 #: The anyio versions this module allows: 4.7 brought wait_readable and
 #: wait_writable; StreamSocket uses private attributes of anyio 4's asyncio
@@ -53,6 +54,7 @@ def check_version() -> None:
 
 check_version()
 
+T = TypeVar("T")
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _TROUBLE = select.EPOLLERR | select.EPOLLHUP
@@ -151,25 +153,53 @@ class StreamSocket:
 
 
 class EpollWaiter:
-    """Readiness of a few ``(fd, event)`` keys through a private epoll set, waited for with anyio.
+    """Readiness of a few ``(fd, event)`` keys, waited for with anyio.
 
-    The interface of ``_aiowait.Waiter`` (what the relay's rounds need):
-    registrations change only when what is wanted changes (each change is an
-    ``epoll_ctl``), and :attr:`fired` holds the keys that fired.
+    One key is waited for directly (``anyio.wait_readable`` or
+    ``wait_writable``).  Several (a relay's) go into a private epoll set,
+    made on first need, and the task waits once, for that set's fd;
+    registrations there change only when what is wanted changes (each change
+    is an ``epoll_ctl``).  :attr:`fired` holds the keys that fired.
     """
 
     __slots__ = ("epoll", "fired", "registered", "wanted")
 
     def __init__(self) -> None:
-        self.epoll = select.epoll()
+        self.epoll: select.epoll | None = None
         self.registered: dict[int, int] = {}  # fd -> epoll event mask
         self.wanted: set[Key] = set()
         self.fired: set[Key] = set()
 
     def watch(self, wanted: set[Key]) -> None:
         """Watch exactly the keys in *wanted*."""
+        self.wanted = set(wanted)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return when a watched key fires (or after *timeout* seconds)."""
+        if len(self.wanted) == 1 and not self.registered:
+            ((fd, event),) = self.wanted
+            wait = anyio.wait_readable if event == select.POLLIN else anyio.wait_writable
+            with anyio.move_on_after(timeout) as scope:
+                await wait(fd)
+            if not scope.cancelled_caught:
+                self.fired.add((fd, event))
+            return
+        epoll = self._sync()
+        with anyio.move_on_after(timeout):
+            await anyio.wait_readable(epoll.fileno())
+        for fd, events in epoll.poll(0):
+            # An error or hang-up is news for both events: the next step sees it.
+            if events & (_IN | _TROUBLE) and (fd, select.POLLIN) in self.wanted:
+                self.fired.add((fd, select.POLLIN))
+            if events & (_OUT | _TROUBLE) and (fd, select.POLLOUT) in self.wanted:
+                self.fired.add((fd, select.POLLOUT))
+
+    def _sync(self) -> select.epoll:
+        """The epoll set, registered with exactly what is wanted."""
+        if self.epoll is None:
+            self.epoll = select.epoll()
         masks: dict[int, int] = {}
-        for fd, event in wanted:
+        for fd, event in self.wanted:
             masks[fd] = masks.get(fd, 0) | (_IN if event == select.POLLIN else _OUT)
         for fd in [fd for fd in self.registered if fd not in masks]:
             self.epoll.unregister(fd)
@@ -181,49 +211,18 @@ class EpollWaiter:
             elif old != mask:
                 self.epoll.modify(fd, mask)
             self.registered[fd] = mask
-        self.wanted = set(wanted)
-
-    async def wait(self, timeout: float | None = None) -> None:
-        """Return when a watched key fires (or after *timeout* seconds)."""
-        with anyio.move_on_after(timeout):
-            await anyio.wait_readable(self.epoll.fileno())
-        for fd, events in self.epoll.poll(0):
-            # An error or hang-up is news for both events: the next step sees it.
-            if events & (_IN | _TROUBLE) and (fd, select.POLLIN) in self.wanted:
-                self.fired.add((fd, select.POLLIN))
-            if events & (_OUT | _TROUBLE) and (fd, select.POLLOUT) in self.wanted:
-                self.fired.add((fd, select.POLLOUT))
+        return self.epoll
 
     def close(self) -> None:
-        """Close the epoll set (no wait is pending on it by then)."""
+        """Close the epoll set, if one was made (no wait is pending on it by then)."""
         self.registered.clear()
-        self.epoll.close()
+        if self.epoll is not None:
+            self.epoll.close()
+            self.epoll = None
 
 
-class AnyioWaits:
-    """The waits of a send under anyio: ``wait_writable`` on the socket's fd."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        # A raw socket's fd, or StreamSocket's duplicate: no stream's waiter is on it.
-        self.fd = sock.fileno()
-
-    async def writable(self) -> None:
-        await anyio.wait_writable(self.fd)
-
-    async def checkpoint(self) -> None:
-        await anyio.lowlevel.checkpoint()
-
-    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
-        return await anyio.to_thread.run_sync(fn, *args)
-
-    def close(self) -> None:
-        pass  # anyio's waits unregister themselves
-
-
-class AnyioClock:
-    """anyio's clock, and its checkpoint to let other tasks run."""
+class AnyioLoop:
+    """anyio's running backend (asyncio or trio), as :class:`zerocopy._loop.Loop`."""
 
     __slots__ = ()
 
@@ -232,3 +231,16 @@ class AnyioClock:
 
     async def checkpoint(self) -> None:
         await anyio.lowlevel.checkpoint()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def waiter(self) -> EpollWaiter:
+        return EpollWaiter()
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def event(self) -> tuple[Awaitable[object], Callable[[], object]]:
+        ev = anyio.Event()
+        return ev.wait(), ev.set

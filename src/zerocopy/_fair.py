@@ -41,9 +41,13 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ._constants import MAX_RW_COUNT
+
+if TYPE_CHECKING:
+    from ._loop import Loop
 
 __all__ = ["RELAY_SLICE", "SLICE", "Turn", "parse_slice"]
 
@@ -106,38 +110,19 @@ class _Loop(threading.local):
 _here = _Loop()
 
 
-def _event() -> tuple[Awaitable[object], Callable[[], object]]:
-    """Something to await, and the call that ends the wait, on the running loop."""
-    import asyncio
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio: trio, through anyio
-        import anyio
-
-        ev = anyio.Event()
-        return ev.wait(), ev.set
-    fut = loop.create_future()
-
-    def wake() -> None:
-        if not fut.done():  # cancelled meanwhile: close() takes it out of line
-            fut.set_result(None)
-
-    return fut, wake
-
-
 class Turn:
     """What one transfer may move before it lets other work of its loop run.
 
     ``left`` is what the next kernel call may ask for.  After each call,
-    ``spend(n)``; when it says the slice is spent, ``await pause(checkpoint)``.
+    ``spend(n)``; when it says the slice is spent, ``await pause()``.
     Before waiting for a socket, ``waited()``; when the transfer ends, however
     it ends, ``close()``.
     """
 
-    __slots__ = ("left", "size", "wake")
+    __slots__ = ("left", "loop", "size", "wake")
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, loop: Loop, size: int | None = None) -> None:
+        self.loop = loop
         #: The bytes of one turn: SLICE, or a kind of transfer's own.
         self.size = SLICE if size is None else size
         self.left = self.size
@@ -149,10 +134,10 @@ class Turn:
         self.left -= n
         return self.left <= 0
 
-    async def pause(self, checkpoint: Callable[[], Awaitable[None]]) -> None:
+    async def pause(self) -> None:
         """The slice is spent: let the loop turn, and the other busy transfers go first.
 
-        Alone, this is one *checkpoint*.  Among busy transfers, this one
+        Alone, this is one checkpoint of the loop.  Among busy transfers, this one
         parks behind them and the next in line gets the turn: one busy
         transfer moves per turn of the loop.
         """
@@ -161,11 +146,11 @@ class Turn:
         if here.holder is None:
             here.holder = self
         if here.holder is self and not here.ring:
-            await checkpoint()
+            await self.loop.checkpoint()
             return
         if here.holder is self:
             self._pass()
-        waited, self.wake = _event()
+        waited, self.wake = self.loop.event()
         here.ring.append(self)
         try:
             await waited

@@ -24,17 +24,19 @@ and have timers, so they cope; another reader of the same socket does not.
 
 from __future__ import annotations
 
-import asyncio
 import errno
+import os
+import select
 import socket
 import ssl
 from types import TracebackType
 from typing import Any
 
-from .._aiowait import DupReadiness
+from .._aiowait import AsyncioLoop
 from .._errors import set_transferred
 from .._fair import Turn
 from .._fd import check_timeout
+from .._loop import KeyWaiter, Loop, wait_key
 from .._tally import Tally
 from .release import Countdown, OnceAcrossRetries
 from .sender import CountedSender, SenderStats
@@ -47,8 +49,40 @@ _TICK_WITH_READER = 0.05
 _TICK_TIMER_ONLY = 0.02
 
 
-async def _checkpoint() -> None:
-    await asyncio.sleep(0)
+class DupReadiness:
+    """Waits for a private duplicate of a socket's fd to become readable or writable.
+
+    The duplicate is made on the first wait and closed by :meth:`close`.
+    Each wait registers anew and unregisters after: uvloop drops a watcher
+    that sees ``POLLERR`` (a queued completion is one).
+    """
+
+    __slots__ = ("dup", "fd", "loop", "waiter")
+
+    def __init__(self, loop: Loop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.dup = -1
+        self.waiter: KeyWaiter | None = None
+
+    async def wait(self, *, writable: bool, timeout: float | None) -> bool:
+        """True if the fd became ready, False if *timeout* seconds passed first."""
+        if self.waiter is None:
+            self.dup = os.dup(self.fd)  # non-inheritable, as every fd Python makes
+            self.waiter = self.loop.waiter()
+        key = (self.dup, select.POLLOUT if writable else select.POLLIN)
+        try:
+            return await wait_key(self.waiter, key, timeout)
+        finally:
+            self.waiter.watch(set())
+
+    def close(self) -> None:
+        """Close the duplicate fd, if one was made."""
+        if self.waiter is not None:
+            self.waiter.close()
+            self.waiter = None
+            fd, self.dup = self.dup, -1
+            os.close(fd)
 
 
 class AsyncZeroCopySender:
@@ -127,8 +161,12 @@ class AsyncZeroCopySender:
 
     # -- sending -------------------------------------------------------------
 
-    def _readiness(self) -> DupReadiness:
-        return DupReadiness(asyncio.get_running_loop(), self.sender.sock.fileno())
+    def _loop(self) -> Loop:
+        """The running event loop (the anyio form returns anyio's)."""
+        return AsyncioLoop()
+
+    def _readiness(self, loop: Loop) -> DupReadiness:
+        return DupReadiness(loop, self.sender.sock.fileno())
 
     async def send(self, data: Any, *, on_release: Any = None) -> int:
         """Send once, waiting for room while the socket is full; return the bytes sent.
@@ -137,9 +175,10 @@ class AsyncZeroCopySender:
         this send's pages (at once for a plain send, or if the send fails).
         """
         view = memoryview(data).cast("B")
-        ready = self._readiness()
+        loop = self._loop()
+        ready = self._readiness(loop)
         try:
-            return await self._send(view, on_release, ready, Tally())
+            return await self._send(view, on_release, loop, ready, Tally())
         finally:
             ready.close()
 
@@ -147,6 +186,7 @@ class AsyncZeroCopySender:
         self,
         view: memoryview,
         on_release: Any,
+        loop: Loop,
         ready: DupReadiness,
         tally: Tally,
         turn: Turn | None = None,
@@ -174,7 +214,7 @@ class AsyncZeroCopySender:
                         # Woken, still no room: EPOLLERR from an error-queue
                         # message that is not a completion (a timestamp, say)
                         # wakes writers too and stays up.  Back off, not spin.
-                        await asyncio.sleep(_TICK_TIMER_ONLY)
+                        await loop.sleep(_TICK_TIMER_ONLY)
                     if turn is not None:
                         turn.waited()  # the loop's turn goes on while this one waits
                     woken = await ready.wait(writable=True, timeout=None)
@@ -201,18 +241,21 @@ class AsyncZeroCopySender:
         """
         view = memoryview(data).cast("B")
         parts = Countdown(on_release)
-        ready = self._readiness()
+        loop = self._loop()
+        ready = self._readiness(loop)
         tally = Tally()  # what the kernel accepted, exact whatever raises
-        turn = Turn()  # the fairness rule: see zerocopy._fair
+        turn = Turn(loop)  # the fairness rule: see zerocopy._fair
         sent = 0
         try:
             while sent < len(view):
                 tally.fold()
                 parts.more()
-                n = await self._send(view[sent : sent + turn.left], parts.done, ready, tally, turn)
+                n = await self._send(
+                    view[sent : sent + turn.left], parts.done, loop, ready, tally, turn
+                )
                 sent += n
                 if turn.spend(n):
-                    await turn.pause(_checkpoint)
+                    await turn.pause()
         except BaseException as exc:
             set_transferred(exc, tally.total())
             raise
@@ -231,9 +274,9 @@ class AsyncZeroCopySender:
         check_timeout(timeout)
         if not self.sender.pending:
             return
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        ready = self._readiness()
+        loop = self._loop()
+        deadline = None if timeout is None else loop.now() + timeout
+        ready = self._readiness(loop)
         use_reader = True
         try:
             while True:
@@ -242,14 +285,14 @@ class AsyncZeroCopySender:
                     return
                 tick = _TICK_WITH_READER if use_reader else _TICK_TIMER_ONLY
                 if deadline is not None:
-                    left = deadline - loop.time()
+                    left = deadline - loop.now()
                     if left <= 0:
                         raise TimeoutError(
                             errno.ETIMEDOUT, f"flush: {self.sender.pending} sends still in flight"
                         )
                     tick = min(tick, left)
                 if not use_reader:
-                    await asyncio.sleep(tick)
+                    await loop.sleep(tick)
                 elif await ready.wait(writable=False, timeout=tick) and not self.sender.poll():
                     # Readable for another reason (peer data, end of stream, a
                     # socket error): level-triggered, the reader would fire at

@@ -8,28 +8,13 @@ import socket
 from typing import TypeAlias, cast
 
 from .._aiostream import BorrowedSocket, is_stream_pair
-from .._aiowait import ErrorWatch, Waiter, check_nonblocking_socket
+from .._aiowait import AsyncioLoop, check_nonblocking_socket
 from .._fd import check_timeout
 from .asyncloop import relay_rounds
 from .direction import Direction, annotate
 from .sides import check_distinct
 
 __all__ = ["relay"]
-
-
-class _AsyncioClock:
-    """The running loop's clock, and ``sleep(0)`` to let other tasks run."""
-
-    __slots__ = ("loop",)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-
-    def now(self) -> float:
-        return self.loop.time()
-
-    async def checkpoint(self) -> None:
-        await asyncio.sleep(0)
 
 
 #: A side of a relay: a socket, or the two ends of an asyncio stream.
@@ -70,8 +55,6 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
     loop = asyncio.get_running_loop()
     ab: Direction | None = None
     ba: Direction | None = None
-    waiter = Waiter(loop)
-    errors = ErrorWatch()
     try:
         socks: list[socket.socket] = []
         heads: list[bytes] = []
@@ -88,14 +71,12 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
                 await held[0].drain(loop)
         ab = Direction(socks[0], socks[1], head=heads[0])
         ba = Direction(socks[1], socks[0], head=heads[1])
-        await relay_rounds(waiter, errors, ab, ba, timeout, _AsyncioClock(loop))
+        await relay_rounds(AsyncioLoop(loop), ab, ba, timeout)
         result = ab.moved, ba.moved
     except BaseException as exc:
         annotate(exc, ab, ba)
         raise
     finally:
-        waiter.close()
-        errors.close()  # after the waiter: its reader is on the epoll fd
         for d in (ab, ba):
             if d is not None:
                 d.close()

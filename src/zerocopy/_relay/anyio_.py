@@ -6,8 +6,7 @@ import socket
 
 import anyio.abc
 
-from .._aiowait import ErrorWatch
-from .._anyiowait import AnyioClock, EpollWaiter, StreamSocket
+from .._anyiowait import AnyioLoop, StreamSocket
 from .._fd import check_timeout
 from .asyncloop import relay_rounds
 from .direction import Direction, annotate
@@ -47,21 +46,17 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
 async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tuple[int, int]:
     ab: Direction | None = None
     ba: Direction | None = None
-    waiter = EpollWaiter()
-    errors = ErrorWatch()
     try:
         for end in (a, b):
             await end.drain()  # what a stream's transport still holds goes first
         ab = Direction(a.sock, b.sock, head=a.take_read_ahead())
         ba = Direction(b.sock, a.sock, head=b.take_read_ahead())
-        await relay_rounds(waiter, errors, ab, ba, timeout, AnyioClock())
+        await relay_rounds(AnyioLoop(), ab, ba, timeout)
         return ab.moved, ba.moved
     except BaseException as exc:
         annotate(exc, ab, ba)
         raise
     finally:
-        waiter.close()
-        errors.close()
         for d in (ab, ba):
             if d is not None:
                 d.close()

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import select
+import functools
 import socket
-from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from .._aiostream import BorrowedSocket, is_transport_like
-from .._aiowait import Waiter, check_nonblocking_socket
+from .._aiowait import AsyncioLoop, check_nonblocking_socket
 from .._types import SupportsRead
 from .asyncloop import send
 from .common import check_file_args, check_params
 
 __all__ = ["send_file"]
-
-
-class _AsyncioWaits:
-    """The waits of a send on the running asyncio loop (uvloop included)."""
-
-    __slots__ = ("fd", "waiter")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        self.fd = sock.fileno()
-        self.waiter = Waiter(loop)
-
-    async def writable(self) -> None:
-        self.waiter.watch({(self.fd, select.POLLOUT)})
-        await self.waiter.wait()
-
-    async def checkpoint(self) -> None:
-        await asyncio.sleep(0)
-
-    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
-        return await asyncio.to_thread(fn, *args)
-
-    def close(self) -> None:
-        self.waiter.close()
 
 
 async def send_file(
@@ -80,12 +56,13 @@ async def send_file(
         check_params(sock, file, offset, count)
         check_nonblocking_socket(sock, "sock")
         plain = cast(socket.socket, sock)  # check_params raised for anything else
-        return await send(plain, _AsyncioWaits(loop, plain), file, offset, count)
+        return await send(plain, AsyncioLoop(loop), file, offset, count)
     borrowed = BorrowedSocket.check(sock, "sock")
     check_file_args(file, offset, count)
     try:
         lent = borrowed.lend()
-        waits = _AsyncioWaits(loop, lent)
-        return await send(lent, waits, file, offset, count, first=lambda: borrowed.drain(loop))
+        # What the transport holds goes out first.
+        first = functools.partial(borrowed.drain, loop)
+        return await send(lent, AsyncioLoop(loop), file, offset, count, first=first)
     finally:
         borrowed.give_back()

@@ -6,7 +6,7 @@ import socket
 
 import anyio.abc
 
-from .._anyiowait import AnyioWaits, StreamSocket
+from .._anyiowait import AnyioLoop, StreamSocket
 from .._types import SupportsRead
 from .asyncloop import send
 from .common import check_params
@@ -40,7 +40,6 @@ async def send_file(
     target = StreamSocket(sock, "sock")
     try:
         check_params(target.sock, file, offset, count)
-        waits = AnyioWaits(target.sock)
-        return await send(target.sock, waits, file, offset, count, first=target.drain)
+        return await send(target.sock, AnyioLoop(), file, offset, count, first=target.drain)
     finally:
         target.close()

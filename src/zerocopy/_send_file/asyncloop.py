@@ -1,60 +1,51 @@
-"""The async send loop of send_file, whatever event loop waits for it.
+"""The async send loop of send_file, on any event loop (see :mod:`zerocopy._loop`).
 
-The asyncio form (:mod:`.aio`) and the anyio form (:mod:`.anyio_`) differ only
-in how they wait: for the socket to become writable, for a worker thread's
-read, and to let other tasks run.  Each passes a :class:`Waits` of its own to
-:func:`send`, which holds everything else: ``sendfile`` first, the read/send
-fallback, exact counts on every exception, the file position afterwards.
+The asyncio form (:mod:`.aio`) and the anyio form (:mod:`.anyio_`) differ
+only in the :class:`~zerocopy._loop.Loop` they pass to :func:`send`, which
+holds everything else: ``sendfile`` first, the read/send fallback, exact
+counts on every exception, the fairness rule, the file position afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from .. import _backend
 from .._errors import GiveUp, give_up_or_raise, set_transferred
 from .._fair import Turn
 from .._fd import FILE, kind_of, stream_fd
+from .._loop import Loop, wait_key
 from .._tally import Tally
 from .common import COPY_CHUNK, read_chunk, seekable
 
-__all__ = ["Waits", "send"]
-
-
-class Waits(Protocol):
-    """How one event loop waits, as a send needs it."""
-
-    async def writable(self) -> None:
-        """Return when the socket may take more bytes."""
-
-    async def checkpoint(self) -> None:
-        """Let other tasks run (and a cancellation in)."""
-
-    async def in_thread(self, fn: Callable[..., memoryview], *args: Any) -> memoryview:
-        """Run ``fn(*args)`` in a worker thread; return its result."""
-
-    def close(self) -> None:
-        """Drop whatever the waits registered; called once, after the send."""
+__all__ = ["send"]
 
 
 class _Sender:
-    """One send_file call: its socket, its waits and the bytes sent so far.
+    """One send_file call: its socket, its loop and the bytes sent so far.
 
     ``sent`` is the running count; ``tally`` logs every call that sent, and
     is the exact count after an exception (see :mod:`zerocopy._tally`).
     """
 
-    __slots__ = ("sent", "sock", "tally", "turn", "waits")
+    __slots__ = ("loop", "sent", "sock", "tally", "turn", "waiter")
 
-    def __init__(self, sock: socket.socket, waits: Waits) -> None:
+    def __init__(self, sock: socket.socket, loop: Loop) -> None:
         self.sock = sock
-        self.waits = waits
+        self.loop = loop
+        self.waiter = loop.waiter()
         self.sent = 0
         self.tally = Tally()
-        self.turn = Turn()  # the fairness rule: see zerocopy._fair
+        self.turn = Turn(loop)  # the fairness rule: see zerocopy._fair
+
+    async def writable(self) -> None:
+        """Wait for room in the socket, the turn given up meanwhile."""
+        self.turn.waited()
+        await wait_key(self.waiter, (self.sock.fileno(), select.POLLOUT))
 
     async def via_sendfile(self, fd: int, offset: int, count: int | None) -> None:
         """Send with sendfile; :class:`GiveUp` if it cannot start here (nothing sent)."""
@@ -69,8 +60,7 @@ class _Sender:
             try:
                 n = sendfile(out, fd, offset + self.sent, want, self.tally)
             except BlockingIOError:
-                turn.waited()
-                await self.waits.writable()
+                await self.writable()
                 continue
             except OSError as exc:
                 give_up_or_raise(exc, self.sent)
@@ -82,7 +72,7 @@ class _Sender:
                 return
             self.sent += n
             if turn.spend(n):
-                await turn.pause(self.waits.checkpoint)
+                await turn.pause()
 
     async def send_all(self, data: memoryview) -> None:
         self.tally.fold()
@@ -91,13 +81,12 @@ class _Sender:
             try:
                 k = self.tally.call(self.sock.send, (data[: turn.left],))
             except BlockingIOError:
-                turn.waited()
-                await self.waits.writable()
+                await self.writable()
                 continue
             data = data[k:]
             self.sent += k
             if turn.spend(k):
-                await turn.pause(self.waits.checkpoint)
+                await turn.pause()
 
     async def via_send(self, file: Any, offset: int, count: int | None, threaded: bool) -> None:
         if offset:
@@ -111,7 +100,7 @@ class _Sender:
                 return
             if threaded:
                 # A pipe or device may block: read it in a worker thread.
-                data = await self.waits.in_thread(read_chunk, file, buf[:want])
+                data = await self.loop.in_thread(read_chunk, file, buf[:want])
             else:
                 data = read_chunk(file, buf[:want])
             if not data:
@@ -121,22 +110,22 @@ class _Sender:
 
 async def send(
     sock: socket.socket,
-    waits: Waits,
+    loop: Loop,
     file: Any,
     offset: int,
     count: int | None,
     *,
     first: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
-    """Send *file* over non-blocking *sock*, waiting with *waits*; arguments already checked.
+    """Send *file* over non-blocking *sock*, waiting on *loop*; arguments already checked.
 
     *first*, if given, is awaited before anything is sent (a stream's own
     buffered bytes going out), inside the accounting: an exception there too
     carries ``bytes_transferred`` (0).  Every exception, a cancellation
-    included, carries ``bytes_transferred``; *waits* is closed and the file
+    included, carries ``bytes_transferred``; the waits are dropped and the file
     position set to ``offset + sent`` on the way out.
     """
-    sender = _Sender(sock, waits)
+    sender = _Sender(sock, loop)
     try:
         if first is not None:
             await first()
@@ -156,7 +145,7 @@ async def send(
         raise
     finally:
         sender.turn.close()
-        waits.close()
+        sender.waiter.close()
         # As socket.sendfile: the position follows what was sent.
         if sender.sent > 0 and seekable(file):
             file.seek(offset + sender.sent)
