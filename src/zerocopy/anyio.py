@@ -1,4 +1,6 @@
-"""anyio forms: :func:`send_file` and :func:`relay` on anyio's asyncio and trio backends.
+"""anyio forms: :func:`send_file`, :func:`relay` and :class:`AsyncZeroCopySender` on anyio.
+
+They run on anyio's asyncio and trio backends.
 
 The contracts of :mod:`zerocopy.aio`'s namesakes, for non-blocking sockets and
 :class:`anyio.abc.SocketStream` objects, waiting with ``anyio.wait_readable``
@@ -7,12 +9,14 @@ trio needs ``trio`` too).  Importing this module imports anyio; ``import
 zerocopy`` does not.
 
 This module holds no logic: each name lives with its capability
-(``zerocopy._send_file``, ``zerocopy._relay``) beside its other forms.
+(``zerocopy._send_file``, ``zerocopy._relay``, ``zerocopy._msg_zerocopy``)
+beside its other forms.
 """
 
 from __future__ import annotations
 
+from ._msg_zerocopy.anyio_ import AsyncZeroCopySender
 from ._relay.anyio_ import relay
 from ._send_file.anyio_ import send_file
 
-__all__ = ["relay", "send_file"]
+__all__ = ["AsyncZeroCopySender", "relay", "send_file"]

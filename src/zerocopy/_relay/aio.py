@@ -10,8 +10,8 @@ from typing import TypeAlias, cast
 from .._aiostream import BorrowedSocket, is_stream_pair
 from .._aiowait import AsyncioLoop, check_nonblocking_socket
 from .._fd import check_timeout
-from .asyncloop import relay_rounds
-from .direction import Direction, annotate
+from .asyncloop import relay_sockets
+from .direction import annotate
 from .sides import check_distinct
 
 __all__ = ["relay"]
@@ -52,34 +52,27 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
     """
     lent = [_check_side(name, side) for name, side in (("a", a), ("b", b))]
     check_timeout(timeout, negative=False)
-    loop = asyncio.get_running_loop()
-    ab: Direction | None = None
-    ba: Direction | None = None
+    loop = AsyncioLoop()
     try:
-        socks: list[socket.socket] = []
-        heads: list[bytes] = []
-        for side, held in zip((a, b), lent, strict=True):
-            if held is None:
-                socks.append(cast(socket.socket, side))
-                heads.append(b"")
-            else:
-                socks.append(held[0].lend(held[1]))
-                heads.append(held[0].head)
-        check_distinct(socks[0], socks[1])  # before a transport's buffer goes out
-        for held in lent:
-            if held is not None:
-                await held[0].drain(loop)
-        ab = Direction(socks[0], socks[1], head=heads[0])
-        ba = Direction(socks[1], socks[0], head=heads[1])
-        await relay_rounds(AsyncioLoop(loop), ab, ba, timeout)
-        result = ab.moved, ba.moved
-    except BaseException as exc:
-        annotate(exc, ab, ba)
-        raise
+        try:
+            socks: list[socket.socket] = []
+            heads: list[bytes] = []
+            for side, held in zip((a, b), lent, strict=True):
+                if held is None:
+                    socks.append(cast(socket.socket, side))
+                    heads.append(b"")
+                else:
+                    socks.append(held[0].lend(held[1]))
+                    heads.append(held[0].head)
+            check_distinct(socks[0], socks[1])  # before a transport's buffer goes out
+            for held in lent:
+                if held is not None:
+                    await held[0].drain(loop.loop)
+        except BaseException as exc:
+            annotate(exc, None, None)  # nothing moved yet
+            raise
+        result = await relay_sockets(loop, socks[0], socks[1], timeout, (heads[0], heads[1]))
     finally:
-        for d in (ab, ba):
-            if d is not None:
-                d.close()
         for held in lent:
             if held is not None:
                 held[0].was_reading = False  # closed next: no point reading again

@@ -8,8 +8,8 @@ import anyio.abc
 
 from .._anyiowait import AnyioLoop, StreamSocket
 from .._fd import check_timeout
-from .asyncloop import relay_rounds
-from .direction import Direction, annotate
+from .asyncloop import relay_sockets
+from .direction import annotate
 from .sides import check_distinct
 
 __all__ = ["relay"]
@@ -44,19 +44,11 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
 
 
 async def _relay(a: StreamSocket, b: StreamSocket, timeout: float | None) -> tuple[int, int]:
-    ab: Direction | None = None
-    ba: Direction | None = None
     try:
         for end in (a, b):
             await end.drain()  # what a stream's transport still holds goes first
-        ab = Direction(a.sock, b.sock, head=a.take_read_ahead())
-        ba = Direction(b.sock, a.sock, head=b.take_read_ahead())
-        await relay_rounds(AnyioLoop(), ab, ba, timeout)
-        return ab.moved, ba.moved
+        heads = (a.take_read_ahead(), b.take_read_ahead())
     except BaseException as exc:
-        annotate(exc, ab, ba)
+        annotate(exc, None, None)  # nothing moved yet
         raise
-    finally:
-        for d in (ab, ba):
-            if d is not None:
-                d.close()
+    return await relay_sockets(AnyioLoop(), a.sock, b.sock, timeout, heads)

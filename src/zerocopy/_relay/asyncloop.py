@@ -9,14 +9,44 @@ fairness rule, and the error watch on a side whose direction has ended.
 from __future__ import annotations
 
 import errno
+import socket
 
 from .. import _fair
 from .._aiowait import ErrorWatch
 from .._fair import Turn
 from .._loop import KeyWaiter, Loop
-from .direction import Direction
+from .direction import Direction, annotate
 
-__all__ = ["relay_rounds"]
+__all__ = ["relay_rounds", "relay_sockets"]
+
+
+async def relay_sockets(
+    loop: Loop,
+    a: socket.socket,
+    b: socket.socket,
+    timeout: float | None,
+    heads: tuple[bytes, bytes] = (b"", b""),
+) -> tuple[int, int]:
+    """Relay between non-blocking stream sockets *a* and *b* on *loop*; ``(a_to_b, b_to_a)``.
+
+    *heads* are bytes each side's stream read before the relay began, which
+    go out first.  The sides are checked and any stream's buffered output
+    drained by the caller; every exception carries both counts.
+    """
+    ab: Direction | None = None
+    ba: Direction | None = None
+    try:
+        ab = Direction(a, b, head=heads[0])
+        ba = Direction(b, a, head=heads[1])
+        await relay_rounds(loop, ab, ba, timeout)
+        return ab.moved, ba.moved
+    except BaseException as exc:
+        annotate(exc, ab, ba)
+        raise
+    finally:
+        for d in (ab, ba):
+            if d is not None:
+                d.close()
 
 
 async def relay_rounds(loop: Loop, ab: Direction, ba: Direction, timeout: float | None) -> None:
