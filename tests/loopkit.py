@@ -49,7 +49,7 @@ class TrioWaiter:
     def watch(self, wanted: set[Key]) -> None:
         masks: dict[int, int] = {}
         for fd, event in wanted:
-            bit = select.EPOLLIN if event == select.POLLIN else select.EPOLLOUT
+            bit = {select.POLLIN: select.EPOLLIN, select.POLLOUT: select.EPOLLOUT}.get(event, 0)
             masks[fd] = masks.get(fd, 0) | bit
         old = {fd for fd, _ in self.wanted}
         for fd in old - masks.keys():
@@ -63,7 +63,11 @@ class TrioWaiter:
             await trio.lowlevel.wait_readable(self.epoll.fileno())
         trouble = select.EPOLLERR | select.EPOLLHUP
         for fd, events in self.epoll.poll(0):
-            for event, bit in ((select.POLLIN, select.EPOLLIN), (select.POLLOUT, select.EPOLLOUT)):
+            for event, bit in (
+                (select.POLLIN, select.EPOLLIN),
+                (select.POLLOUT, select.EPOLLOUT),
+                (0, 0),
+            ):
                 if events & (bit | trouble) and (fd, event) in self.wanted:
                     self.fired.add((fd, event))
 
@@ -73,6 +77,8 @@ class TrioWaiter:
 
 class TrioLoop:
     """trio, as :class:`zerocopy._loop.Loop`: the whole of a new event loop's adapter."""
+
+    shares_thread = True
 
     def now(self) -> float:
         return trio.current_time()

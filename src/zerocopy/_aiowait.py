@@ -1,4 +1,4 @@
-"""asyncio's implementation of the loop protocol (uvloop included), and the relay's error watch.
+"""asyncio's implementation of the loop protocol (uvloop included).
 
 :class:`AsyncioLoop` is what the asyncio forms of send_file, relay and the
 zero-copy sender run on (see :mod:`zerocopy._loop`): the loop's
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import select
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._errors import oserror
 from ._loop import Key
 
-__all__ = ["AsyncioLoop", "ErrorWatch", "Key", "Waiter", "check_nonblocking_socket"]
+__all__ = ["AsyncioLoop", "Key", "Waiter", "check_nonblocking_socket"]
 
 T = TypeVar("T")
 
@@ -40,15 +38,22 @@ class Waiter:
     changes (each change is an ``epoll_ctl``).  asyncio allows one reader and
     one writer per fd; keys are ``(fd, event)`` pairs in a set, so a second
     reader on one fd cannot happen.
+
+    An ``(fd, 0)`` key asks for errors and hang-ups only.  The loop has no
+    such registration (a socket at end of stream is readable for good, and a
+    reader on it would fire on every turn), so those fds go into a private
+    epoll set with no events asked, which reports only errors and hang-ups,
+    and the loop watches that set's own fd, readable while it has one.
     """
 
-    __slots__ = ("fired", "future", "loop", "registered")
+    __slots__ = ("errors", "fired", "future", "loop", "registered")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.registered: set[Key] = set()
         self.fired: set[Key] = set()
         self.future: asyncio.Future[None] | None = None
+        self.errors: select.epoll | None = None  # the fds of (fd, 0) keys, made on first need
 
     def _wake(self, key: Key | None) -> None:
         if key is not None:
@@ -56,6 +61,15 @@ class Waiter:
         fut = self.future
         if fut is not None and not fut.done():
             fut.set_result(None)
+
+    def _wake_errors(self) -> None:
+        assert self.errors is not None
+        for fd, _ in self.errors.poll(0):
+            self.fired.add((fd, 0))
+        self._wake(None)
+
+    def _error_keys(self) -> bool:
+        return any(event == 0 for _, event in self.registered)
 
     def watch(self, wanted: set[Key]) -> None:
         """Register exactly the keys in *wanted*."""
@@ -65,8 +79,14 @@ class Waiter:
             fd, event = key
             if event == select.POLLIN:
                 self.loop.add_reader(fd, self._wake, key)
-            else:
+            elif event == select.POLLOUT:
                 self.loop.add_writer(fd, self._wake, key)
+            else:
+                if self.errors is None:
+                    self.errors = select.epoll()
+                if not self._error_keys():
+                    self.loop.add_reader(self.errors.fileno(), self._wake_errors)
+                self.errors.register(fd, 0)  # EPOLLERR and EPOLLHUP come anyway
             self.registered.add(key)
 
     def _remove(self, key: Key) -> None:
@@ -74,8 +94,13 @@ class Waiter:
         fd, event = key
         if event == select.POLLIN:
             self.loop.remove_reader(fd)
-        else:
+        elif event == select.POLLOUT:
             self.loop.remove_writer(fd)
+        else:
+            assert self.errors is not None
+            self.errors.unregister(fd)
+            if not self._error_keys():
+                self.loop.remove_reader(self.errors.fileno())
 
     async def wait(self, timeout: float | None = None) -> None:
         """Return when a watched key fires (or after *timeout* seconds)."""
@@ -89,72 +114,19 @@ class Waiter:
                 timer.cancel()
 
     def close(self) -> None:
-        """Remove every callback this waiter added."""
+        """Remove every callback this waiter added; close its epoll set."""
         for key in list(self.registered):
             self._remove(key)
-
-
-class ErrorWatch:
-    """Errors on the socket of a relay direction that has ended, without reading it.
-
-    That socket is at end of stream, hence readable for good: a reader on it
-    would fire on every round.  So it goes alone into a private epoll set
-    with no events asked, which reports only errors and hang-ups, and the
-    loop watches that set's own fd, readable while it has one to report.
-    """
-
-    __slots__ = ("epoll", "hung_up", "sock")
-
-    def __init__(self) -> None:
-        self.epoll: select.epoll | None = None
-        self.sock: socket.socket | None = None  # the one watched now
-        self.hung_up: set[int] = set()
-
-    @property
-    def key(self) -> Key | None:
-        """The waiter key of the epoll set while a socket is watched, else None."""
-        if self.epoll is None or self.sock is None:
-            return None
-        return (self.epoll.fileno(), select.POLLIN)
-
-    def watch(self, sock: socket.socket | None) -> None:
-        """Watch *sock* (None: nothing), unless it already showed a hang-up."""
-        if sock is not None and sock.fileno() in self.hung_up:
-            sock = None
-        if sock is self.sock:
-            return
-        if self.epoll is None:
-            self.epoll = select.epoll()
-        if self.sock is not None:
-            self.epoll.unregister(self.sock.fileno())
-        if sock is not None:
-            self.epoll.register(sock.fileno(), 0)  # EPOLLERR and EPOLLHUP come anyway
-        self.sock = sock
-
-    def check(self) -> None:
-        """Raise the watched socket's pending error; stop watching a mere hang-up."""
-        if self.epoll is None or self.sock is None or not self.epoll.poll(0):
-            return
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise oserror(err, "relay")
-        # A hang-up alone (or an error a step already took) is reported on
-        # every poll: watching on would wake the loop for ever.
-        self.hung_up.add(self.sock.fileno())
-        self.watch(None)
-
-    def close(self) -> None:
-        """Close the epoll set (after the loop stopped watching its fd)."""
-        self.sock = None
-        if self.epoll is not None:
-            self.epoll.close()
-            self.epoll = None
+        if self.errors is not None:
+            self.errors.close()
+            self.errors = None
 
 
 class AsyncioLoop:
     """The running asyncio loop (or uvloop), as :class:`zerocopy._loop.Loop`."""
 
     __slots__ = ("loop",)
+    shares_thread = True
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = asyncio.get_running_loop() if loop is None else loop

@@ -176,7 +176,7 @@ class EpollWaiter:
 
     async def wait(self, timeout: float | None = None) -> None:
         """Return when a watched key fires (or after *timeout* seconds)."""
-        if len(self.wanted) == 1 and not self.registered:
+        if len(self.wanted) == 1 and not self.registered and next(iter(self.wanted))[1]:
             ((fd, event),) = self.wanted
             wait = anyio.wait_readable if event == select.POLLIN else anyio.wait_writable
             with anyio.move_on_after(timeout) as scope:
@@ -193,6 +193,8 @@ class EpollWaiter:
                 self.fired.add((fd, select.POLLIN))
             if events & (_OUT | _TROUBLE) and (fd, select.POLLOUT) in self.wanted:
                 self.fired.add((fd, select.POLLOUT))
+            if events & _TROUBLE and (fd, 0) in self.wanted:
+                self.fired.add((fd, 0))
 
     def _sync(self) -> select.epoll:
         """The epoll set, registered with exactly what is wanted."""
@@ -200,7 +202,8 @@ class EpollWaiter:
             self.epoll = select.epoll()
         masks: dict[int, int] = {}
         for fd, event in self.wanted:
-            masks[fd] = masks.get(fd, 0) | (_IN if event == select.POLLIN else _OUT)
+            bit = _IN if event == select.POLLIN else _OUT if event == select.POLLOUT else 0
+            masks[fd] = masks.get(fd, 0) | bit  # 0 alone: errors and hang-ups only
         for fd in [fd for fd in self.registered if fd not in masks]:
             self.epoll.unregister(fd)
             del self.registered[fd]
@@ -225,6 +228,7 @@ class AnyioLoop:
     """anyio's running backend (asyncio or trio), as :class:`zerocopy._loop.Loop`."""
 
     __slots__ = ()
+    shares_thread = True
 
     def now(self) -> float:
         return anyio.current_time()

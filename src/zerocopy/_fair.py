@@ -142,6 +142,8 @@ class Turn:
         transfer moves per turn of the loop.
         """
         self.left = self.size
+        if self.loop.shares_thread is False:
+            return  # a thread of its own (BlockingLoop): nobody to let go first
         here = _here
         if here.holder is None:
             here.holder = self

@@ -10,19 +10,27 @@ implements it:
   waited for with ``anyio.wait_readable``, ``anyio.Event``, anyio's worker
   threads).
 
-A fourth event loop is a fifth class of six methods and a module of public
+:class:`BlockingLoop` runs the same code in the caller's thread, waiting with
+``poll()``: :func:`run_blocking` drives a transfer written for a loop to its
+end without an event loop (the threaded relay is the async relay's rounds).
+
+A fourth event loop is one more class of six methods and a module of public
 forms that pass it in (see docs/architecture.md, "Adding an event loop";
 ``tests/loopkit.py`` holds one that runs the send, relay and sender suites).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import select
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Key", "KeyWaiter", "Loop"]
+from ._fd import poll_ms
 
-#: ``(fd, select.POLLIN)`` or ``(fd, select.POLLOUT)``.
+__all__ = ["BlockingLoop", "Key", "KeyWaiter", "Loop", "run_blocking", "wait_key"]
+
+#: ``(fd, select.POLLIN)``, ``(fd, select.POLLOUT)``, or ``(fd, 0)``: errors only.
 Key = tuple[int, int]
 
 T = TypeVar("T")
@@ -31,9 +39,11 @@ T = TypeVar("T")
 class KeyWaiter(Protocol):
     """Readiness of a few ``(fd, event)`` keys, one transfer's, until :meth:`close`.
 
+    *event* is ``select.POLLIN``, ``select.POLLOUT``, or 0 for errors and
+    hang-ups only (a relay's side whose direction ended, readable for good).
     Registrations persist across waits and change only when :meth:`watch`
-    asks for another set.  An error or hang-up on an fd fires the keys of
-    both events that are watched on it (the next call reports it).
+    asks for another set.  An error or hang-up on an fd fires every key
+    watched on it (the next call reports it).
     """
 
     #: The keys that fired since the caller last cleared this set.
@@ -51,6 +61,10 @@ class KeyWaiter(Protocol):
 
 class Loop(Protocol):
     """The event loop a transfer runs on."""
+
+    #: Whether other tasks share the transfer's thread (False: BlockingLoop,
+    #: where the fairness rule has nobody to let go first).
+    shares_thread: bool
 
     def now(self) -> float:
         """The loop's monotonic clock, in seconds."""
@@ -77,3 +91,82 @@ async def wait_key(waiter: KeyWaiter, key: Key, timeout: float | None = None) ->
     waiter.fired.clear()
     await waiter.wait(timeout)
     return key in waiter.fired
+
+
+# --- no event loop: the caller's thread, waiting with poll() ------------------
+
+
+class PollWaiter:
+    """:class:`KeyWaiter` over ``select.poll()``: the wait blocks the thread."""
+
+    __slots__ = ("fired", "poller", "registered", "wanted")
+
+    def __init__(self) -> None:
+        self.poller = select.poll()
+        self.registered: dict[int, int] = {}  # fd -> poll events
+        self.wanted: set[Key] = set()
+        self.fired: set[Key] = set()
+
+    def watch(self, wanted: set[Key]) -> None:
+        masks: dict[int, int] = {}
+        for fd, event in wanted:
+            masks[fd] = masks.get(fd, 0) | event
+        for fd in [fd for fd in self.registered if fd not in masks]:
+            self.poller.unregister(fd)
+            del self.registered[fd]
+        for fd, mask in masks.items():
+            if self.registered.get(fd) != mask:
+                self.poller.register(fd, mask)  # register() also modifies
+                self.registered[fd] = mask
+        self.wanted = set(wanted)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        trouble = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        for fd, revents in self.poller.poll(poll_ms(timeout)):
+            # An error or hang-up is news for every key of the fd: the next step sees it.
+            for event in (select.POLLIN, select.POLLOUT, 0):
+                if revents & (event | trouble) and (fd, event) in self.wanted:
+                    self.fired.add((fd, event))
+
+    def close(self) -> None:
+        self.registered.clear()
+
+
+class BlockingLoop:
+    """No event loop: the caller's thread, as :class:`Loop` (see :func:`run_blocking`).
+
+    Nothing else runs on it, so a checkpoint and a busy transfer's turn in
+    line (the fairness rule) cost nothing and return at once.
+    """
+
+    __slots__ = ()
+    shares_thread = False
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def checkpoint(self) -> None:
+        pass
+
+    async def sleep(self, seconds: float) -> None:
+        # Driven by run_blocking in the caller's thread: blocking is the point.
+        time.sleep(seconds)  # noqa: ASYNC251
+
+    def waiter(self) -> PollWaiter:
+        return PollWaiter()
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return fn(*args)
+
+    def event(self) -> tuple[Awaitable[object], Callable[[], object]]:
+        raise RuntimeError("a blocking transfer never waits in line")  # see _fair.Turn.pause
+
+
+def run_blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a transfer written for a :class:`Loop`, on :class:`BlockingLoop`, to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a transfer on BlockingLoop waited for an event loop")

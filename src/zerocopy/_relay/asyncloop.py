@@ -4,6 +4,7 @@ The asyncio relay (:mod:`.aio`) and the anyio one (:mod:`.anyio_`) differ
 only in the :class:`~zerocopy._loop.Loop` they pass to :func:`relay_rounds`,
 which holds the rest: which direction steps when, the idle timeout, the
 fairness rule, and the error watch on a side whose direction has ended.
+The threaded relay runs the same rounds on :class:`~zerocopy._loop.BlockingLoop`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import errno
 import socket
 
 from .. import _fair
-from .._aiowait import ErrorWatch
+from .._errors import oserror
 from .._fair import Turn
-from .._loop import KeyWaiter, Loop
+from .._loop import Key, KeyWaiter, Loop
 from .direction import Direction, annotate
 
 __all__ = ["relay_rounds", "relay_sockets"]
@@ -52,30 +53,29 @@ async def relay_sockets(
 async def relay_rounds(loop: Loop, ab: Direction, ba: Direction, timeout: float | None) -> None:
     """Step both directions until both are done; :class:`TimeoutError` after *timeout* idle."""
     waiter = loop.waiter()
-    errors = ErrorWatch()
     # The fairness rule, for both directions together: see zerocopy._fair.
     turn = Turn(loop, _fair.RELAY_SLICE)
     try:
-        await _rounds(loop, waiter, errors, ab, ba, timeout, turn)
+        await _rounds(loop, waiter, ab, ba, timeout, turn)
     finally:
         turn.close()
         waiter.close()
-        errors.close()  # after the waiter: a wait may be on the epoll fd
 
 
 async def _rounds(
     loop: Loop,
     waiter: KeyWaiter,
-    errors: ErrorWatch,
     ab: Direction,
     ba: Direction,
     timeout: float | None,
     turn: Turn,
 ) -> None:
     last_progress = loop.now()
+    hung_up: set[int] = set()  # ended sides that showed a hang-up: not watched again
+    idle: Key | None = None  # the errors-only key of a side whose direction ended
     while True:
-        if errors.key in waiter.fired:
-            errors.check()
+        if idle is not None and idle in waiter.fired:
+            _check_idle_side(ab.src if ab.done else ba.src, hung_up)
         progressed = spent = False
         for d in (ab, ba):
             # Step a direction only when what it waits for fired (or it waits on
@@ -94,12 +94,14 @@ async def _rounds(
             last_progress = loop.now()
         live = [d for d in (ab, ba) if not d.done]
         wanted = {d.waiting for d in live if d.waiting is not None}
-        # As in the threaded relay, a side whose direction ended is still
-        # watched for errors: a reset there must end the relay now, not after
-        # the idle timeout (or never, without one).
-        errors.watch(ab.src if ab.done else ba.src if ba.done else None)
-        if errors.key is not None:
-            wanted.add(errors.key)
+        # A side whose direction ended is still watched, for errors only: a
+        # reset there must end the relay now, not after the idle timeout (or
+        # never, without one).  A hang-up alone is reported on every wait, so
+        # a side that showed one is not watched again.
+        ended = ab.src if ab.done else ba.src if ba.done else None
+        idle = None if ended is None or ended.fileno() in hung_up else (ended.fileno(), 0)
+        if idle is not None:
+            wanted.add(idle)
         waiter.watch(wanted)
         if any(d.waiting is None for d in live):
             await turn.pause()  # out of budget, not blocked: others first
@@ -111,3 +113,11 @@ async def _rounds(
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
         turn.waited()
         await waiter.wait(left)
+
+
+def _check_idle_side(sock: socket.socket, hung_up: set[int]) -> None:
+    """Raise the pending error of an ended side's socket; else note its hang-up."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise oserror(err, "relay")
+    hung_up.add(sock.fileno())
