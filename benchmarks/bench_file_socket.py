@@ -28,10 +28,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -42,11 +40,13 @@ from zerocopy._bench.toolkit import (
     run_rounds,
 )
 
+import zerocopy
+
 #: The receiver: prints its port, then serves connections one at a time until
 #: its stdin closes (so it never outlives this script).
 RECEIVER = r"""
 import selectors, socket, struct, sys
-from zerocopy._bench.toolkit import process_cpu
+from kit.toolkit import process_cpu
 ls = socket.create_server(("127.0.0.1", 0))
 print(ls.getsockname()[1], flush=True)
 sel = selectors.DefaultSelector()

@@ -52,10 +52,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -69,11 +67,13 @@ from zerocopy._bench.toolkit import (
     size_arg,
 )
 
+import zerocopy
+
 #: The receiver: prints its port, then serves connections one at a time until
 #: its stdin closes.  With "verify" it also answers with a SHA-256 of each stream.
 RECEIVER = r"""
 import hashlib, selectors, socket, struct, sys
-from zerocopy._bench.toolkit import process_cpu
+from kit.toolkit import process_cpu
 ls = socket.create_server((sys.argv[1], 0))
 verify = sys.argv[2] == "verify"
 print(ls.getsockname()[1], flush=True)

@@ -89,9 +89,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import _common as c
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     CpuTimes,
     GiB,
     KiB,

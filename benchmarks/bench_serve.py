@@ -73,10 +73,9 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-import _common as c
 import bench_frameworks as bf
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     KiB,
     LoadMeter,

@@ -24,10 +24,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -38,10 +36,12 @@ from zerocopy._bench.toolkit import (
     run_rounds,
 )
 
+import zerocopy
+
 #: The sender: one transfer per line on stdin; exits when stdin closes.
 SENDER = r"""
 import random, socket, sys
-from zerocopy._bench.toolkit import process_cpu
+from kit.toolkit import process_cpu
 port, size = int(sys.argv[1]), int(sys.argv[2])
 block = memoryview(random.Random(0).randbytes(1 << 20))
 for _ in sys.stdin:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zerocopy._bench.toolkit import GiB, KiB, MiB, machine, print_machine, process_cpu
+from kit.toolkit import GiB, KiB, MiB, machine, print_machine, process_cpu
 
 #: The files served: name -> size.  Odd sizes on purpose (not page multiples).
 FILES = {"4k": 4 * KiB, "64k": 64 * KiB + 1, "1m": MiB - 7, "8m": 8 * MiB + 3}
@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def driver(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common
+    from kit import common as _common
 
     import zerocopy
     from zerocopy._pipes import default_pool

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 import zerocopy
-from zerocopy._bench.toolkit import (
+
+# The kit lives beside the scripts (benchmarks/kit), which run with benchmarks/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from kit.toolkit import (
     CpuTimes,
     GiB,
     KiB,

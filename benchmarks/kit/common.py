@@ -1,11 +1,9 @@
 """What only the benchmark scripts share: their options, targets, tables and files.
 
 The measuring itself (sizes, CPU and wall time, the machine, alternating
-rounds, medians and spreads) is the package's toolkit,
-``zerocopy._bench.toolkit``, which ``python -m zerocopy bench`` uses too;
-import those from there.  This module holds the scripts' common options,
-ratios against a baseline, the issues' targets, the printed table, the JSON
-file, a deadline, and file and peer-process chores.
+rounds, medians and spreads) is :mod:`kit.toolkit`'s.  This module holds the
+scripts' common options, ratios against a baseline, the issues' targets, the
+printed table, the JSON file, a deadline, and file and peer-process chores.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zerocopy._bench.toolkit import (
+from .toolkit import (
     CpuTimes,
     MiB,
     Sample,
