@@ -315,8 +315,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     p.add_argument(
         "--only",
-        type=lambda s: [x.strip() for x in s.split(",")],
-        help="run only these variants, comma-separated",
+        action=c.OnlyAction,
+        help="run only these variants: separated by ';' or by commas outside parentheses, "
+        "or --only repeated",
     )
     args = p.parse_args(argv)
     args.verify = args.quick

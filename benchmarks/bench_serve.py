@@ -605,7 +605,7 @@ class Bench:
         try:
             self.prober = c.Peer(ME, "probe")
         except BaseException:
-            c.stop(self.loader.proc)
+            self.loader.stop()
             raise
 
     def __enter__(self) -> Bench:
@@ -613,7 +613,7 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         for peer in (self.loader, self.prober):
-            c.stop(peer.proc)
+            peer.stop()
 
     def _load_request(self, server: c.Server, name: str, conns: int) -> dict[str, Any]:
         a = self.args
