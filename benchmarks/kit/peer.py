@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .measure import process_tree_cpu
@@ -79,16 +79,23 @@ def _reap(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 class Peer:
     """A role of a benchmark script in its own process, asked over JSON lines.
 
-    ``python SCRIPT --role ROLE...`` with *env* (default: this process's).
-    ``send`` then ``receive`` keeps several peers working at once; ``ask``
-    does both.  A failed request raises :class:`RuntimeError` with the
-    peer's error.
+    ``python SCRIPT --role ROLE...`` with *env* (default: this process's),
+    behind *prefix* if given (``["ip", "netns", "exec", NS]``: in a network
+    namespace; it must exec the command, not fork it).  ``send`` then
+    ``receive`` keeps several peers working at once; ``ask`` does both.  A
+    failed request raises :class:`RuntimeError` with the peer's error.
     """
 
-    def __init__(self, script: str, *role: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        script: str,
+        *role: str,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
         self.role = role
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(script), "--role", *role],
+            [*prefix, sys.executable, os.path.abspath(script), "--role", *role],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
