@@ -204,7 +204,8 @@ def free_port() -> int:
 class Server:
     """A server process on 127.0.0.1:port, started in __enter__, stopped in __exit__.
 
-    Its stderr (the request log, warnings, tracebacks) is kept in ``errors``
+    (Or :meth:`start` and :meth:`stop` it.)  Its stderr (the request log,
+    warnings, tracebacks) is kept in ``errors``
     once it has stopped.  *prepare*, if given, runs first in ``__enter__``
     (it writes a configuration, say); *cleanup* runs once it has stopped, or
     if it never started.  *ports* are all the ports it listens on, *port*
@@ -233,6 +234,10 @@ class Server:
         self.log: Any = None
 
     def __enter__(self) -> Server:
+        return self.start()
+
+    def start(self) -> Server:
+        """Start it and wait until its port answers; :meth:`stop` it in any case."""
         try:
             if self.prepare:
                 self.prepare()
