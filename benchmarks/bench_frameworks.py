@@ -432,20 +432,14 @@ def _measure(
         for server in servers:
             stack.enter_context(server)
         loops = {s.name: _check(s, v, buf, want) for s, v in zip(servers, variants, strict=True)}
-        servers_cpu0 = sum(s.cpu().total for s in servers)
-        with LoadMeter() as load:
+        # The servers are ours but reaped only at the end: the meter counts them as ours.
+        with LoadMeter(pids=[s.pid for s in servers]) as load:
             results = run_rounds(
                 [(s.name, lambda s=s: _run_one(s, args, buf, want)) for s in servers],
                 args.repeat,
                 on_round=print_round,
             )
-        # The servers are ours but reaped only at the end, so LoadMeter
-        # counts them as "everything else": move them.
-        servers_cpu = sum(s.cpu().total for s in servers) - servers_cpu0
-    summary = dict(load.summary)
-    summary["own_cpu_s"] = round(summary["own_cpu_s"] + servers_cpu, 1)
-    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - servers_cpu), 1)
-    return results, loops, summary
+    return results, loops, load.summary
 
 
 FRAMEWORKS = ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop")

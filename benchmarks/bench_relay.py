@@ -100,7 +100,6 @@ from kit.toolkit import (
     machine,
     print_machine,
     print_round,
-    process_cpu,
     process_tree_cpu,
     run_rounds,
     spread,
@@ -381,13 +380,7 @@ def role_client() -> None:
 
 
 def _recv_ack(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while len(data) < _ACK.size:
-        chunk = sock.recv(_ACK.size - len(data))
-        if not chunk:
-            raise ConnectionError(f"no answer from the sink ({len(data)} bytes of it)")
-        data += chunk
-    total, digest = _ACK.unpack(data)
+    total, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
     return total, digest
 
 
@@ -648,18 +641,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_nofile() -> None:
-    """256 relayed connections need more descriptors than a default soft limit of 1024."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def _run_role(role: list[str]) -> int:
     name, *rest = role
-    _raise_nofile()
+    c.raise_nofile()
     if name == "sink":
         role_sink(rest == ["verify"])
     elif name == "client":
@@ -879,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--connections: counts must be > 0")
     concurrent = bool(counts)
     haproxy = _haproxy_version()
-    _raise_nofile()
+    c.raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
     peers: list[Any] = []
@@ -920,16 +904,10 @@ def _rounds(
     on_round: Callable[[str, dict[str, Sample]], None] = print_round,
 ) -> tuple[dict[str, list[Sample]], dict[str, Any]]:
     """The selected variants' alternating rounds, and how busy the machine was meanwhile."""
-    peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
-    with LoadMeter() as load, c.Deadline(args.timeout):
+    # The peers are this benchmark's own processes but are reaped only at the end.
+    with LoadMeter([p.pid for p in peers]) as load, c.Deadline(args.timeout):
         results = run_rounds(c.select(variants, args.only), args.repeat, on_round=on_round)
-    # The peers are this benchmark's own processes but are reaped only at
-    # the end, so LoadMeter counts them as "everything else": move them.
-    peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
-    summary = dict(load.summary)
-    summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
-    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
-    return results, summary
+    return results, load.summary
 
 
 def _measure(
@@ -1190,7 +1168,7 @@ def _latency_main(args: argparse.Namespace) -> int:
         args.duration = min(args.duration, 0.5)
     haproxy = _haproxy_version()
     before, before_file = _before_env(args.before) if args.before else (None, None)
-    _raise_nofile()
+    c.raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
     peers: list[Any] = []

@@ -86,7 +86,6 @@ from kit.toolkit import (
     print_machine,
     process_cpu,
     process_tree,
-    process_tree_cpu,
     run_rounds,
     size_arg,
     spread,
@@ -444,12 +443,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 def _role(name: str) -> None:
     """A client process: answers the controller's requests until its stdin closes."""
-    import resource
-
-    # 256 connections and more: raise the soft limit on descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    c.raise_nofile()  # 256 connections and more
     c.serve_peer(lambda kw: load(**kw) if name == "load" else probe(**kw))
 
 
@@ -914,12 +908,10 @@ def _measure(args: argparse.Namespace, wanted: list[Variant]) -> Results:
             loops = {s.name: _check(s, v, files) for s, v in zip(servers, wanted, strict=True)}
             bench = stack.enter_context(Bench(args, files))
             # The servers and the client processes are ours but reaped only
-            # at the end, so LoadMeter counts them as "everything else".
+            # at the end: the meter counts them as ours.
             pids = [s.pid for s in servers] + [bench.loader.pid, bench.prober.pid]
-            ours0 = sum(process_tree_cpu(pid).total for pid in pids)
-            with LoadMeter() as meter:
+            with LoadMeter(pids) as meter:
                 _rounds(args, bench, servers, r)
-            ours = sum(process_tree_cpu(pid).total for pid in pids) - ours0
     except BaseException:
         for s in servers:
             if s.errors.strip():
@@ -927,10 +919,7 @@ def _measure(args: argparse.Namespace, wanted: list[Variant]) -> Results:
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    load = dict(meter.summary)
-    load["own_cpu_s"] = round(load["own_cpu_s"] + ours, 1)
-    load["other_cpu_s"] = round(max(0.0, load["other_cpu_s"] - ours), 1)
-    r.info["load_during_run"] = load
+    r.info["load_during_run"] = meter.summary
     r.info["frameworks"] = bf.versions((*bf.FRAMEWORKS, "granian"))
     r.info["nginx"] = args.nginx if any(s.name == "nginx" for s in servers) else None
     r.info["server_loops"] = loops

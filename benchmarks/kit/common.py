@@ -319,6 +319,15 @@ def fill_file(path: str, size: int, block: bytes | None = None) -> None:
             pass
 
 
+def raise_nofile() -> None:
+    """Raise the soft limit on descriptors to the hard one: hundreds of connections need more."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def unlink(path: str) -> None:
     try:
         os.unlink(path)

@@ -242,7 +242,7 @@ class Server:
             if self.prepare:
                 self.prepare()
             # The request log goes to a file: a pipe nobody reads would fill up.
-            self.log = tempfile.TemporaryFile()
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -347,9 +347,7 @@ def nginx_server(binary: str, directory: str, port: int) -> Server:
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         user = "user root;" if os.geteuid() == 0 else ""
-        text = _NGINX_CONF.format(
-            user=user, prefix=prefix, temp=temp, port=port, directory=directory
-        )
+        text = _NGINX_CONF.format(user=user, prefix=prefix, temp=temp, port=port, root=directory)
         with open(conf, "w", encoding="utf-8") as f:
             f.write(text)
         server.argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
