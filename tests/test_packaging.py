@@ -44,6 +44,8 @@ SDIST_MUST_HOLD = [
     "docs/install.md",
     ".ci/run",
     "benchmarks/README.md",
+    "benchmarks/kit/__init__.py",
+    "benchmarks/kit/peer.py",
     "scripts/build-wheels",
     "scripts/test-wheel",
 ]
