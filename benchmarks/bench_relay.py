@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -83,7 +82,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -95,6 +93,7 @@ from kit.toolkit import (
     GiB,
     KiB,
     LoadMeter,
+    MemoryWatch,
     MiB,
     Sample,
     machine,
@@ -753,76 +752,6 @@ def _concurrent_targets(results: dict[str, list[Sample]]) -> list[c.Target]:
     return targets
 
 
-class MemoryWatch:
-    """Peak RSS, pipe descriptors and bytes held in pipes of process *pid*, every 50 ms.
-
-    The bytes in a pipe are read with FIONREAD through ``/proc/<pid>/fd``:
-    opening a pipe's read end there gives another descriptor of the same
-    pipe.  Those bytes sit in pipe buffer pages, memory that RSS does not show.
-    """
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.rss = 0
-        self.pipes = 0
-        self.pipe_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        assert self.pid is not None
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    self.rss = max(self.rss, int(line.split()[1]) * KiB)
-        pipes = 0
-        queued = 0
-        fds = f"/proc/{self.pid}/fd"
-        for name in os.listdir(fds):
-            path = os.path.join(fds, name)
-            try:
-                if not os.readlink(path).startswith("pipe:"):
-                    continue
-                pipes += 1
-                if os.stat(path, follow_symlinks=False).st_mode & 0o400:  # a read end
-                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-                    try:
-                        got = fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4)
-                        queued += struct.unpack("i", got)[0]
-                    finally:
-                        os.close(fd)
-            except OSError:
-                continue  # closed meanwhile
-        self.pipes = max(self.pipes, pipes)
-        self.pipe_bytes = max(self.pipe_bytes, queued)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                self._sample()
-            except OSError:
-                return
-
-    def __enter__(self) -> MemoryWatch:
-        if self.pid:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self.pid:
-            self._thread.join()
-
-    def info(self) -> dict[str, Any]:
-        if not self.pid:
-            return {}
-        return {
-            "peak_rss_mib": self.rss / MiB,
-            "peak_pipe_fds": self.pipes,
-            "peak_pipe_mib": self.pipe_bytes / MiB,
-        }
-
-
 def _memory_notes(s: dict[str, Any]) -> str:
     if "peak_rss_mib" not in s:
         return ""
@@ -974,26 +903,6 @@ BEFORE = {
     name: name[:-1] + ", before)" if name.endswith(")") else name + " (before)"
     for name in LATENCY_CANDIDATES
 }
-
-
-def _before_env(checkout: str) -> tuple[dict[str, str], str]:
-    """The environment that makes a peer import zerocopy from *checkout*, and the file it does."""
-    src = os.path.join(os.path.abspath(checkout), "src")
-    path = os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH", "")) if x)
-    env = dict(os.environ, PYTHONPATH=path)
-    out = subprocess.run(
-        [sys.executable, "-c", "import zerocopy; print(zerocopy.__file__)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    where = out.stdout.strip()
-    if out.returncode or not where.startswith(src + os.sep):
-        raise SystemExit(
-            f"--before {checkout}: zerocopy not imported from {src}: {(out.stderr or where)[-500:]}"
-        )
-    return env, where
 
 
 def _start_latency_proxies(
@@ -1167,7 +1076,7 @@ def _latency_main(args: argparse.Namespace) -> int:
     if args.quick:
         args.duration = min(args.duration, 0.5)
     haproxy = _haproxy_version()
-    before, before_file = _before_env(args.before) if args.before else (None, None)
+    before, before_file = c.checkout_env(args.before) if args.before else (None, None)
     c.raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")

@@ -34,6 +34,9 @@ from .peer import (
     announce as announce,
 )
 from .peer import (
+    checkout_env as checkout_env,
+)
+from .peer import (
     die_with_parent as die_with_parent,
 )
 from .peer import (

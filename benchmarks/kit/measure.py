@@ -10,9 +10,13 @@ per-variant summaries of :func:`zerocopy._bench.rounds.run_rounds`' results.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import statistics
+import struct
 import sys
+import termios
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -21,10 +25,11 @@ from typing import Any
 from zerocopy._bench import timing
 from zerocopy._bench.rounds import spread
 from zerocopy._bench.timing import CpuTimes, _stat_fields, process_cpu
-from zerocopy._bench.units import GiB
+from zerocopy._bench.units import GiB, KiB, MiB
 
 __all__ = [
     "LoadMeter",
+    "MemoryWatch",
     "Sample",
     "Stopwatch",
     "print_machine",
@@ -174,6 +179,79 @@ class LoadMeter:
             "own_cpu_s": round(own + ours, 1),
             "other_cpu_s": round(max(0.0, busy - own - ours), 1),
             "steal_s": round(steal, 1),
+        }
+
+
+# --- a process's memory ----------------------------------------------------------------
+
+
+class MemoryWatch:
+    """Peak RSS, pipe descriptors and bytes held in pipes of process *pid*, every 50 ms.
+
+    The bytes in a pipe are read with FIONREAD through ``/proc/<pid>/fd``:
+    opening a pipe's read end there gives another descriptor of the same
+    pipe.  Those bytes sit in pipe buffer pages, memory that RSS does not show.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.rss = 0
+        self.pipes = 0
+        self.pipe_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        assert self.pid is not None
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    self.rss = max(self.rss, int(line.split()[1]) * KiB)
+        pipes = 0
+        queued = 0
+        fds = f"/proc/{self.pid}/fd"
+        for name in os.listdir(fds):
+            path = os.path.join(fds, name)
+            try:
+                if not os.readlink(path).startswith("pipe:"):
+                    continue
+                pipes += 1
+                if os.stat(path, follow_symlinks=False).st_mode & 0o400:  # a read end
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                    try:
+                        got = fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4)
+                        queued += struct.unpack("i", got)[0]
+                    finally:
+                        os.close(fd)
+            except OSError:
+                continue  # closed meanwhile
+        self.pipes = max(self.pipes, pipes)
+        self.pipe_bytes = max(self.pipe_bytes, queued)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self._sample()
+            except OSError:
+                return
+
+    def __enter__(self) -> MemoryWatch:
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.pid:
+            self._thread.join()
+
+    def info(self) -> dict[str, Any]:
+        if not self.pid:
+            return {}
+        return {
+            "peak_rss_mib": self.rss / MiB,
+            "peak_pipe_fds": self.pipes,
+            "peak_pipe_mib": self.pipe_bytes / MiB,
         }
 
 

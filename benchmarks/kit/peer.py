@@ -43,6 +43,7 @@ __all__ = [
     "Peer",
     "Server",
     "announce",
+    "checkout_env",
     "die_with_parent",
     "free_port",
     "nginx_binary",
@@ -189,6 +190,31 @@ def announce(**hello: Any) -> None:
 
     threading.Thread(target=watch, daemon=True).start()
     _hello(hello)
+
+
+def checkout_env(checkout: str, option: str = "--before") -> tuple[dict[str, str], str]:
+    """The environment that makes a :class:`Peer` import zerocopy from *checkout*, and the file.
+
+    *checkout* is another tree of this repository with its package built in
+    place (``src/``); SystemExit, naming the *option*, if zerocopy does not
+    import from there.  The kit runs on that package's ``zerocopy._bench``.
+    """
+    src = os.path.join(os.path.abspath(checkout), "src")
+    path = os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH", "")) if x)
+    env = dict(os.environ, PYTHONPATH=path)
+    out = subprocess.run(
+        [sys.executable, "-c", "import zerocopy; print(zerocopy.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    where = out.stdout.strip()
+    if out.returncode or not where.startswith(src + os.sep):
+        raise SystemExit(
+            f"{option} {checkout}: zerocopy not imported from {src}: {(out.stderr or where)[-500:]}"
+        )
+    return env, where
 
 
 # --- servers: someone else's program on a port -------------------------------------------

@@ -19,6 +19,7 @@ from zerocopy._bench.units import GiB, KiB, MiB, human, parse_size, size_arg
 from .counting import callgrind_instructions
 from .measure import (
     LoadMeter,
+    MemoryWatch,
     Sample,
     Stopwatch,
     print_machine,
@@ -34,6 +35,7 @@ __all__ = [
     "GiB",
     "KiB",
     "LoadMeter",
+    "MemoryWatch",
     "MiB",
     "Sample",
     "Stopwatch",
