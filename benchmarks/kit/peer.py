@@ -104,12 +104,15 @@ class Peer:
             preexec_fn=die_with_parent,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
+        try:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"peer {' '.join(role)} did not start")
+            #: What the peer said when ready (:func:`serve_peer`'s or :func:`announce`'s keywords).
+            self.hello: dict[str, Any] = json.loads(line)
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"peer {' '.join(role)} did not start")
-        #: What the peer said when ready (:func:`serve_peer`'s or :func:`announce`'s keywords).
-        self.hello: dict[str, Any] = json.loads(line)
+            raise
         #: The ports it listens on, in the order it gave them (``hello["ports"]``).
         self.ports: list[int] = list(self.hello.get("ports", []))
         self.port = self.ports[0] if self.ports else 0
