@@ -29,8 +29,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit.toolkit import (
     MiB,
     Sample,
     Stopwatch,
@@ -41,6 +40,8 @@ from zerocopy._bench.toolkit import (
     size_arg,
     spread,
 )
+
+import zerocopy
 
 _SKIP = shutil.ignore_patterns("__pycache__", "site-packages", "*.pyc")
 

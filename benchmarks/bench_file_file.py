@@ -19,10 +19,8 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     Sample,
@@ -31,6 +29,8 @@ from zerocopy._bench.toolkit import (
     print_round,
     run_rounds,
 )
+
+import zerocopy
 
 
 def main(argv: Sequence[str] | None = None) -> int:

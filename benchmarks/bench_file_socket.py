@@ -17,21 +17,18 @@ up to that answer, so a run ends when the last byte was received.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import functools
 import os
 import shutil
 import socket
-import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -39,33 +36,33 @@ from zerocopy._bench.toolkit import (
     Stopwatch,
     machine,
     print_round,
+    process_cpu,
     run_rounds,
 )
 
-#: The receiver: prints its port, then serves connections one at a time until
-#: its stdin closes (so it never outlives this script).
-RECEIVER = r"""
-import selectors, socket, struct, sys
-from zerocopy._bench.toolkit import process_cpu
-ls = socket.create_server(("127.0.0.1", 0))
-print(ls.getsockname()[1], flush=True)
-sel = selectors.DefaultSelector()
-sel.register(ls, selectors.EVENT_READ)
-sel.register(sys.stdin, selectors.EVENT_READ)
-buf = memoryview(bytearray(1 << 20))
-while True:
-    if any(key.fileobj is sys.stdin for key, _ in sel.select()):
-        break
-    conn, _ = ls.accept()
-    cpu0 = process_cpu()
-    total = 0
-    while n := conn.recv_into(buf):
-        total += n
-    user, sys_ = process_cpu().minus(cpu0)
-    conn.sendall(struct.pack("!Qdd", total, user, sys_))
-    conn.close()
-"""
-_ACK = struct.Struct("!Qdd")
+import zerocopy
+
+
+def role_receiver() -> None:
+    """The receiver (``--role receiver``): per request, read one connection to its end.
+
+    Answers the byte count and its own CPU time for that connection.
+    """
+    ls = socket.create_server(("127.0.0.1", 0))
+    buf = memoryview(bytearray(MiB))
+
+    def receive(request: dict[str, object]) -> dict[str, object]:
+        conn, _ = ls.accept()
+        with conn:
+            cpu0 = process_cpu()
+            total = 0
+            while n := conn.recv_into(buf):
+                total += n
+            cpu = process_cpu().minus(cpu0)
+        return {"bytes": total, "user": cpu.user, "sys": cpu.sys}
+
+    c.serve_peer(receive, ports=[ls.getsockname()[1]])
+
 
 Sender = Callable[[socket.socket, str, int], dict[str, object]]
 
@@ -139,12 +136,14 @@ SENDERS: list[tuple[str, Sender]] = [
 ]
 
 
-def timed_send(port: int, send: Sender, src: str, size: int) -> Sample:
+def timed_send(receiver: c.Peer, send: Sender, src: str, size: int) -> Sample:
     """Connect (untimed), then time *send* until the receiver confirms every byte."""
-    with socket.create_connection(("127.0.0.1", port)) as sock, Stopwatch() as sw:
+    receiver.send({})
+    with socket.create_connection(("127.0.0.1", receiver.port)) as sock, Stopwatch() as sw:
         info = send(sock, src, size)
         sock.shutdown(socket.SHUT_WR)
-        total, ruser, rsys = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
+        got = receiver.receive()
+    total, ruser, rsys = got["bytes"], got["user"], got["sys"]
     if total != size:
         raise AssertionError(f"receiver got {total} bytes, expected {size}")
     return sw.sample(total, receiver_cpu_s_per_gib=(ruser + rsys) / (total / GiB), **info)
@@ -169,17 +168,19 @@ def notes(s: dict[str, object]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
+    parser = c.base_parser(__doc__.splitlines()[0], GiB)
+    parser.add_argument("--role", choices=["receiver"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        role_receiver()
+        return 0
     c.apply_quick(args)
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     src = os.path.join(workdir, "src")
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert receiver.stdout is not None
-    port = int(receiver.stdout.readline())
+    receiver = c.Peer(__file__, "receiver")
     variants = [
-        (name, functools.partial(timed_send, port, send, src, args.size)) for name, send in SENDERS
+        (name, functools.partial(timed_send, receiver, send, src, args.size))
+        for name, send in SENDERS
     ]
     info = machine(workdir)
     with LoadMeter() as load:
@@ -190,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     c.select(variants, args.only), args.repeat, on_round=print_round
                 )
         finally:
-            c.stop(receiver)
+            receiver.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     info["load_during_run"] = load.summary
     c.publish("file -> loopback TCP", args, info, results, "shutil makefile", targets(), notes)

@@ -21,21 +21,18 @@ charged to the sender, for every variant alike.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import os
 import shutil
 import socket
-import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     KiB,
     LoadMeter,
@@ -44,37 +41,36 @@ from zerocopy._bench.toolkit import (
     Stopwatch,
     machine,
     print_round,
+    process_cpu,
     run_rounds,
 )
 
-#: The receiver: prints its port, then serves connections one at a time until
-#: its stdin closes.  With "verify" as argument it also hashes what it gets.
-RECEIVER = r"""
-import hashlib, selectors, socket, struct, sys
-from zerocopy._bench.toolkit import process_cpu
-verify = sys.argv[1:] == ["verify"]
-ls = socket.create_server(("127.0.0.1", 0))
-print(ls.getsockname()[1], flush=True)
-sel = selectors.DefaultSelector()
-sel.register(ls, selectors.EVENT_READ)
-sel.register(sys.stdin, selectors.EVENT_READ)
-buf = memoryview(bytearray(1 << 20))
-while True:
-    if any(key.fileobj is sys.stdin for key, _ in sel.select()):
-        break
-    conn, _ = ls.accept()
-    h = hashlib.blake2b(digest_size=16)
-    cpu0 = process_cpu()
-    total = 0
-    while n := conn.recv_into(buf):
-        total += n
-        if verify:
-            h.update(buf[:n])
-    user, sys_ = process_cpu().minus(cpu0)
-    conn.sendall(struct.pack("!Qdd16s", total, user, sys_, h.digest()))
-    conn.close()
-"""
-_ACK = struct.Struct("!Qdd16s")
+import zerocopy
+
+
+def role_receiver(verify: bool) -> None:
+    """The receiver (``--role receiver [verify]``): per request, read one connection to its end.
+
+    Answers the byte count, its own CPU time for that connection and, with
+    *verify*, the blake2b-128 digest of what it got.
+    """
+    ls = socket.create_server(("127.0.0.1", 0))
+    buf = memoryview(bytearray(MiB))
+
+    def receive(request: dict[str, object]) -> dict[str, object]:
+        conn, _ = ls.accept()
+        h = hashlib.blake2b(digest_size=16)
+        with conn:
+            cpu0 = process_cpu()
+            total = 0
+            while n := conn.recv_into(buf):
+                total += n
+                if verify:
+                    h.update(buf[:n])
+            cpu = process_cpu().minus(cpu0)
+        return {"bytes": total, "user": cpu.user, "sys": cpu.sys, "digest": h.hexdigest()}
+
+    c.serve_peer(receive, ports=[ls.getsockname()[1]])
 
 
 # --- the senders: each sends the file; returns the count it reports, if any ------
@@ -116,15 +112,18 @@ SENDERS: list[tuple[str, Callable[[socket.socket, str], int | None]]] = [
 class Transfer:
     """One timed send of *src* to the receiver on *port*, checked on arrival."""
 
-    def __init__(self, port: int, src: str, size: int, digest: bytes | None) -> None:
-        self.port, self.src, self.size, self.digest = port, src, size, digest
+    def __init__(self, receiver: c.Peer, src: str, size: int, digest: str | None) -> None:
+        self.receiver, self.src, self.size, self.digest = receiver, src, size, digest
 
     def run(self, send: Callable[[socket.socket, str], int | None]) -> Sample:
         """Connect (untimed), then time *send* until the receiver confirms every byte."""
-        with socket.create_connection(("127.0.0.1", self.port)) as sock, Stopwatch() as sw:
+        self.receiver.send({})
+        port = self.receiver.port
+        with socket.create_connection(("127.0.0.1", port)) as sock, Stopwatch() as sw:
             sent = send(sock, self.src)
             sock.shutdown(socket.SHUT_WR)
-            total, ruser, rsys, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
+            got = self.receiver.receive()
+        total, ruser, rsys, digest = got["bytes"], got["user"], got["sys"], got["digest"]
         if total != self.size or (sent is not None and sent != self.size):
             raise AssertionError(f"receiver got {total} bytes, sent {sent}, wanted {self.size}")
         if self.digest is not None and digest != self.digest:
@@ -132,36 +131,34 @@ class Transfer:
         return sw.sample(total, receiver_cpu_s_per_gib=(ruser + rsys) / (total / GiB))
 
 
-def _digest(path: str) -> bytes:
+def _digest(path: str) -> str:
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).digest()
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
+    parser = c.base_parser(__doc__.splitlines()[0], GiB)
+    parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        role_receiver(args.role[1:] == ["verify"])
+        return 0
     c.apply_quick(args)
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     src = os.path.join(workdir, "src")
-    receiver = subprocess.Popen(
-        [sys.executable, "-c", RECEIVER, *(["verify"] if args.verify else [])],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert receiver.stdout is not None
-    port = int(receiver.stdout.readline())
+    receiver = c.Peer(__file__, "receiver", *(["verify"] if args.verify else []))
     info = machine(workdir)
     with LoadMeter() as load:
         try:
             with c.Deadline(args.timeout):
                 c.fill_file(src, args.size)
-                transfer = Transfer(port, src, args.size, _digest(src) if args.verify else None)
+                transfer = Transfer(receiver, src, args.size, _digest(src) if args.verify else None)
                 variants = [(name, functools.partial(transfer.run, send)) for name, send in SENDERS]
                 results = run_rounds(
                     c.select(variants, args.only), args.repeat, on_round=print_round
                 )
         finally:
-            c.stop(receiver)
+            receiver.stop()
             shutil.rmtree(workdir, ignore_errors=True)
     info["load_during_run"] = load.summary
 

@@ -12,7 +12,7 @@ One file (100 MiB by default) served over HTTP/1.1 on 127.0.0.1 by:
 4. ``aiohttp uvloop``: the same on uvloop (no ``sock_sendfile`` there: chunks),
    the baseline for 5;
 5. ``aiohttp uvloop+zerocopy``: ``zerocopy.aiohttp.FileResponse`` on uvloop;
-6. ``nginx``: the reference for 2 (``_common.nginx_server``: one worker,
+6. ``nginx``: the reference for 2 (``kit.peer.nginx_server``: one worker,
    ``sendfile on``, access log off; ``--nginx``, default nginx on PATH or
    /usr/sbin/nginx).
 
@@ -64,9 +64,8 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-import _common as c
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -205,7 +204,7 @@ class Variant:
     loop: str | None  # the event loop it must run on: "asyncio" or "uvloop"; None: nginx
     needs: tuple[str, ...]  # third-party modules the server imports
     zerocopy: str | None  # the zerocopy module (and name) it needs, "module:name"
-    # (port, directory) -> the server's command line; None: nginx (_common.nginx_server)
+    # (port, directory) -> the server's command line; None: nginx (kit.peer.nginx_server)
     argv: Callable[[int, str], list[str]] | None
 
 
@@ -433,20 +432,14 @@ def _measure(
         for server in servers:
             stack.enter_context(server)
         loops = {s.name: _check(s, v, buf, want) for s, v in zip(servers, variants, strict=True)}
-        servers_cpu0 = sum(s.cpu().total for s in servers)
-        with LoadMeter() as load:
+        # The servers are ours but reaped only at the end: the meter counts them as ours.
+        with LoadMeter(pids=[s.pid for s in servers]) as load:
             results = run_rounds(
                 [(s.name, lambda s=s: _run_one(s, args, buf, want)) for s in servers],
                 args.repeat,
                 on_round=print_round,
             )
-        # The servers are ours but reaped only at the end, so LoadMeter
-        # counts them as "everything else": move them.
-        servers_cpu = sum(s.cpu().total for s in servers) - servers_cpu0
-    summary = dict(load.summary)
-    summary["own_cpu_s"] = round(summary["own_cpu_s"] + servers_cpu, 1)
-    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - servers_cpu), 1)
-    return results, loops, summary
+    return results, loops, load.summary
 
 
 FRAMEWORKS = ("uvicorn", "httptools", "starlette", "aiohttp", "uvloop")

@@ -42,9 +42,8 @@ from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
-import _common as c
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     MiB,
     Sample,

@@ -46,16 +46,13 @@ import hashlib
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -65,38 +62,39 @@ from zerocopy._bench.toolkit import (
     machine,
     print_machine,
     print_round,
+    process_cpu,
     run_rounds,
     size_arg,
 )
 
-#: The receiver: prints its port, then serves connections one at a time until
-#: its stdin closes.  With "verify" it also answers with a SHA-256 of each stream.
-RECEIVER = r"""
-import hashlib, selectors, socket, struct, sys
-from zerocopy._bench.toolkit import process_cpu
-ls = socket.create_server((sys.argv[1], 0))
-verify = sys.argv[2] == "verify"
-print(ls.getsockname()[1], flush=True)
-sel = selectors.DefaultSelector()
-sel.register(ls, selectors.EVENT_READ)
-sel.register(sys.stdin, selectors.EVENT_READ)
-buf = memoryview(bytearray(1 << 20))
-while True:
-    if any(key.fileobj is sys.stdin for key, _ in sel.select()):
-        break
-    conn, _ = ls.accept()
-    cpu0 = process_cpu()
-    total, h = 0, hashlib.sha256()
-    while n := conn.recv_into(buf):
-        total += n
-        if verify:
-            h.update(buf[:n])
-    user, sys_ = process_cpu().minus(cpu0)
-    digest = h.digest() if verify else bytes(32)
-    conn.sendall(struct.pack("!Qdd32s", total, user, sys_, digest))
-    conn.close()
-"""
-_ACK = struct.Struct("!Qdd32s")
+import zerocopy
+
+
+def role_receiver(host: str, verify: bool) -> None:
+    """The receiver (``--role receiver HOST verify|count``): per request, one connection.
+
+    Reads it to its end; answers the byte count, its own CPU time for it and,
+    with *verify*, the SHA-256 of the stream.
+    """
+    ls = socket.create_server((host, 0))
+    buf = memoryview(bytearray(MiB))
+
+    def receive(request: dict[str, Any]) -> dict[str, Any]:
+        conn, _ = ls.accept()
+        with conn:
+            cpu0 = process_cpu()
+            total, h = 0, hashlib.sha256()
+            while n := conn.recv_into(buf):
+                total += n
+                if verify:
+                    h.update(buf[:n])
+            cpu = process_cpu().minus(cpu0)
+        digest = h.hexdigest() if verify else ""
+        return {"bytes": total, "user": cpu.user, "sys": cpu.sys, "digest": digest}
+
+    c.serve_peer(receive, ports=[ls.getsockname()[1]])
+
+
 _CLONE_NEWNET = 0x40000000
 _SIZES = "4K,64K,1M"
 
@@ -174,34 +172,21 @@ class ProposedSender(zerocopy.ZeroCopySender):
         super().sendall(data, on_release=on_release)
 
 
-class Receiver:
-    """The peer process of one path."""
-
-    def __init__(self, host: str, netns: str | None, verify: bool) -> None:
-        cmd = [sys.executable, "-c", RECEIVER, host, "verify" if verify else "count"]
-        if netns is not None:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.strip():
-            c.stop(self.proc)
-            raise RuntimeError(f"the receiver did not start: {cmd}")
-        self.addr = (host, int(line))
-
-    def close(self) -> None:
-        c.stop(self.proc)
+def receiver(host: str, netns: str | None, verify: bool) -> c.Peer:
+    """The peer process of one path, in network namespace *netns* if given."""
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    return c.Peer(__file__, "receiver", host, "verify" if verify else "count", prefix=prefix)
 
 
 # --- one path, one send size ---------------------------------------------------------
 
 
-def _digest(buf: bytes | bytearray, count: int) -> bytes:
+def _digest(buf: bytes | bytearray, count: int) -> str:
     """SHA-256 of *buf* sent *count* times, as the receiver computes it."""
     h = hashlib.sha256()
     for _ in range(count):
         h.update(buf)
-    return h.digest()
+    return h.hexdigest()
 
 
 def zc_send(
@@ -229,7 +214,8 @@ def zc_send(
 
 
 def variants_for(
-    receiver: Receiver,
+    receiver: c.Peer,
+    host: str,
     sender_ns: str | None,
     send_size: int,
     total: int,
@@ -238,15 +224,17 @@ def variants_for(
     buf = bytearray(os.urandom(send_size))
     count = max(1, total // send_size)
     nbytes = count * send_size
-    expect = _digest(buf, count) if verify else b""
+    expect = _digest(buf, count) if verify else ""
 
     def run(send: Callable[[socket.socket], dict[str, Any]]) -> Sample:
         with in_netns(sender_ns):
-            sock = socket.create_connection(receiver.addr)
+            sock = socket.create_connection((host, receiver.port))
+        receiver.send({})
         with sock, Stopwatch() as sw:
             info = send(sock)
             sock.shutdown(socket.SHUT_WR)
-            got, ruser, rsys, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
+            answer = receiver.receive()
+        got, ruser, rsys, digest = (answer[k] for k in ("bytes", "user", "sys", "digest"))
         if got != nbytes:
             raise AssertionError(f"receiver got {got} bytes, expected {nbytes}")
         if verify and digest != expect:
@@ -313,10 +301,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 16 MiB, 2 rounds, verified")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    p.add_argument("--role", nargs=3, help=argparse.SUPPRESS)
     p.add_argument(
         "--only",
-        type=lambda s: [x.strip() for x in s.split(",")],
-        help="run only these variants, comma-separated",
+        action=c.OnlyAction,
+        help="run only these variants: separated by ';' or by commas outside parentheses, "
+        "or --only repeated",
     )
     args = p.parse_args(argv)
     args.verify = args.quick
@@ -333,13 +323,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _setups(
     args: argparse.Namespace, stack: contextlib.ExitStack, skipped: dict[str, str]
-) -> list[tuple[str, Receiver, str | None]]:
-    """(path, its receiver, the sender's namespace) for each path that can run."""
-    setups: list[tuple[str, Receiver, str | None]] = []
+) -> list[tuple[str, c.Peer, str, str | None]]:
+    """(path, its receiver, its address, the sender's namespace) for each path that can run."""
+    setups: list[tuple[str, c.Peer, str, str | None]] = []
     if "loopback" in args.paths:
-        rx = Receiver("127.0.0.1", None, args.verify)
-        stack.callback(rx.close)
-        setups.append(("loopback", rx, None))
+        rx = receiver("127.0.0.1", None, args.verify)
+        stack.callback(rx.stop)
+        setups.append(("loopback", rx, "127.0.0.1", None))
     if "veth" in args.paths:
         veth = stack.enter_context(veth_pair())
         if isinstance(veth, str):
@@ -347,25 +337,28 @@ def _setups(
             print(f"skipping the veth path: {veth}", file=sys.stderr)
         else:
             ns_a, ns_b, addr = veth
-            rx = Receiver(addr, ns_b, args.verify)
-            stack.callback(rx.close)
-            setups.append(("veth", rx, ns_a))
+            rx = receiver(addr, ns_b, args.verify)
+            stack.callback(rx.stop)
+            setups.append(("veth", rx, addr, ns_a))
     return setups
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.role:
+        role_receiver(args.role[1], args.role[2] == "verify")
+        return 0
     info = machine()
     info["optmem_max"] = _read("/proc/sys/net/core/optmem_max")
     info["RLIMIT_MEMLOCK"] = _memlock()
     skipped: dict[str, str] = {}
     results: dict[str, dict[str, dict[str, list[Sample]]]] = {}
     with LoadMeter() as load, c.Deadline(args.timeout), contextlib.ExitStack() as stack:
-        for path, rx, sender_ns in _setups(args, stack, skipped):
+        for path, rx, host, sender_ns in _setups(args, stack, skipped):
             results[path] = {}
             for size in args.size:
                 print(f"{path}, {human(size)} sends:", file=sys.stderr, flush=True)
-                variants = variants_for(rx, sender_ns, size, args.bytes, args.verify)
+                variants = variants_for(rx, host, sender_ns, size, args.bytes, args.verify)
                 results[path][human(size)] = run_rounds(
                     c.select(variants, args.only), args.repeat, on_round=print_round
                 )

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -83,25 +82,23 @@ import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import _common as c
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     CpuTimes,
     GiB,
     KiB,
     LoadMeter,
+    MemoryWatch,
     MiB,
     Sample,
     machine,
     print_machine,
     print_round,
-    process_cpu,
     process_tree_cpu,
     run_rounds,
     spread,
@@ -123,30 +120,21 @@ def _base_block() -> bytes:
 # --- the roles: each a separate process -----------------------------------------
 
 
-def _exit_when_stdin_closes() -> None:
-    """A peer never outlives the benchmark: exit when our stdin reaches EOF."""
-
-    def watch() -> None:
-        sys.stdin.read()
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _listen() -> socket.socket:
+    """A listener; its port is the peer's hello (``c.announce``: it exits when stdin closes)."""
     ls = socket.create_server(("127.0.0.1", 0), backlog=256)
-    print(ls.getsockname()[1], flush=True)
+    c.announce(ports=[ls.getsockname()[1]])
     return ls
 
 
 def _listen_routes(targets: list[int]) -> list[tuple[socket.socket, int]]:
-    """A listener per target port (the proxy's routes); their ports on one line, in order.
+    """A listener per target port (the proxy's routes); their ports, in order, are the hello.
 
     One target is the usual proxy; ``--latency`` gives two (the sink, the echo
     peer) so the bulk and the interactive connections share one proxy.
     """
     routes = [(socket.create_server(("127.0.0.1", 0), backlog=256), t) for t in targets]
-    print(" ".join(str(ls.getsockname()[1]) for ls, _ in routes), flush=True)
+    c.announce(ports=[ls.getsockname()[1] for ls, _ in routes])
     return routes
 
 
@@ -186,7 +174,6 @@ def role_sink(verify: bool) -> None:
             except OSError:  # a readiness probe, or a proxy that gave up: not our business
                 pass
 
-    _exit_when_stdin_closes()
     _serve_threads(_listen(), handle)
 
 
@@ -201,7 +188,6 @@ def role_proxy_zerocopy(targets: list[int]) -> None:
             except OSError as exc:
                 print(f"relay: {exc!r}", file=sys.stderr, flush=True)
 
-    _exit_when_stdin_closes()
     _serve_routes_threads(targets, handle)
 
 
@@ -224,7 +210,6 @@ def role_proxy_python(targets: list[int]) -> None:
             pump(conn, up)
             back.join()
 
-    _exit_when_stdin_closes()
     _serve_routes_threads(targets, handle)
 
 
@@ -255,7 +240,6 @@ def role_proxy_asyncio(targets: list[int]) -> None:
         ]
         await asyncio.gather(*(server.serve_forever() for server in servers))
 
-    _exit_when_stdin_closes()
     asyncio.run(main())
 
 
@@ -270,7 +254,7 @@ def _listen_shared(n: int) -> list[socket.socket]:
         ls.listen(256)
         port = ls.getsockname()[1]
         listeners.append(ls)
-    print(port, flush=True)
+    c.announce(ports=[port])
     return listeners
 
 
@@ -326,7 +310,6 @@ def role_proxy_aio(targets: list[int], loops: int = 1, processes: int = 1) -> No
             conn.close()
             up.close()
 
-    _exit_when_stdin_closes()
     if loops == 1 and processes == 1:
         asyncio.run(_serve_raw_routes(targets, handle))
         return
@@ -335,7 +318,7 @@ def role_proxy_aio(targets: list[int], loops: int = 1, processes: int = 1) -> No
         listeners = _listen_shared(processes)
         for ls in listeners[1:]:
             if os.fork() == 0:  # a worker: it serves its listener until the parent dies
-                _die_with_parent()
+                c.die_with_parent()
                 asyncio.run(_serve_raw(one, ls))
                 os._exit(0)
         asyncio.run(_serve_raw(one, listeners[0]))
@@ -379,37 +362,30 @@ def role_proxy_asyncio_raw(targets: list[int]) -> None:
             conn.close()
             up.close()
 
-    _exit_when_stdin_closes()
     asyncio.run(_serve_raw_routes(targets, handle))
 
 
 def role_client() -> None:
-    """Run the transfers the controller asks for on stdin; answer on stdout."""
+    """Run the transfers the controller asks for: ``{"op": "one"|"many", ...}``."""
     base = _base_block()
     plain = memoryview(base)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        cmd, *rest = line.split()
-        if cmd == "one":
-            port, size, verify = int(rest[0]), int(rest[1]), rest[2] == "1"
-            print(_client_one(port, size, verify, base, plain), flush=True)
-        elif cmd == "many":
-            port, n, duration = int(rest[0]), int(rest[1]), float(rest[2])
-            print(_client_many(port, n, duration, plain), flush=True)
+
+    def handle(r: dict[str, Any]) -> dict[str, Any]:
+        if r["op"] == "one":
+            return _client_one(r["port"], r["size"], r["verify"], base, plain)
+        return _client_many(r["port"], r["n"], r["duration"], plain)
+
+    c.serve_peer(handle)
 
 
 def _recv_ack(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while len(data) < _ACK.size:
-        chunk = sock.recv(_ACK.size - len(data))
-        if not chunk:
-            raise ConnectionError(f"no answer from the sink ({len(data)} bytes of it)")
-        data += chunk
-    total, digest = _ACK.unpack(data)
+    total, digest = _ACK.unpack(c.recv_exactly(sock, _ACK.size))
     return total, digest
 
 
-def _client_one(port: int, size: int, verify: bool, base: bytes, plain: memoryview) -> str:
+def _client_one(
+    port: int, size: int, verify: bool, base: bytes, plain: memoryview
+) -> dict[str, Any]:
     h = hashlib.blake2b(digest_size=16)
     with socket.create_connection(("127.0.0.1", port)) as sock:
         t0 = time.perf_counter()
@@ -427,11 +403,12 @@ def _client_one(port: int, size: int, verify: bool, base: bytes, plain: memoryvi
         sock.shutdown(socket.SHUT_WR)
         total, digest = _recv_ack(sock)
         seconds = time.perf_counter() - t0
-    ok = total == size and (not verify or digest == h.digest())
-    return f"{'ok' if ok else 'bad'} {seconds} {total}"
+    if total != size or (verify and digest != h.digest()):
+        raise ConnectionError(f"the sink got {total} bytes of {size}, or other bytes")
+    return {"seconds": seconds, "bytes": total}
 
 
-def _client_many(port: int, n: int, duration: float, plain: memoryview) -> str:
+def _client_many(port: int, n: int, duration: float, plain: memoryview) -> dict[str, Any]:
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
     start = threading.Barrier(n + 1)
     sent = [0] * n
@@ -462,8 +439,9 @@ def _client_many(port: int, n: int, duration: float, plain: memoryview) -> str:
     seconds = time.perf_counter() - t0
     for s in socks:
         s.close()
-    ok = not errors and got == sent
-    return f"{'ok' if ok else 'bad'} {seconds} {sum(got)} {';'.join(errors)[:200]}"
+    if errors or got != sent:
+        raise ConnectionError(f"sent {sum(sent)}, the sink got {sum(got)}: {errors[:3]}")
+    return {"seconds": seconds, "bytes": sum(got)}
 
 
 def role_echo() -> None:
@@ -478,7 +456,6 @@ def role_echo() -> None:
             except OSError:  # a readiness probe, or a proxy that gave up
                 pass
 
-    _exit_when_stdin_closes()
     _serve_threads(_listen(), handle)
 
 
@@ -488,206 +465,114 @@ def role_probe() -> None:
     A process of its own with no other thread at work, so its round trips
     wait on the proxy and the machine, never on a GIL held by bulk senders.
     """
-    print("ready", flush=True)
-    for line in sys.stdin:
-        cmd, *rest = line.split()
-        if cmd == "ping":
-            port, size = int(rest[0]), int(rest[4])
-            delay, seconds, interval = map(float, rest[1:4])
-            print(_probe(port, delay, seconds, interval, size), flush=True)
+    c.serve_peer(lambda r: _probe(r["port"], r["delay"], r["seconds"], r["interval"], r["size"]))
 
 
-def _probe(port: int, delay: float, seconds: float, interval: float, size: int) -> str:
+def _probe(port: int, delay: float, seconds: float, interval: float, size: int) -> dict[str, Any]:
     """After *delay* s, send *size* bytes every *interval* s for *seconds* s, each echo awaited.
 
     The first round trip (it makes the proxy connect upstream) is not
     counted.  A round trip that runs over its interval starts the next one at
-    once.  Answer: ``ok COUNT P50 P99 MAX`` in seconds.
+    once.  Answer: the count of round trips, and their p50, p99 and max in seconds.
     """
     request = bytes(i % 251 for i in range(size))
     rtts: list[float] = []
-    try:
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-            def once() -> float:
-                t0 = time.perf_counter()
-                sock.sendall(request)
-                echo = c.recv_exactly(sock, size)
-                rtt = time.perf_counter() - t0
-                if echo != request:
-                    raise ConnectionError("the echo differs from the request")
-                return rtt
+        def once() -> float:
+            t0 = time.perf_counter()
+            sock.sendall(request)
+            echo = c.recv_exactly(sock, size)
+            rtt = time.perf_counter() - t0
+            if echo != request:
+                raise ConnectionError("the echo differs from the request")
+            return rtt
 
-            once()
-            time.sleep(delay)
-            tick = time.perf_counter()
-            end = tick + seconds
-            while tick < end:
-                rtts.append(once())
-                tick += interval
-                pause = tick - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                else:
-                    tick = time.perf_counter()
-    except OSError as exc:
-        return f"bad {exc!r}"
+        once()
+        time.sleep(delay)
+        tick = time.perf_counter()
+        end = tick + seconds
+        while tick < end:
+            rtts.append(once())
+            tick += interval
+            pause = tick - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                tick = time.perf_counter()
     if not rtts:
-        return "bad no round trip in the window"
+        raise ConnectionError("no round trip in the window")
     # One round trip (a window shorter than a stall) is still a figure: a long one.
     cuts = statistics.quantiles(rtts, n=100, method="inclusive") if len(rtts) > 1 else rtts * 99
-    return f"ok {len(rtts)} {cuts[49]} {cuts[98]} {max(rtts)}"
+    return {"round_trips": len(rtts), "p50": cuts[49], "p99": cuts[98], "max": max(rtts)}
 
 
 # --- the controller ----------------------------------------------------------------
 
 
-class Peer:
-    """A role in its own process; its first stdout line is its port (a proxy's: its ports).
-
-    *env*, if given, is the process's environment (``--before`` runs the
-    relay roles on another checkout's package).
-    """
-
-    def __init__(self, *role: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--role", *role],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{role} did not start")
-        words = line.split()
-        self.ports = [int(w) for w in words] if words and all(w.isdigit() for w in words) else []
-        self.port = self.ports[0] if self.ports else 0
-        self.first_line = line
-        self.pid = self.proc.pid
-
-    def ask(self, line: str) -> str:
-        self.tell(line)
-        return self.answer()
-
-    def tell(self, line: str) -> None:
-        """Send a command; its answer is read later by :meth:`answer` (two peers at once)."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def answer(self) -> str:
-        assert self.proc.stdout is not None
-        answer = self.proc.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"peer {self.pid} exited")
-        return answer
-
-    def stop(self) -> None:
-        c.stop(self.proc)
+def _peer(*role: str, env: dict[str, str] | None = None) -> c.Peer:
+    """A role of this script in its own process (``--before``: on another checkout's *env*)."""
+    return c.Peer(__file__, *role, env=env)
 
 
-class HAProxy:
-    """haproxy -db with a temporary mode tcp / option splice-auto configuration.
+def haproxy_server(
+    target: int,
+    workdir: str,
+    *,
+    forced: bool = False,
+    pipesize: int | None = None,
+    threads: int | None = None,
+    echo: int | None = None,
+) -> c.Server:
+    """haproxy -db with a temporary mode tcp / option splice-auto configuration, started.
 
     With *echo*, a second frontend (``ports[1]``) leads to that port: the
     interactive connection of ``--latency`` shares the process and its threads
     with the bulk ones.
     """
-
-    def __init__(
-        self,
-        target: int,
-        workdir: str,
-        *,
-        forced: bool = False,
-        pipesize: int | None = None,
-        threads: int | None = None,
-        echo: int | None = None,
-    ) -> None:
-        with socket.create_server(("127.0.0.1", 0)) as probe:
-            self.port = probe.getsockname()[1]
-        self.ports = [self.port]
-        echo_route = ""
-        if echo:
-            with socket.create_server(("127.0.0.1", 0)) as probe:
-                self.ports.append(probe.getsockname()[1])
-            echo_route = (
-                "frontend fe_echo\n"
-                f"    bind 127.0.0.1:{self.ports[1]}\n"
-                "    default_backend be_echo\n"
-                "backend be_echo\n"
-                f"    server echo 127.0.0.1:{echo}\n"
-            )
-        tune = f"    tune.pipesize {pipesize}\n" if pipesize else ""
-        # HAProxy 2.5 and later run a thread per core unless told otherwise.
-        if threads:
-            tune += f"    nbthread {threads}\n"
-        # splice-auto splices only once its heuristics call a stream "fast"; with
-        # forced=True splice-request/splice-response splice from the first byte.
-        splice = (
-            "    option splice-request\n    option splice-response\n"
-            if forced
-            else "    option splice-auto\n"
+    ports = [c.free_port()] + ([c.free_port()] if echo else [])
+    echo_route = ""
+    if echo:
+        echo_route = (
+            "frontend fe_echo\n"
+            f"    bind 127.0.0.1:{ports[1]}\n"
+            "    default_backend be_echo\n"
+            "backend be_echo\n"
+            f"    server echo 127.0.0.1:{echo}\n"
         )
-        self.config = os.path.join(workdir, f"haproxy-{self.port}.cfg")
-        with open(self.config, "w", encoding="ascii") as f:
-            f.write(
-                "global\n"
-                "    maxconn 4096\n"
-                f"{tune}"
-                "defaults\n"
-                "    mode tcp\n"
-                f"{splice}"
-                "    timeout connect 5s\n"
-                "    timeout client 120s\n"
-                "    timeout server 120s\n"
-                "frontend fe\n"
-                f"    bind 127.0.0.1:{self.port}\n"
-                "    default_backend be\n"
-                "backend be\n"
-                f"    server sink 127.0.0.1:{target}\n"
-                f"{echo_route}"
-            )
-        self.proc = subprocess.Popen(
-            ["haproxy", "-db", "-f", self.config],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_die_with_parent,
+    tune = f"    tune.pipesize {pipesize}\n" if pipesize else ""
+    # HAProxy 2.5 and later run a thread per core unless told otherwise.
+    if threads:
+        tune += f"    nbthread {threads}\n"
+    # splice-auto splices only once its heuristics call a stream "fast"; with
+    # forced=True splice-request/splice-response splice from the first byte.
+    splice = (
+        "    option splice-request\n    option splice-response\n"
+        if forced
+        else "    option splice-auto\n"
+    )
+    config = os.path.join(workdir, f"haproxy-{ports[0]}.cfg")
+    with open(config, "w", encoding="ascii") as f:
+        f.write(
+            "global\n"
+            "    maxconn 4096\n"
+            f"{tune}"
+            "defaults\n"
+            "    mode tcp\n"
+            f"{splice}"
+            "    timeout connect 5s\n"
+            "    timeout client 120s\n"
+            "    timeout server 120s\n"
+            "frontend fe\n"
+            f"    bind 127.0.0.1:{ports[0]}\n"
+            "    default_backend be\n"
+            "backend be\n"
+            f"    server sink 127.0.0.1:{target}\n"
+            f"{echo_route}"
         )
-        self.pid = self.proc.pid
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read() if self.proc.stderr else ""
-                    raise RuntimeError(f"haproxy did not start: {err}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the benchmark dies (PR_SET_PDEATHSIG)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    argv = ["haproxy", "-db", "-f", config]
+    return c.Server("haproxy", argv, ports[0], ports=ports).start()
 
 
 def _haproxy_version() -> str | None:
@@ -755,18 +640,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _raise_nofile() -> None:
-    """256 relayed connections need more descriptors than a default soft limit of 1024."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def _run_role(role: list[str]) -> int:
     name, *rest = role
-    _raise_nofile()
+    c.raise_nofile()
     if name == "sink":
         role_sink(rest == ["verify"])
     elif name == "client":
@@ -830,17 +706,19 @@ def _start_proxies(
     proxies: dict[str, Any] = {}
     for name in wanted:
         role, *extra = _ROLES[name]
-        proxies[name] = Peer(role, str(sink), *extra)
+        proxies[name] = _peer(role, str(sink), *extra)
         peers.append(proxies[name])
     if haproxy:
-        proxies["haproxy splice-auto"] = HAProxy(sink, workdir)
+        proxies["haproxy splice-auto"] = haproxy_server(sink, workdir)
         peers.append(proxies["haproxy splice-auto"])
-        proxies["haproxy forced splice 1M"] = HAProxy(sink, workdir, forced=True, pipesize=MiB)
+        proxies["haproxy forced splice 1M"] = haproxy_server(
+            sink, workdir, forced=True, pipesize=MiB
+        )
         peers.append(proxies["haproxy forced splice 1M"])
         if concurrent:
             # The default above runs a thread per core; one event loop is
             # compared with one HAProxy thread too.
-            one = HAProxy(sink, workdir, forced=True, pipesize=MiB, threads=1)
+            one = haproxy_server(sink, workdir, forced=True, pipesize=MiB, threads=1)
             proxies["haproxy forced splice 1M (1 thread)"] = one
             peers.append(one)
     return proxies
@@ -872,76 +750,6 @@ def _concurrent_targets(results: dict[str, list[Sample]]) -> list[c.Target]:
             targets.append(c.Target(name, against, "throughput", 1.0))
             targets.append(c.Target(name, against, "cpu", 1.2))
     return targets
-
-
-class MemoryWatch:
-    """Peak RSS, pipe descriptors and bytes held in pipes of process *pid*, every 50 ms.
-
-    The bytes in a pipe are read with FIONREAD through ``/proc/<pid>/fd``:
-    opening a pipe's read end there gives another descriptor of the same
-    pipe.  Those bytes sit in pipe buffer pages, memory that RSS does not show.
-    """
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-        self.rss = 0
-        self.pipes = 0
-        self.pipe_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        assert self.pid is not None
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    self.rss = max(self.rss, int(line.split()[1]) * KiB)
-        pipes = 0
-        queued = 0
-        fds = f"/proc/{self.pid}/fd"
-        for name in os.listdir(fds):
-            path = os.path.join(fds, name)
-            try:
-                if not os.readlink(path).startswith("pipe:"):
-                    continue
-                pipes += 1
-                if os.stat(path, follow_symlinks=False).st_mode & 0o400:  # a read end
-                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-                    try:
-                        got = fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4)
-                        queued += struct.unpack("i", got)[0]
-                    finally:
-                        os.close(fd)
-            except OSError:
-                continue  # closed meanwhile
-        self.pipes = max(self.pipes, pipes)
-        self.pipe_bytes = max(self.pipe_bytes, queued)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                self._sample()
-            except OSError:
-                return
-
-    def __enter__(self) -> MemoryWatch:
-        if self.pid:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self.pid:
-            self._thread.join()
-
-    def info(self) -> dict[str, Any]:
-        if not self.pid:
-            return {}
-        return {
-            "peak_rss_mib": self.rss / MiB,
-            "peak_pipe_fds": self.pipes,
-            "peak_pipe_mib": self.pipe_bytes / MiB,
-        }
 
 
 def _memory_notes(s: dict[str, Any]) -> str:
@@ -984,16 +792,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--connections: counts must be > 0")
     concurrent = bool(counts)
     haproxy = _haproxy_version()
-    _raise_nofile()
+    c.raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
     peers: list[Any] = []
     published = []
     try:
-        sink = Peer("sink", *(["verify"] if args.verify else []))
+        sink = _peer("sink", *(["verify"] if args.verify else []))
         peers.append(sink)
         proxies = _start_proxies(concurrent, sink.port, bool(haproxy), workdir, peers)
-        client = Peer("client")
+        client = _peer("client")
         peers.append(client)
         for n in counts or [0]:
             published.append(_measure(args, n, proxies, sink, client, peers, haproxy))
@@ -1025,24 +833,18 @@ def _rounds(
     on_round: Callable[[str, dict[str, Sample]], None] = print_round,
 ) -> tuple[dict[str, list[Sample]], dict[str, Any]]:
     """The selected variants' alternating rounds, and how busy the machine was meanwhile."""
-    peers_cpu0 = sum(process_cpu(p.pid).total for p in peers)
-    with LoadMeter() as load, c.Deadline(args.timeout):
+    # The peers are this benchmark's own processes but are reaped only at the end.
+    with LoadMeter([p.pid for p in peers]) as load, c.Deadline(args.timeout):
         results = run_rounds(c.select(variants, args.only), args.repeat, on_round=on_round)
-    # The peers are this benchmark's own processes but are reaped only at
-    # the end, so LoadMeter counts them as "everything else": move them.
-    peers_cpu = sum(process_cpu(p.pid).total for p in peers) - peers_cpu0
-    summary = dict(load.summary)
-    summary["own_cpu_s"] = round(summary["own_cpu_s"] + peers_cpu, 1)
-    summary["other_cpu_s"] = round(max(0.0, summary["other_cpu_s"] - peers_cpu), 1)
-    return results, summary
+    return results, load.summary
 
 
 def _measure(
     args: argparse.Namespace,
     n: int,
     proxies: dict[str, Any],
-    sink: Peer,
-    client: Peer,
+    sink: c.Peer,
+    client: c.Peer,
     peers: list[Any],
     haproxy: str | None,
 ) -> tuple[str, dict[str, Any], dict[str, list[Sample]], str, list[c.Target], int]:
@@ -1053,15 +855,13 @@ def _measure(
             cpu0 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
             with MemoryWatch(pid) as mem:
                 if n:
-                    answer = client.ask(f"many {port} {n} {args.duration}")
+                    request = {"op": "many", "port": port, "n": n, "duration": args.duration}
                 else:
-                    answer = client.ask(f"one {port} {args.size} {int(args.verify)}")
+                    request = {"op": "one", "port": port, "size": args.size, "verify": args.verify}
+                answer = client.ask(request)
             cpu1 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
-            status, seconds, total, *_err = answer.split(maxsplit=3)
-            if status != "ok":
-                raise AssertionError(f"{name}: transfer failed: {answer.strip()}")
             cpu = cpu1.minus(cpu0)
-            return Sample(float(seconds), cpu.user, cpu.sys, int(total), mem.info())
+            return Sample(answer["seconds"], cpu.user, cpu.sys, answer["bytes"], mem.info())
 
         return run
 
@@ -1105,26 +905,6 @@ BEFORE = {
 }
 
 
-def _before_env(checkout: str) -> tuple[dict[str, str], str]:
-    """The environment that makes a peer import zerocopy from *checkout*, and the file it does."""
-    src = os.path.join(os.path.abspath(checkout), "src")
-    path = os.pathsep.join(x for x in (src, os.environ.get("PYTHONPATH", "")) if x)
-    env = dict(os.environ, PYTHONPATH=path)
-    out = subprocess.run(
-        [sys.executable, "-c", "import zerocopy; print(zerocopy.__file__)"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    where = out.stdout.strip()
-    if out.returncode or not where.startswith(src + os.sep):
-        raise SystemExit(
-            f"--before {checkout}: zerocopy not imported from {src}: {(out.stderr or where)[-500:]}"
-        )
-    return env, where
-
-
 def _start_latency_proxies(
     sink: int,
     echo: int,
@@ -1136,7 +916,7 @@ def _start_latency_proxies(
     """Each proxy with two routes, to the *sink* (bulk) and to the *echo* peer (the probe)."""
     proxies: dict[str, Any] = {}
     if haproxy:
-        proxies[LATENCY_REF] = HAProxy(
+        proxies[LATENCY_REF] = haproxy_server(
             sink, workdir, forced=True, pipesize=MiB, threads=1, echo=echo
         )
         peers.append(proxies[LATENCY_REF])
@@ -1147,16 +927,16 @@ def _start_latency_proxies(
     routes = f"{sink},{echo}"
     for name in wanted:
         role, *extra = _ROLES[name]
-        proxies[name] = Peer(role, routes, *extra)
+        proxies[name] = _peer(role, routes, *extra)
         peers.append(proxies[name])
         if before is not None and name in BEFORE:
-            proxies[BEFORE[name]] = Peer(role, routes, *extra, env=before)
+            proxies[BEFORE[name]] = _peer(role, routes, *extra, env=before)
             peers.append(proxies[BEFORE[name]])
     return proxies
 
 
 def _latency_variant(
-    args: argparse.Namespace, n: int, proxy: Any, client: Peer, probe: Peer
+    args: argparse.Namespace, n: int, proxy: Any, client: c.Peer, probe: c.Peer
 ) -> Callable[[], Sample]:
     """One run: *n* bulk connections for --duration, the probe's round trips meanwhile.
 
@@ -1165,27 +945,25 @@ def _latency_variant(
     """
     bulk_port, echo_port = proxy.ports
     settle = min(0.5, args.duration / 5)
-    ping = (
-        f"ping {echo_port} {settle} {args.duration - 2 * settle} "
-        f"{args.interval / 1000} {args.probe_size}"
-    )
+    ping = {
+        "port": echo_port,
+        "delay": settle,
+        "seconds": args.duration - 2 * settle,
+        "interval": args.interval / 1000,
+        "size": args.probe_size,
+    }
 
     def run() -> Sample:
         cpu0 = process_tree_cpu(proxy.pid)
-        client.tell(f"many {bulk_port} {n} {args.duration}")
-        probe.tell(ping)
-        bulk = client.answer()
-        echo = probe.answer()
+        client.send({"op": "many", "port": bulk_port, "n": n, "duration": args.duration})
+        probe.send(ping)
+        bulk = client.receive()
+        echo = probe.receive()
         cpu = process_tree_cpu(proxy.pid).minus(cpu0)
-        status, seconds, total, *_err = bulk.split(maxsplit=3)
-        if status != "ok":
-            raise AssertionError(f"bulk transfer failed: {bulk.strip()}")
-        pstatus, *vals = echo.split(maxsplit=4)
-        if pstatus != "ok":
-            raise AssertionError(f"probe failed: {echo.strip()}")
-        count, p50, p99, worst = int(vals[0]), *(float(v) * 1e3 for v in vals[1:4])
-        notes = {"p50_ms": p50, "p99_ms": p99, "max_ms": worst, "round_trips": count}
-        return Sample(float(seconds), cpu.user, cpu.sys, int(total), notes)
+        ms = {key: echo[key] * 1e3 for key in ("p50", "p99", "max")}
+        notes = {"p50_ms": ms["p50"], "p99_ms": ms["p99"], "max_ms": ms["max"]}
+        notes["round_trips"] = echo["round_trips"]
+        return Sample(bulk["seconds"], cpu.user, cpu.sys, bulk["bytes"], notes)
 
     return run
 
@@ -1298,23 +1076,23 @@ def _latency_main(args: argparse.Namespace) -> int:
     if args.quick:
         args.duration = min(args.duration, 0.5)
     haproxy = _haproxy_version()
-    before, before_file = _before_env(args.before) if args.before else (None, None)
-    _raise_nofile()
+    before, before_file = c.checkout_env(args.before) if args.before else (None, None)
+    c.raise_nofile()
 
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-relay-")
     peers: list[Any] = []
     measured = []
     try:
-        sink = Peer("sink", *(["verify"] if args.verify else []))
+        sink = _peer("sink", *(["verify"] if args.verify else []))
         peers.append(sink)
-        echo = Peer("echo")
+        echo = _peer("echo")
         peers.append(echo)
         proxies = _start_latency_proxies(
             sink.port, echo.port, bool(haproxy), workdir, peers, before
         )
-        client = Peer("client")
+        client = _peer("client")
         peers.append(client)
-        probe = Peer("probe")
+        probe = _peer("probe")
         peers.append(probe)
         for n in counts:
             variants = [

@@ -73,10 +73,9 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-import _common as c
 import bench_frameworks as bf
-
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     KiB,
     LoadMeter,
@@ -87,7 +86,6 @@ from zerocopy._bench.toolkit import (
     print_machine,
     process_cpu,
     process_tree,
-    process_tree_cpu,
     run_rounds,
     size_arg,
     spread,
@@ -445,12 +443,7 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 def _role(name: str) -> None:
     """A client process: answers the controller's requests until its stdin closes."""
-    import resource
-
-    # 256 connections and more: raise the soft limit on descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    c.raise_nofile()  # 256 connections and more
     c.serve_peer(lambda kw: load(**kw) if name == "load" else probe(**kw))
 
 
@@ -606,7 +599,7 @@ class Bench:
         try:
             self.prober = c.Peer(ME, "probe")
         except BaseException:
-            c.stop(self.loader.proc)
+            self.loader.stop()
             raise
 
     def __enter__(self) -> Bench:
@@ -614,7 +607,7 @@ class Bench:
 
     def __exit__(self, *exc: object) -> None:
         for peer in (self.loader, self.prober):
-            c.stop(peer.proc)
+            peer.stop()
 
     def _load_request(self, server: c.Server, name: str, conns: int) -> dict[str, Any]:
         a = self.args
@@ -915,12 +908,10 @@ def _measure(args: argparse.Namespace, wanted: list[Variant]) -> Results:
             loops = {s.name: _check(s, v, files) for s, v in zip(servers, wanted, strict=True)}
             bench = stack.enter_context(Bench(args, files))
             # The servers and the client processes are ours but reaped only
-            # at the end, so LoadMeter counts them as "everything else".
+            # at the end: the meter counts them as ours.
             pids = [s.pid for s in servers] + [bench.loader.pid, bench.prober.pid]
-            ours0 = sum(process_tree_cpu(pid).total for pid in pids)
-            with LoadMeter() as meter:
+            with LoadMeter(pids) as meter:
                 _rounds(args, bench, servers, r)
-            ours = sum(process_tree_cpu(pid).total for pid in pids) - ours0
     except BaseException:
         for s in servers:
             if s.errors.strip():
@@ -928,10 +919,7 @@ def _measure(args: argparse.Namespace, wanted: list[Variant]) -> Results:
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    load = dict(meter.summary)
-    load["own_cpu_s"] = round(load["own_cpu_s"] + ours, 1)
-    load["other_cpu_s"] = round(max(0.0, load["other_cpu_s"] - ours), 1)
-    r.info["load_during_run"] = load
+    r.info["load_during_run"] = meter.summary
     r.info["frameworks"] = bf.versions((*bf.FRAMEWORKS, "granian"))
     r.info["nginx"] = args.nginx if any(s.name == "nginx" for s in servers) else None
     r.info["server_loops"] = loops

@@ -24,10 +24,8 @@ from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     LoadMeter,
     Sample,
     Stopwatch,
@@ -39,6 +37,8 @@ from zerocopy._bench.toolkit import (
     run_rounds,
     spread,
 )
+
+import zerocopy
 
 DEFAULT_SETS = "4K:2000,64K:500,1M:100"
 QUICK_SETS = "4K:50,64K:20,1M:5"

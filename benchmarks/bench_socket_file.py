@@ -15,19 +15,17 @@ of stream, writing into a new file that is deleted right after the run.
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-import _common as c
-
-import zerocopy
-from zerocopy._bench.toolkit import (
+from kit import common as c
+from kit.toolkit import (
     GiB,
     LoadMeter,
     MiB,
@@ -35,28 +33,35 @@ from zerocopy._bench.toolkit import (
     Stopwatch,
     machine,
     print_round,
+    process_cpu,
     run_rounds,
 )
 
-#: The sender: one transfer per line on stdin; exits when stdin closes.
-SENDER = r"""
-import random, socket, sys
-from zerocopy._bench.toolkit import process_cpu
-port, size = int(sys.argv[1]), int(sys.argv[2])
-block = memoryview(random.Random(0).randbytes(1 << 20))
-for _ in sys.stdin:
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.recv(1)
-        cpu0 = process_cpu()
-        left = size
-        while left:
-            n = min(left, len(block))
-            sock.sendall(block[:n])
-            left -= n
-        sock.shutdown(socket.SHUT_WR)
-        user, sys_ = process_cpu().minus(cpu0)
-    print(user, sys_, flush=True)
-"""
+import zerocopy
+
+
+def role_sender(port: int, size: int) -> None:
+    """The sender (``--role sender PORT SIZE``): per request, one connection of *size* bytes.
+
+    It connects to *port*, waits for the receiver's "go" byte, sends the
+    pattern of :func:`_expected`, and answers its own CPU time for the send.
+    """
+    block = memoryview(random.Random(0).randbytes(MiB))
+
+    def send(request: dict[str, object]) -> dict[str, object]:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.recv(1)
+            cpu0 = process_cpu()
+            left = size
+            while left:
+                n = min(left, len(block))
+                sock.sendall(block[:n])
+                left -= n
+            sock.shutdown(socket.SHUT_WR)
+            cpu = process_cpu().minus(cpu0)
+        return {"user": cpu.user, "sys": cpu.sys}
+
+    c.serve_peer(send)
 
 
 def _expected(path: str, size: int) -> bool:
@@ -73,29 +78,31 @@ def _expected(path: str, size: int) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = c.base_parser(__doc__.splitlines()[0], GiB).parse_args(argv)
+    parser = c.base_parser(__doc__.splitlines()[0], GiB)
+    parser.add_argument("--role", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        role_sender(int(args.role[1]), int(args.role[2]))
+        return 0
     c.apply_quick(args)
+    return _measure(args)
+
+
+def _measure(args: argparse.Namespace) -> int:
     workdir = tempfile.mkdtemp(prefix="zerocopy-bench-", dir=args.dir)
     dst = os.path.join(workdir, "dst")
     listener = socket.create_server(("127.0.0.1", 0))
-    sender = subprocess.Popen(
-        [sys.executable, "-c", SENDER, str(listener.getsockname()[1]), str(args.size)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sender.stdin is not None
-    assert sender.stdout is not None
+    sender = c.Peer(__file__, "sender", str(listener.getsockname()[1]), str(args.size))
 
     def run(receive: Callable[[socket.socket], None], **info: object) -> Sample:
         """Start one transfer, time *receive* from "go" to end of stream."""
-        sender.stdin.write("send\n")  # type: ignore[union-attr]
-        sender.stdin.flush()  # type: ignore[union-attr]
+        sender.send({})
         conn, _ = listener.accept()
         with conn, Stopwatch() as sw:
             conn.sendall(b"g")
             receive(conn)
-        user, sys_ = map(float, sender.stdout.readline().split())  # type: ignore[union-attr]
+        cpu = sender.receive()
+        user, sys_ = cpu["user"], cpu["sys"]
         size = os.stat(dst).st_size
         if size != args.size or (args.verify and not _expected(dst, args.size)):
             raise AssertionError(f"bad copy: {size} bytes, expected {args.size}")
@@ -143,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     c.select(variants, args.only), args.repeat, on_round=print_round
                 )
         finally:
-            c.stop(sender)
+            sender.stop()
             listener.close()
             shutil.rmtree(workdir, ignore_errors=True)
     info["load_during_run"] = load.summary

@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from zerocopy._bench.toolkit import (
+from kit.toolkit import (
     callgrind_instructions,
     human,
     machine,

@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from zerocopy._bench.toolkit import callgrind_instructions, machine, print_machine, spread
+from kit.toolkit import callgrind_instructions, machine, print_machine, spread
 
 _LINE = re.compile(r"import time:\s+\d+ \|\s+(\d+) \| zerocopy$")
 _PROBE = (

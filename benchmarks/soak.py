@@ -8,9 +8,10 @@ This process runs the system under test:
 * a proxy that relays each accepted connection to the origin with
   ``zerocopy.relay`` (one thread per connection).
 
-A client process (this script with ``--client``) opens ``--connections``
-persistent connections, half straight to the origin and half through the
-proxy (``--mode`` picks one kind only), and sends random range requests until
+Client processes (this script's ``--role client``, kit Peers) open
+``--connections`` persistent connections between them, half straight to the
+origin and half through the proxy (``--mode`` picks one kind only), and send
+random range requests until
 ``--duration`` is over, checking every byte it receives against the files'
 known contents.  Every second the server side prints its throughput, its CPU
 time per GiB, its resident set size, open fds and threads; at the end it
@@ -29,21 +30,20 @@ The exit status is 0 when the run had no error and no leak, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from zerocopy._bench.toolkit import GiB, KiB, MiB, machine, print_machine, process_cpu
+from kit.common import write_json
+from kit.peer import Peer, serve_peer
+from kit.toolkit import GiB, KiB, MiB, machine, print_machine, process_cpu
 
 #: The files served: name -> size.  Odd sizes on purpose (not page multiples).
 FILES = {"4k": 4 * KiB, "64k": 64 * KiB + 1, "1m": MiB - 7, "8m": 8 * MiB + 3}
@@ -152,30 +152,37 @@ def serve(listener: socket.socket, handle: Any, threads: list[threading.Thread])
 # --- the client side -----------------------------------------------------------------------
 
 
-def client_main(args: argparse.Namespace) -> int:
-    """Run the connections; print one JSON line per second and a final one."""
-    contents = {name: file_bytes(name, args.seed) for name in FILES}
-    names = sorted(FILES)
-    lock = threading.Lock()
-    totals = {"direct": 0, "relay": 0, "requests": 0, "errors": 0}
-    errors: list[str] = []
-    deadline = time.monotonic() + args.duration
-    start = time.monotonic()
+class Client:
+    """The connections of one client process (``--role client``), run in threads."""
 
-    def connection(i: int) -> None:
+    def __init__(self, r: dict[str, Any]) -> None:
+        self.r = r
+        self.contents = {name: file_bytes(name, r["seed"]) for name in FILES}
+        self.lock = threading.Lock()
+        self.totals = {"direct": 0, "relay": 0, "requests": 0, "errors": 0}
+        self.errors: list[str] = []
+        self.start = time.monotonic()
+        self.deadline = self.start + r["duration"]
+        mine = range(r["first"], r["connections"], r["step"])
+        self.threads = [threading.Thread(target=self.connection, args=(i,)) for i in mine]
+        for t in self.threads:
+            t.start()
+
+    def connection(self, i: int) -> None:
+        r, names, lock, totals = self.r, sorted(FILES), self.lock, self.totals
         kind = (
             "direct"
-            if args.mode == "send_file" or (args.mode == "both" and i % 2 == 0)
+            if r["mode"] == "send_file" or (r["mode"] == "both" and i % 2 == 0)
             else "relay"
         )
-        port = args.origin_port if kind == "direct" else args.proxy_port
-        rnd = random.Random(args.seed * 100_003 + i)
+        port = r["origin_port"] if kind == "direct" else r["proxy_port"]
+        rnd = random.Random(r["seed"] * 100_003 + i)
         view = memoryview(bytearray(MiB))
         try:
             with nodelay(socket.create_connection((LOOPBACK, port))) as sock:
-                while time.monotonic() < deadline:
+                while time.monotonic() < self.deadline:
                     name = rnd.choice(names)
-                    data = contents[name]
+                    data = self.contents[name]
                     offset = rnd.randrange(len(data))
                     count = rnd.randrange(1, len(data) - offset + 1)
                     sock.sendall(f"{name} {offset} {count}\n".encode())
@@ -200,26 +207,34 @@ def client_main(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001, RUF100 - any failure is a soak error, counted and shown
             with lock:
                 totals["errors"] += 1
-                errors.append(f"client {i} ({kind}): {type(exc).__name__}: {exc}")
+                self.errors.append(f"client {i} ({kind}): {type(exc).__name__}: {exc}")
 
-    mine = range(args.first, args.connections, args.step)
-    threads = [threading.Thread(target=connection, args=(i,)) for i in mine]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        time.sleep(args.interval / 4)  # fresh figures whenever the driver samples
-        with lock:
-            line = dict(totals, t=round(time.monotonic() - start, 2))
-        print(json.dumps(line), flush=True)
-    for t in threads:
-        t.join()
-    print(
-        json.dumps(
-            dict(totals, t=round(time.monotonic() - start, 2), final=True, errors_text=errors)
-        ),
-        flush=True,
-    )
-    return 0
+    def figures(self, final: bool = False) -> dict[str, Any]:
+        """The totals so far (``running``: a connection is still at work); *final*: joined."""
+        if final:
+            for t in self.threads:
+                t.join()
+        with self.lock:
+            row = dict(self.totals, t=round(time.monotonic() - self.start, 2))
+        row["running"] = any(t.is_alive() for t in self.threads)
+        if final:
+            row["errors_text"] = self.errors
+        return row
+
+
+def role_client() -> None:
+    """A client process: ``start`` its connections, then answer ``figures`` and ``final``."""
+    client: Client | None = None
+
+    def handle(r: dict[str, Any]) -> dict[str, Any]:
+        nonlocal client
+        if r["op"] == "start":
+            client = Client(r)
+            return {}
+        assert client is not None
+        return client.figures(final=r["op"] == "final")
+
+    serve_peer(handle)
 
 
 def _open_files(workdir: str, seed: int) -> dict[str, Any]:
@@ -235,58 +250,42 @@ def _open_files(workdir: str, seed: int) -> dict[str, Any]:
     return files
 
 
-def _start_clients(
-    args: argparse.Namespace, origin_port: int, proxy_port: int
-) -> list[subprocess.Popen[str]]:
-    """The client processes, each with its share of the connections."""
+def _start_clients(args: argparse.Namespace, origin_port: int, proxy_port: int) -> list[Peer]:
+    """The client processes, each with its share of the connections, started."""
     # Checking every byte costs the clients CPU: they run in their own
     # processes, so that this one's RSS, fds and CPU are the server's alone.
     procs = max(1, min(args.client_procs, args.connections))
-    clients = []
-    for k in range(procs):
-        share = range(k, args.connections, procs)
-        clients.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    f"--first={share.start}",
-                    f"--step={share.step}",
-                    f"--connections={args.connections}",
-                    f"--duration={args.duration}",
-                    f"--mode={args.mode}",
-                    f"--interval={args.interval}",
-                    f"--seed={args.seed}",
-                    f"--origin-port={origin_port}",
-                    f"--proxy-port={proxy_port}",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
+    clients: list[Peer] = []
+    try:
+        for k in range(procs):
+            clients.append(Peer(__file__, "client"))
+            request = {
+                "op": "start",
+                "first": k,
+                "step": procs,
+                "connections": args.connections,
+                "duration": args.duration,
+                "mode": args.mode,
+                "seed": args.seed,
+                "origin_port": origin_port,
+                "proxy_port": proxy_port,
+            }
+            clients[-1].ask(request)
+    except BaseException:
+        for client in clients:
+            client.stop()
+        raise
     return clients
 
 
+def _figures(clients: list[Peer], op: str = "figures") -> Rows:
+    """Each client's totals so far (or, with op "final", once its connections ended)."""
+    for client in clients:
+        client.send({"op": op})
+    return [client.receive() for client in clients]
+
+
 Rows = list[dict[str, Any]]
-
-
-def _follow(clients: list[subprocess.Popen[str]]) -> tuple[list[threading.Thread], Rows, Rows]:
-    """Threads reading the clients' lines: (threads, latest row of each, final row of each)."""
-    latest: Rows = [{} for _ in clients]
-    finals: Rows = [{} for _ in clients]
-
-    def follow(k: int) -> None:
-        stdout = clients[k].stdout
-        assert stdout is not None
-        for line in stdout:
-            row = json.loads(line)
-            (finals if row.get("final") else latest)[k] = row
-
-    readers = [threading.Thread(target=follow, args=(k,), daemon=True) for k in range(len(clients))]
-    for t in readers:
-        t.start()
-    return readers, latest, finals
 
 
 def _total(rows: Rows, key: str) -> int:
@@ -304,9 +303,7 @@ def _print_sample(sample: dict[str, Any]) -> None:
     )
 
 
-def _watch(
-    args: argparse.Namespace, readers: list[threading.Thread], latest: Rows, stats: Stats
-) -> tuple[Rows, float]:
+def _watch(args: argparse.Namespace, clients: list[Peer], stats: Stats) -> tuple[Rows, float]:
     """A line of figures every interval until the clients end: (the samples, server CPU s).
 
     The CPU is read before the clients are reaped, so theirs is never in it.
@@ -319,8 +316,10 @@ def _watch(
         f"{'t (s)':>6} {'direct MiB/s':>13} {'relay MiB/s':>12} {'req/s':>8} "
         f"{'CPU s/GiB':>10} {'RSS MiB':>8} {'fds':>6} {'threads':>8} {'errors':>7}"
     )
-    while any(t.is_alive() for t in readers):
+    latest = [{"running": True}]
+    while any(row["running"] for row in latest):
         time.sleep(args.interval)
+        latest = _figures(clients)
         now = {
             "t": time.monotonic() - t0,
             "direct": _total(latest, "direct"),
@@ -348,12 +347,12 @@ def _watch(
 
 
 def _final(finals: Rows, duration: float) -> dict[str, Any]:
-    """The clients' final counts, summed; a client without a final line counts as an error."""
+    """The clients' final counts, summed."""
     return {
         "direct": _total(finals, "direct"),
         "relay": _total(finals, "relay"),
         "requests": _total(finals, "requests"),
-        "errors": _total(finals, "errors") + sum(1 for f in finals if not f),
+        "errors": _total(finals, "errors"),
         "errors_text": [text for f in finals for text in f.get("errors_text", [])],
         "t": max((float(f.get("t", 0)) for f in finals), default=duration),
     }
@@ -387,25 +386,19 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="client processes sharing the connections (default 2)",
     )
-    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--step", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--origin-port", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--proxy-port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--role", choices=["client"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.backend:
         os.environ["ZEROCOPY_BACKEND"] = args.backend
-    if args.client:
-        return client_main(args)
+    if args.role:
+        role_client()
+        return 0
     if args.quick:
         args.duration, args.connections = 3.0, 8
     return driver(args)
 
 
 def driver(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common
-
     import zerocopy
     from zerocopy._pipes import default_pool
 
@@ -445,14 +438,13 @@ def driver(args: argparse.Namespace) -> int:
         t.start()
 
     clients = _start_clients(args, origin_addr[1], proxy.getsockname()[1])
-    readers, latest, finals = _follow(clients)
-
-    samples, cpu_total = _watch(args, readers, latest, stats)
-    returncodes = []
-    for c in clients:
-        returncodes.append(c.wait(timeout=60))
-        assert c.stdout is not None
-        c.stdout.close()
+    try:
+        samples, cpu_total = _watch(args, clients, stats)
+        finals = _figures(clients, "final")
+    finally:
+        for client in clients:
+            client.stop()
+    returncodes = [client.proc.returncode for client in clients]
     final = _final(finals, args.duration)
 
     # The clients closed their connections: every handler thread must end.
@@ -506,7 +498,7 @@ def driver(args: argparse.Namespace) -> int:
     }
     _print_summary(summary)
     if args.json:
-        _common.write_json(args.json, summary)
+        write_json(args.json, summary)
     leak = end_fds > base_fds or end_threads > base_threads or stuck
     ok = errors == 0 and not leak and not any(returncodes)
     print("\nRESULT          " + ("PASS: no error, no leak" if ok else "FAIL"))

@@ -182,3 +182,24 @@ class TestCli:
         assert "matplotlib" in proc.stderr
         assert "zerocopy-io[plot]" in proc.stderr
         assert not (tmp_path / "x.png").exists()
+
+
+class TestShipped:
+    def test_bench_package_holds_only_what_the_cli_needs(self) -> None:
+        """Every module of zerocopy._bench is one the command imports, or runs (its peer).
+
+        What only benchmarks/ uses lives in benchmarks/kit, not in the wheel.
+        """
+        package = Path(zerocopy.__file__).parent / "_bench"
+        shipped = {p.stem for p in package.glob("*.py")} - {"__init__"}
+        code = (
+            "import sys, zerocopy._cli\n"
+            "print(' '.join(m.split('.')[-1] for m in sys.modules "
+            "if m.startswith('zerocopy._bench.')))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        run_as_peer = {"peer"}  # python -m zerocopy._bench.peer, started by the runner
+        assert "zerocopy._bench.peer" in (package / "runner.py").read_text(encoding="utf-8")
+        assert shipped - run_as_peer == set(out.split())

@@ -165,7 +165,7 @@ class TestOptions:
         [
             (["--repeat", "0"], "--repeat must be > 0"),
             (["--duration", "0"], "must be > 0"),
-            (["--concurrency", "4,0"], "need integers > 0"),
+            (["--concurrency", "4,-1"], "need integers >= 0"),
             (["--clients", "0"], "--clients must be > 0"),
             (["--only", "haproxy"], "unknown variant(s) ['haproxy']"),
         ],

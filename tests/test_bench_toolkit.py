@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 
 import zerocopy
-from zerocopy._bench.toolkit import (
+
+# The kit lives beside the scripts (benchmarks/kit), which run with benchmarks/ on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from kit import common, peer
+from kit.toolkit import (
     CpuTimes,
     GiB,
     KiB,
@@ -315,3 +320,109 @@ class TestCounting:
         """A command that fails raises CalledProcessError, not a count."""
         with pytest.raises(subprocess.CalledProcessError):
             callgrind_instructions([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+class TestLoadMeterPeers:
+    def test_peers_cpu_counts_as_ours(self) -> None:
+        """A child not yet reaped, given by pid, counts as the benchmark's CPU."""
+        code = (
+            "import sys, time\nt = time.thread_time()\nwhile time.thread_time() - t < 0.3: pass\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code + "sys.stdin.read()"], stdin=subprocess.PIPE
+        )
+        try:
+            with LoadMeter([proc.pid]) as load:
+                _wait_for(lambda: process_cpu(proc.pid).total >= 0.3)
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait()
+        assert load.summary["own_cpu_s"] >= 0.2
+
+
+# --- the kit's processes and options (benchmarks/kit/peer.py, benchmarks/kit/common.py) ---
+
+
+#: A script with a role, as the benchmarks have: answers {"twice": n} with 2n.
+_ROLE_SCRIPT = """
+import os, sys
+sys.path.insert(0, {kit!r})
+from kit.peer import serve_peer
+
+def handle(request):
+    if request.get("fail"):
+        raise ValueError("asked to fail")
+    return {{"twice": 2 * request["n"], "pid": os.getpid()}}
+
+if sys.argv[1:3] == ["--role", "double"]:
+    serve_peer(handle, ports=[1234, 5678])
+"""
+
+
+class TestPeer:
+    def _script(self, tmp_path: Path) -> str:
+        path = tmp_path / "script.py"
+        kit = str(Path(__file__).resolve().parent.parent / "benchmarks")
+        path.write_text(_ROLE_SCRIPT.format(kit=kit), encoding="utf-8")
+        return str(path)
+
+    def test_ask_and_stop(self, tmp_path: Path) -> None:
+        """The hello gives the ports; requests are answered in order; stop reaps it."""
+        with peer.Peer(self._script(tmp_path), "double") as p:
+            assert p.ports == [1234, 5678]
+            assert p.port == 1234
+            assert p.ask({"n": 21})["twice"] == 42
+            p.send({"n": 1})
+            p.send({"n": 2})
+            assert [p.receive()["twice"], p.receive()["twice"]] == [2, 4]
+            assert p.ask({"n": 0})["pid"] == p.pid
+        assert p.proc.returncode == 0
+
+    def test_error_is_raised_here(self, tmp_path: Path) -> None:
+        """An exception in the peer comes back as RuntimeError; the peer keeps answering."""
+        with peer.Peer(self._script(tmp_path), "double") as p:
+            with pytest.raises(RuntimeError, match="ValueError: asked to fail"):
+                p.ask({"fail": True})
+            assert p.ask({"n": 3})["twice"] == 6
+
+    def test_a_role_that_never_says_hello(self, tmp_path: Path) -> None:
+        """A peer that exits before its hello: RuntimeError, and it is reaped."""
+        with pytest.raises(RuntimeError, match="did not start"):
+            peer.Peer(self._script(tmp_path), "nonesuch")
+
+
+class TestServer:
+    def _leftovers(self) -> set[str]:
+        tmp = Path(tempfile.gettempdir())
+        return {p.name for p in tmp.glob("zerocopy-bench-nginx-*")}
+
+    @pytest.mark.parametrize("binary", ["/bin/false", "/nonexistent/nginx"])
+    def test_nginx_prefix_removed_when_the_start_fails(self, tmp_path: Path, binary: str) -> None:
+        """nginx_server's temporary prefix goes even when the server cannot start."""
+        before = self._leftovers()
+        server = peer.nginx_server(binary, str(tmp_path), peer.free_port())
+        assert self._leftovers() == before  # made at start, not when described
+        with pytest.raises((RuntimeError, OSError)), server:
+            pass
+        assert self._leftovers() == before
+
+
+class TestOnly:
+    @pytest.mark.parametrize(
+        ("argv", "names"),
+        [
+            (["--only", "a,b c"], ["a", "b c"]),
+            (
+                ["--only", "zerocopy.aio.relay (uvloop, before)"],
+                ["zerocopy.aio.relay (uvloop, before)"],
+            ),
+            (["--only", "x;y (1, 2),z"], ["x", "y (1, 2)", "z"]),
+            (["--only", "a (1, 2)", "--only", "b"], ["a (1, 2)", "b"]),
+            ([], None),
+        ],
+    )
+    def test_separators(self, argv: list[str], names: list[str] | None) -> None:
+        """';', commas outside parentheses and repeated --only separate; commas inside do not."""
+        args = common.base_parser("test", None).parse_args(argv)
+        assert args.only == names

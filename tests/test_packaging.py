@@ -44,6 +44,8 @@ SDIST_MUST_HOLD = [
     "docs/install.md",
     ".ci/run",
     "benchmarks/README.md",
+    "benchmarks/kit/__init__.py",
+    "benchmarks/kit/peer.py",
     "scripts/build-wheels",
     "scripts/test-wheel",
 ]
@@ -136,6 +138,7 @@ class TestMetadata:
         if "zerocopy-io" in provided:
             provided |= _names(extras["lint"])  # test pulls in zerocopy-io[lint]
         local = {p.stem for p in (ROOT / "tests").iterdir()} | {"zerocopy", "_cffi_backend"}
+        local |= {p.stem for p in (ROOT / "benchmarks").iterdir()}  # the kit, the scripts
         imported: dict[str, str] = {}
         for path in sorted((ROOT / "tests").rglob("*.py")):
             for node in ast.parse(path.read_text(encoding="utf-8")).body:

@@ -1,4 +1,4 @@
-"""What a benchmark ran on, and how busy the machine was meanwhile."""
+"""What a benchmark ran on: the machine, its Python, zerocopy and its backend."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import contextlib
 import datetime
 import os
 import platform
-from time import perf_counter
 from typing import Any
 
 from .. import __version__, _backend
-from .timing import CPU_ACCOUNTING, process_cpu
+from .timing import CPU_ACCOUNTING
 from .units import KiB, human
 
-__all__ = ["LoadMeter", "machine", "print_machine"]
+__all__ = ["machine"]
 
 
 def _first_value(path: str, prefix: str) -> str | None:
@@ -62,60 +61,3 @@ def machine(workdir: str | None = None) -> dict[str, Any]:
         info["workdir"] = workdir
         info["filesystem"] = _filesystem(workdir)
     return info
-
-
-def _shown(key: str, value: Any) -> Any:
-    if key == "filesystem":
-        return f"{value['type']} on {value['source']} (mounted at {value['mount']})"
-    if key == "loadavg_at_start":
-        return " ".join(f"{x:.2f}" for x in value)
-    if key == "load_during_run":
-        return (
-            f"{value['wall_s']} s wall; CPU-s: this benchmark {value['own_cpu_s']}, "
-            f"everything else {value['other_cpu_s']}, steal {value['steal_s']}"
-        )
-    return value
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    """Print :func:`machine`'s description, one ``key: value`` per line."""
-    for key, value in info.items():
-        print(f"{key + ':':<18}{_shown(key, value)}")
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """(all CPUs' busy seconds, their steal seconds, this process's CPU)."""
-    with open("/proc/stat", encoding="ascii") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq
-    return busy / tick, v[7] / tick, process_cpu().total
-
-
-class LoadMeter:
-    """How busy the machine was with other work while the benchmark ran.
-
-    Reads the CPU time of every CPU from /proc/stat and subtracts this
-    process's (:func:`~zerocopy._bench.timing.process_cpu`: its threads and
-    the children it reaped), so reap the peers inside the block or account
-    for them.  What remains is other processes plus kernel threads (some of
-    which, such as ksoftirqd and writeback, may be working for us).
-    """
-
-    summary: dict[str, float]
-
-    def __enter__(self) -> LoadMeter:
-        self._t0 = perf_counter()
-        self._c0 = _cpu_counters()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        c1 = _cpu_counters()
-        wall = perf_counter() - self._t0
-        busy, steal, own = (b - a for a, b in zip(self._c0, c1, strict=True))
-        self.summary = {
-            "wall_s": round(wall, 1),
-            "own_cpu_s": round(own, 1),
-            "other_cpu_s": round(max(0.0, busy - own), 1),
-            "steal_s": round(steal, 1),
-        }

@@ -10,14 +10,10 @@ again.  Figures are medians of the measured rounds, with their spread.
 from __future__ import annotations
 
 import statistics
-import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from .timing import Sample
-from .units import GiB
-
-__all__ = ["print_round", "run_rounds", "spread", "summarize"]
+__all__ = ["run_rounds", "spread"]
 
 T = TypeVar("T")
 
@@ -55,39 +51,8 @@ def run_rounds(
     return results
 
 
-def print_round(label: str, samples: dict[str, Sample]) -> None:
-    """An ``on_round`` for :func:`run_rounds`: each variant's GiB/s on one stderr line."""
-    parts = [f"{name} {s.nbytes / GiB / s.seconds:.2f}" for name, s in samples.items()]
-    print(f"  {label}: " + ", ".join(parts) + " GiB/s", file=sys.stderr, flush=True)
-
-
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, min, max, and the quartiles (inclusive method) of *values*."""
     v = sorted(values)
     q1, q3 = statistics.quantiles(v, n=4, method="inclusive")[::2] if len(v) > 1 else (v[0], v[0])
     return {"median": statistics.median(v), "min": v[0], "max": v[-1], "q1": q1, "q3": q3}
-
-
-def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
-    """Throughput (GiB/s) and CPU (s/GiB) medians and spreads of one variant's runs.
-
-    Numeric ``info`` entries are summarised by their median, others by the
-    set of values seen.
-    """
-    gib = [s.nbytes / GiB for s in samples]
-    pairs = list(zip(gib, samples, strict=True))
-    out: dict[str, Any] = {
-        "runs": len(samples),
-        "gib_s": spread([g / s.seconds for g, s in pairs]),
-        "seconds": spread([s.seconds for s in samples]),
-        "cpu_user_s_per_gib": statistics.median(s.user / g for g, s in pairs),
-        "cpu_sys_s_per_gib": statistics.median(s.sys / g for g, s in pairs),
-        "cpu_s_per_gib": statistics.median((s.user + s.sys) / g for g, s in pairs),
-    }
-    for key in samples[0].info:
-        vals = [s.info.get(key) for s in samples]
-        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in vals):
-            out[key] = statistics.median(vals)  # type: ignore[type-var]
-        else:
-            out[key] = sorted({str(x) for x in vals})
-    return out

@@ -1,10 +1,10 @@
 """Run the scenarios: set up peers and files, time each method, gather figures.
 
-Methods of one scenario run in the toolkit's alternating rounds (A B C A B C
+Methods of one scenario run in alternating rounds (:mod:`.rounds`) (A B C A B C
 ..., after one warm-up round), and each destination is deleted right after
 its run: on these machines idle memory goes back to the hypervisor and costs
 seconds per GiB to touch again, so runs must neither sleep nor wait on each
-other.  CPU is the toolkit's one accounting (:mod:`zerocopy._bench.timing`):
+other.  CPU is the one accounting (:mod:`zerocopy._bench.timing`):
 this process, whose only thread runs the method; the peers are other
 processes, reaped after the scenario's last run.
 """
@@ -27,7 +27,9 @@ from typing import Any
 from .. import _backend
 from .methods import METHODS, Method
 from .model import MODEL
-from .toolkit import GiB, Stopwatch, run_rounds, spread
+from .rounds import run_rounds, spread
+from .timing import Stopwatch
+from .units import GiB
 
 __all__ = ["SCENARIOS", "Result", "Run", "run_benchmark"]
 

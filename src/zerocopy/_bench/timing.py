@@ -28,19 +28,10 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-__all__ = [
-    "CPU_ACCOUNTING",
-    "CpuTimes",
-    "Sample",
-    "Stopwatch",
-    "process_cpu",
-    "process_tree",
-    "process_tree_cpu",
-]
+__all__ = ["CPU_ACCOUNTING", "CpuTimes", "Stopwatch", "process_cpu"]
 
 #: One line for reports: what their CPU figures count.
 CPU_ACCOUNTING = "user+system of the process, all its threads and the children it reaped"
@@ -82,55 +73,6 @@ def process_cpu(pid: int | None = None) -> CpuTimes:
     return CpuTimes((utime + cutime) / tick, (stime + cstime) / tick)
 
 
-def process_tree(root: int) -> set[int]:
-    """*root* and its descendants still running (from ``/proc/<pid>/stat``'s parent ids)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent[int(entry)] = int(_stat_fields(int(entry))[1])
-            except OSError:
-                continue  # gone meanwhile
-    tree = {root}
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                grew = True
-    return tree
-
-
-def process_tree_cpu(root: int) -> CpuTimes:
-    """:func:`process_cpu` of *root* plus that of its descendants still running.
-
-    For servers that fork workers (nginx): a live worker's CPU is not in its
-    parent's ``cutime`` yet.  A reaped one's is, and it is no longer listed,
-    so nothing is counted twice.
-    """
-    user = system = 0.0
-    for pid in process_tree(root):
-        try:
-            cpu = process_cpu(pid)
-        except OSError:
-            continue
-        user += cpu.user
-        system += cpu.sys
-    return CpuTimes(user, system)
-
-
-@dataclass
-class Sample:
-    """One measured run: wall seconds, CPU seconds, bytes moved, and notes."""
-
-    seconds: float
-    user: float
-    sys: float
-    nbytes: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 class Stopwatch:
     """Wall time and :func:`process_cpu` (of *pid*, default this process) over a block."""
 
@@ -149,7 +91,3 @@ class Stopwatch:
     def __exit__(self, *exc: object) -> None:
         self.seconds = perf_counter() - self._t0
         self.user, self.sys = process_cpu(self.pid).minus(self._cpu0)
-
-    def sample(self, nbytes: int, **info: Any) -> Sample:
-        """This block's figures as a :class:`Sample` of *nbytes* bytes."""
-        return Sample(self.seconds, self.user, self.sys, nbytes, info)

@@ -8,9 +8,10 @@ import sys
 import time
 from typing import Any, TextIO
 
+from .._bench.machine import machine
 from .._bench.methods import METHODS
 from .._bench.runner import SCENARIOS, SCHEMA, Result, run_benchmark
-from .._bench.toolkit import human, machine, parse_size, size_arg
+from .._bench.units import human, parse_size, size_arg
 
 __all__ = ["add_parser", "report", "run"]
 

@@ -1,11 +1,9 @@
 """What only the benchmark scripts share: their options, targets, tables and files.
 
 The measuring itself (sizes, CPU and wall time, the machine, alternating
-rounds, medians and spreads) is the package's toolkit,
-``zerocopy._bench.toolkit``, which ``python -m zerocopy bench`` uses too;
-import those from there.  This module holds the scripts' common options,
-ratios against a baseline, the issues' targets, the printed table, the JSON
-file, a deadline, and file and peer-process chores.
+rounds, medians and spreads) is :mod:`kit.toolkit`'s.  This module holds the
+scripts' common options, ratios against a baseline, the issues' targets, the
+printed table, the JSON file, a deadline, and file and peer-process chores.
 """
 
 from __future__ import annotations
@@ -14,28 +12,85 @@ import argparse
 import filecmp
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zerocopy._bench.toolkit import (
-    CpuTimes,
+# The peer and server helpers, as the scripts' c.Peer, c.Server, ... (explicit re-exports).
+from .peer import (
+    STARTUP as STARTUP,
+)
+from .peer import (
+    Peer as Peer,
+)
+from .peer import (
+    Server as Server,
+)
+from .peer import (
+    announce as announce,
+)
+from .peer import (
+    checkout_env as checkout_env,
+)
+from .peer import (
+    die_with_parent as die_with_parent,
+)
+from .peer import (
+    free_port as free_port,
+)
+from .peer import (
+    nginx_binary as nginx_binary,
+)
+from .peer import (
+    nginx_server as nginx_server,
+)
+from .peer import (
+    serve_peer as serve_peer,
+)
+from .toolkit import (
     MiB,
     Sample,
     human,
     print_machine,
-    process_tree_cpu,
     size_arg,
     summarize,
 )
+
+
+def split_names(text: str) -> list[str]:
+    """--only's names: split at ';', and at commas outside parentheses.
+
+    Names may hold commas inside their parentheses ("zerocopy.aio.relay
+    (uvloop, before)"), never ';'; "a,b" stays a list of two.
+    """
+    names, depth, cur = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" or (ch == "," and depth <= 0):
+            names.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    names.append(cur)
+    return [n.strip() for n in names if n.strip()]
+
+
+class OnlyAction(argparse.Action):
+    """``--only``: each use adds its :func:`split_names` to the list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        names = list(getattr(namespace, self.dest, None) or [])
+        setattr(namespace, self.dest, names + split_names(str(values)))
 
 
 def base_parser(
@@ -75,9 +130,10 @@ def base_parser(
     p.add_argument(
         "--only",
         metavar="NAMES",
-        type=lambda s: [x.strip() for x in s.split(",")],
-        help="run only these variants, comma-separated, in this order (ratios are "
-        "against the usual baseline if it runs, else the first)",
+        action=OnlyAction,
+        help="run only these variants, in this order: separated by ';' or by commas outside "
+        "parentheses, or --only repeated (ratios are against the usual baseline if it "
+        "runs, else the first)",
     )
     return p
 
@@ -266,239 +322,13 @@ def fill_file(path: str, size: int, block: bytes | None = None) -> None:
             pass
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Close a peer's stdin (its signal to exit) and reap it; kill it if it lingers."""
-    for stream in (proc.stdin, proc.stdout):
-        if stream is not None:
-            try:
-                stream.close()
-            except OSError:  # EPIPE: it already exited
-                pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def raise_nofile() -> None:
+    """Raise the soft limit on descriptors to the hard one: hundreds of connections need more."""
+    import resource
 
-
-STARTUP = 20.0  # seconds a server may take to answer
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for a server to bind)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the benchmark dies (PR_SET_PDEATHSIG).
-
-    A benchmark killed outright (a test's timeout, SIGKILL) runs no
-    ``finally``; its servers must not outlive it on a shared machine.
-    """
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-
-
-class Server:
-    """A server process on 127.0.0.1:port, started in __enter__, stopped in __exit__.
-
-    Its stderr (the request log, warnings, tracebacks) is kept in ``errors``
-    once it has stopped.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        port: int,
-        cleanup: Callable[[], None] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.cleanup = cleanup
-        self.env = env
-        self.errors = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-        # The request log goes to a file: a pipe nobody reads would fill up.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _stop()
-
-    def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            env=self.env,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + STARTUP
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self._stop()
-                raise RuntimeError(f"{self.name} did not start: {err[-2000:]}")
-            time.sleep(0.05)
-
-    def _stop(self) -> str:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return self.errors
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if self.cleanup:
-            self.cleanup()
-        self.log.seek(0)
-        self.errors = self.log.read().decode(errors="replace")
-        self.log.close()
-        return self.errors
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu(self) -> CpuTimes:
-        """The server's CPU so far: the toolkit's ``process_tree_cpu`` of its process."""
-        return process_tree_cpu(self.pid)
-
-
-def nginx_binary() -> str | None:
-    """nginx on PATH, or Debian's /usr/sbin/nginx (not on a user's PATH); None if neither."""
-    found = shutil.which("nginx")
-    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
-        found = "/usr/sbin/nginx"
-    return found
-
-
-def nginx_server(binary: str, directory: str, port: int) -> Server:
-    """nginx serving *directory* on 127.0.0.1:*port*: one worker, ``sendfile on``, no access log.
-
-    The reference a C server reaches.  Its configuration, pid, logs and
-    temporary directories live in a temporary prefix, removed when it stops;
-    ``sendfile_max_chunk`` is left at its default (2m in nginx 1.22).  Run as
-    root, its worker reads as root (``user root``), so the benchmarks'
-    0700 temporary directories are readable to it.
-    """
-    prefix = tempfile.mkdtemp(prefix="zerocopy-bench-nginx-")
-    conf = os.path.join(prefix, "nginx.conf")
-    user = "user root;" if os.geteuid() == 0 else ""
-    temp = "\n".join(
-        f"    {kind}_temp_path {prefix}/{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    with open(conf, "w", encoding="utf-8") as f:
-        f.write(
-            f"""
-daemon off;
-master_process on;
-worker_processes 1;
-{user}
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    default_type application/octet-stream;
-{temp}
-    server {{
-        listen 127.0.0.1:{port};
-        root {directory};
-    }}
-}}
-"""
-        )
-    argv = [binary, "-p", prefix + "/", "-c", conf, "-e", f"{prefix}/error.log"]
-    return Server("nginx", argv, port, cleanup=lambda: shutil.rmtree(prefix, ignore_errors=True))
-
-
-class Peer:
-    """A role of a benchmark script in its own process, asked over JSON lines.
-
-    ``python SCRIPT --role NAME ARGS...`` (:func:`serve_peer` on its side)
-    prints a line when ready, then answers each JSON object written to its
-    stdin with one JSON object on its stdout; it exits when its stdin closes,
-    or (PR_SET_PDEATHSIG) when the benchmark dies.  Its CPU is its own, never
-    the measured side's.  ``send`` then ``receive`` lets the benchmark keep
-    several peers working at once.
-    """
-
-    def __init__(self, script: str, *role: str) -> None:
-        self.role = role
-        self.proc = subprocess.Popen(
-            [sys.executable, script, "--role", *role],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            preexec_fn=die_with_parent,
-        )
-        assert self.proc.stdout is not None
-        if not self.proc.stdout.readline():
-            stop(self.proc)
-            raise RuntimeError(f"peer {role} did not start")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def send(self, request: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-
-    def receive(self) -> dict[str, Any]:
-        """The answer to the last request; RuntimeError with the peer's error if it failed."""
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"peer {self.role} (pid {self.pid}) exited")
-        answer: dict[str, Any] = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"peer {self.role}: {answer['error']}")
-        return answer
-
-    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
-        self.send(request)
-        return self.receive()
-
-    def __enter__(self) -> Peer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        stop(self.proc)
-
-
-def serve_peer(handle: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    """A :class:`Peer`'s side: say ready, answer each request line, return when stdin closes.
-
-    An exception becomes ``{"error": ...}``, raised again by the benchmark.
-    """
-    print("ready", flush=True)
-    for line in sys.stdin:
-        try:
-            answer = handle(json.loads(line))
-        except Exception as exc:  # noqa: BLE001 - handed to the benchmark, which raises it
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(answer), flush=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def unlink(path: str) -> None:
