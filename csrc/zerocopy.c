@@ -45,7 +45,7 @@
 #define ZC_STEP_SRC_EMPTY 1  /* src would block, the pipe is empty */
 #define ZC_STEP_SRC_END 2    /* src returned 0 (end of stream or an urgent mark), pipe empty */
 #define ZC_STEP_DST_FULL 3   /* dst would block; state->in_pipe bytes wait in the pipe */
-#define ZC_STEP_BUDGET 4     /* budget bytes were delivered in this call */
+#define ZC_STEP_SPENT 4      /* the whole byte budget was delivered in this call */
 #define ZC_STEP_DST_ZERO 5   /* dst took 0 bytes (never from a stream socket) */
 
 struct zc_relay_state {
@@ -163,7 +163,7 @@ static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
             state->delivered += n;
             moved += n;
             if (moved >= budget) {
-                return ZC_STEP_BUDGET;
+                return ZC_STEP_SPENT;
             }
             continue;
         }

@@ -17,9 +17,9 @@ import pytest
 
 from copykit import payload
 from zerocopy._constants import (
-    STEP_BUDGET_SPENT,
     STEP_DST_FULL,
     STEP_ERROR,
+    STEP_SPENT,
     STEP_SRC_EMPTY,
     STEP_SRC_END,
 )
@@ -156,7 +156,7 @@ class TestRelayStep:
         data = payload(200_000)
         feeder.sendall(data)
         state = backend.relay_state()
-        assert _step(backend, src, pipe, dst, state, budget=1) == STEP_BUDGET_SPENT
+        assert _step(backend, src, pipe, dst, state, budget=1) == STEP_SPENT
         first = state.delivered
         assert 0 < first <= len(data)
         status = _step(backend, src, pipe, dst, state)
@@ -186,7 +186,7 @@ class TestRelayStep:
             moved = state.delivered - before
             assert moved <= budget
             assert state.in_pipe <= budget
-            if status == STEP_BUDGET_SPENT:
+            if status == STEP_SPENT:
                 assert moved == budget
             got += _drain(reader)
         assert bytes(got) == data

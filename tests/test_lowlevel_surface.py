@@ -53,10 +53,10 @@ class TestConstants:
         assert getattr(_constants, f"STEP_{name}") == getattr(compiled.lib, f"ZC_STEP_{name}")
 
     def test_relay_step_budget_status_matches_compiled(self, compiled: ModuleType) -> None:
-        """STEP_BUDGET_SPENT (STEP_BUDGET is a byte count) is ZC_STEP_BUDGET."""
+        """STEP_SPENT (a status; STEP_BYTES is a byte count) is ZC_STEP_SPENT."""
         from zerocopy import _constants
 
-        assert _constants.STEP_BUDGET_SPENT == compiled.lib.ZC_STEP_BUDGET
+        assert _constants.STEP_SPENT == compiled.lib.ZC_STEP_SPENT
 
     @pytest.mark.parametrize("name", ["SPLICE_F_MOVE", "SPLICE_F_NONBLOCK", "SPLICE_F_MORE"])
     def test_match_os_module(self, name: str) -> None:

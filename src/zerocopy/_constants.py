@@ -16,11 +16,11 @@ __all__ = [
     "SPLICE_F_MORE",
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
-    "STEP_BUDGET",
-    "STEP_BUDGET_SPENT",
+    "STEP_BYTES",
     "STEP_DST_FULL",
     "STEP_DST_ZERO",
     "STEP_ERROR",
+    "STEP_SPENT",
     "STEP_SRC_EMPTY",
     "STEP_SRC_END",
 ]
@@ -44,10 +44,10 @@ FEATURE_NAMES = frozenset(
 # always fits size_t and Py_ssize_t.
 MAX_RW_COUNT = 0x7FFFF000
 
-# Most bytes one step of a transfer moves before it lets others run: a relay
-# direction before the other direction's turn, an asyncio transfer before it
-# yields to the loop, so one fast peer cannot starve the rest.
-STEP_BUDGET = 4 * 1024 * 1024
+# The default byte budget of one relay step (Direction.step): what one
+# direction moves before the other direction's turn in the threaded relay.
+# The async forms pass their loop's slice instead (zerocopy._fair).
+STEP_BYTES = 4 * 1024 * 1024
 
 # Why a backend's relay_step returned (csrc/zerocopy.c's ZC_STEP_*, checked
 # against the compiled values by the tests).
@@ -55,5 +55,5 @@ STEP_ERROR = -1  #: a splice failed; the state's ``err`` says why (EINTR include
 STEP_SRC_EMPTY = 1  #: the source would block, and the pipe is empty
 STEP_SRC_END = 2  #: the source returned 0 (end of stream, or an urgent mark), pipe empty
 STEP_DST_FULL = 3  #: the destination would block; ``in_pipe`` bytes wait in the pipe
-STEP_BUDGET_SPENT = 4  #: the call delivered its budget
+STEP_SPENT = 4  #: the call delivered its whole byte budget
 STEP_DST_ZERO = 5  #: the destination took 0 bytes (never from a stream socket)

@@ -19,10 +19,10 @@ from typing import Any
 
 from ._constants import (
     SPLICE_F_NONBLOCK,
-    STEP_BUDGET_SPENT,
     STEP_DST_FULL,
     STEP_DST_ZERO,
     STEP_ERROR,
+    STEP_SPENT,
     STEP_SRC_EMPTY,
     STEP_SRC_END,
 )
@@ -198,7 +198,7 @@ def relay_step(
                 moved += n
                 tally.fold()
                 if moved >= budget:
-                    return STEP_BUDGET_SPENT
+                    return STEP_SPENT
                 continue
             try:
                 n = os.splice(src, pipe_w, min(pipe_size, left), None, None, SPLICE_F_NONBLOCK)

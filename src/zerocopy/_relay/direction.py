@@ -35,10 +35,10 @@ import socket
 
 from .. import _backend
 from .._constants import (
-    STEP_BUDGET,
-    STEP_BUDGET_SPENT,
+    STEP_BYTES,
     STEP_DST_FULL,
     STEP_DST_ZERO,
+    STEP_SPENT,
     STEP_SRC_EMPTY,
     STEP_SRC_END,
 )
@@ -100,7 +100,7 @@ class Direction:
         self.head_sent = Tally()
         self.head_base = 0
 
-    def step(self, budget: int = STEP_BUDGET) -> bool:
+    def step(self, budget: int = STEP_BYTES) -> bool:
         """Move bytes until something would block or *budget* went out; True if anything changed.
 
         A spent budget leaves :attr:`waiting` None: step again after others had
@@ -159,7 +159,7 @@ class Direction:
                 if not state.in_pipe:
                     self._give_back(pipe)  # idle until the source has bytes
                 break
-            if status == STEP_BUDGET_SPENT:
+            if status == STEP_SPENT:
                 break  # waiting None: step again after the other side's turn
             if status == STEP_DST_ZERO:  # a stream socket never takes 0 bytes; do not spin
                 raise OSError(errno.EIO, "splice: destination accepted 0 bytes")
