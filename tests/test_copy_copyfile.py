@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -333,3 +334,26 @@ class TestCopyfileLoop:
         zerocopy.copyfile(src, tmp_path / "dst")
         assert (tmp_path / "dst").read_bytes() == data
         assert zerocopy.last_method() == "copy_file_range"
+
+    @pytest.mark.only_backend("os")
+    def test_a_patched_os_sendfile_reaches_it(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On the os backend, mock.patch("os.sendfile") reaches copyfile's sendfile (issue 23)."""
+        data = payload(300_000)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        real = os.sendfile
+        counts = []
+
+        def spy(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
+            counts.append(real(out_fd, in_fd, offset, count))
+            return counts[-1]
+
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", always_fail(errno.EXDEV))
+        with mock.patch("os.sendfile", spy):
+            zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert sum(counts) == len(data)
+        assert counts[-1] == 0  # to end of file, through the patched call
+        assert zerocopy.last_method() == "sendfile"
