@@ -3,66 +3,46 @@
 :mod:`zerocopy._engine.sendfile` decides, for all forms at once: a first
 sendfile call that moves 0 bytes gives up to read/send (whatever ``st_size``
 says), and where that fallback sends nothing the file position is put back.
-Each test runs the blocking form, asyncio, uvloop, and anyio on asyncio and
-on trio, and compares with :meth:`socket.socket.sendfile` where its result
-is the contract.
+Each test runs every form (tests/loopkit.py: blocking, asyncio, uvloop, anyio
+on asyncio and on trio, trio through the test-only adapter) and compares
+with :meth:`socket.socket.sendfile` where its result is the contract.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
-import anyio
 import pytest
 
-import zerocopy
-import zerocopy.anyio
+from loopkit import Form
+from loopkit import form as form
 from netkit import payload
-from zerocopy import aio
-
-FORMS = ["blocking", "asyncio", "uvloop", "anyio-asyncio", "anyio-trio"]
 
 #: Runs one form's send: (sock, file, offset, count) -> bytes sent.
 Send = Callable[[socket.socket, BinaryIO, int, int | None], int]
-
-
-def _on_loop(coro: Callable[[], Coroutine[Any, Any, int]], form: str) -> int:
-    if form == "asyncio":
-        return asyncio.run(coro())
-    if form == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coro())
-    backend = form.removeprefix("anyio-")
-    return int(anyio.run(coro, backend=backend))
-
-
-def _sender(form: str) -> Send:
-    def send(sock: socket.socket, file: BinaryIO, offset: int, count: int | None) -> int:
-        if form == "blocking":
-            return zerocopy.send_file(sock, file, offset, count)
-        sock.setblocking(False)
-        if form.startswith("anyio-"):
-            return _on_loop(lambda: zerocopy.anyio.send_file(sock, file, offset, count), form)
-        return _on_loop(lambda: aio.send_file(sock, file, offset, count), form)
-
-    return send
 
 
 def _reference(sock: socket.socket, file: BinaryIO, offset: int, count: int | None) -> int:
     return sock.sendfile(file, offset, count)
 
 
-@pytest.fixture(params=FORMS)
-def send(request: pytest.FixtureRequest) -> Send:
-    return _sender(request.param)
+@pytest.fixture
+def send(form: Form) -> Send:
+    """send_file of each form (loopkit's: blocking, asyncio, uvloop, anyio, trio's adapter)."""
+
+    def run(sock: socket.socket, file: BinaryIO, offset: int, count: int | None) -> int:
+        if form.blocking:
+            return int(form.send_file(sock, file, offset, count))
+        sock.setblocking(False)
+        return int(form.run(lambda: form.send_file(sock, file, offset, count)))
+
+    return run
 
 
 def transfer(send: Send, file: BinaryIO, offset: int = 0, count: int | None = None) -> Any:
