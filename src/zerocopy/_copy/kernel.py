@@ -85,7 +85,8 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     start = cur.s_off
     assert start is not None  # a file source always has its offset
     transfer = Sendfile(dfd, sfd, start, left, t.tally)
-    # t.total grows by exactly what the transfer sends: t.chunk as it stands now holds.
+    # t.add(n) grows t.total by what each call sent: as count - sent does, so
+    # a t.chunk() taken once asks each call for what the loop's t.chunk() did.
     transfer.most, transfer.waits = t.chunk(MAX_RW_COUNT), False
     for n in transfer:
         cur.s_off = start + transfer.sent
