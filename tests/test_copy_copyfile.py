@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -189,15 +190,15 @@ class TestCopyfileLoop:
         src = tmp_path / "src"
         src.write_bytes(data)
         calls = []
-        real = copy_files._cfr
+        real = backend.copy_file_range_at_positions
 
         def counted(sfd: int, dfd: int, count: int) -> int:
             n = real(sfd, dfd, count)
             calls.append(n)
             return n
 
-        monkeypatch.setattr(copy_files, "_CFR_CHUNK", 64 * 1024)
-        monkeypatch.setattr(copy_files, "_cfr", counted)
+        monkeypatch.setattr(copy_files, "CHUNK", 64 * 1024)
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", counted)
         zerocopy.copyfile(src, tmp_path / "dst")
         assert (tmp_path / "dst").read_bytes() == data
         assert calls[-1] == 0
@@ -216,7 +217,7 @@ class TestCopyfileLoop:
 
         refuse = always_fail(err)
 
-        monkeypatch.setattr(copy_files, "_cfr", refuse)
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", refuse)
         monkeypatch.setattr(copy_files, "copyfileobj", refuse)  # must not be reached
         zerocopy.copyfile(src, tmp_path / "dst")
         assert (tmp_path / "dst").read_bytes() == data
@@ -233,8 +234,8 @@ class TestCopyfileLoop:
 
         refuse = always_fail(err)
 
-        monkeypatch.setattr(copy_files, "_cfr", refuse)
-        monkeypatch.setattr(copy_files, "_sendfile", refuse)
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", refuse)
+        monkeypatch.setattr(backend, "sendfile", refuse)
         general = []
         real_copyfileobj = copy_files.copyfileobj
 
@@ -258,15 +259,15 @@ class TestCopyfileLoop:
 
         refuse = always_fail(errno.EXDEV)
 
-        def fail_third(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
+        def fail_third(out_fd: int, in_fd: int, offset: Any, count: int, tally: Any) -> int:
             nonlocal calls
             calls += 1
             if calls == 3:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return os.sendfile(out_fd, in_fd, offset, 70_000)
+            return int(tally.call(os.sendfile, (out_fd, in_fd, offset, 70_000)))
 
-        monkeypatch.setattr(copy_files, "_cfr", refuse)
-        monkeypatch.setattr(copy_files, "_sendfile", fail_third)
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", refuse)
+        monkeypatch.setattr(backend, "sendfile", fail_third)
         dst = tmp_path / "dst"
         with pytest.raises(OSError, match="No space left") as info:
             zerocopy.copyfile(src, dst)
@@ -291,7 +292,7 @@ class TestCopyfileLoop:
         data = payload(MiB)
         src = tmp_path / "src"
         src.write_bytes(data)
-        real = copy_files._cfr
+        real = backend.copy_file_range_at_positions
         calls = 0
 
         def fail_third(sfd: int, dfd: int, count: int) -> int:
@@ -301,7 +302,7 @@ class TestCopyfileLoop:
                 raise OSError(err, os.strerror(err))
             return real(sfd, dfd, 100_000)
 
-        monkeypatch.setattr(copy_files, "_cfr", fail_third)
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", fail_third)
         dst = tmp_path / "dst"
         with pytest.raises(OSError, match=os.strerror(err)) as info:
             zerocopy.copyfile(src, dst)
@@ -315,7 +316,7 @@ class TestCopyfileLoop:
         """The os module's copy_file_range, where it has one (the cheaper call, measured)."""
         if not hasattr(os, "copy_file_range"):
             pytest.skip("this Python's os module has no copy_file_range")
-        assert copy_files._cfr is os.copy_file_range
+        assert backend.copy_file_range_at_positions is os.copy_file_range
 
     def test_without_the_os_modules_call(
         self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -324,8 +325,35 @@ class TestCopyfileLoop:
         data = payload(MiB + 7)
         src = tmp_path / "src"
         src.write_bytes(data)
-        monkeypatch.setattr(copy_files, "_cfr", copy_files._backend_cfr)
-        monkeypatch.setattr(copy_files, "_CFR_CHUNK", 300_000)
+        monkeypatch.setattr(
+            backend,
+            "copy_file_range_at_positions",
+            lambda sfd, dfd, count: backend.copy_file_range(sfd, dfd, count, None, None),
+        )
+        monkeypatch.setattr(copy_files, "CHUNK", 300_000)
         zerocopy.copyfile(src, tmp_path / "dst")
         assert (tmp_path / "dst").read_bytes() == data
         assert zerocopy.last_method() == "copy_file_range"
+
+    @pytest.mark.only_backend("os")
+    def test_a_patched_os_sendfile_reaches_it(
+        self, backend: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On the os backend, mock.patch("os.sendfile") reaches copyfile's sendfile (issue 23)."""
+        data = payload(300_000)
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        real = os.sendfile
+        counts = []
+
+        def spy(out_fd: int, in_fd: int, offset: Any, count: int) -> int:
+            counts.append(real(out_fd, in_fd, offset, count))
+            return counts[-1]
+
+        monkeypatch.setattr(backend, "copy_file_range_at_positions", always_fail(errno.EXDEV))
+        with mock.patch("os.sendfile", spy):
+            zerocopy.copyfile(src, tmp_path / "dst")
+        assert (tmp_path / "dst").read_bytes() == data
+        assert sum(counts) == len(data)
+        assert counts[-1] == 0  # to end of file, through the patched call
+        assert zerocopy.last_method() == "sendfile"

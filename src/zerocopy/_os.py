@@ -32,6 +32,7 @@ from ._tally import Tally
 __all__ = [
     "NAME",
     "copy_file_range",
+    "copy_file_range_at_positions",
     "probe",
     "relay_state",
     "relay_step",
@@ -82,14 +83,18 @@ def copy_file_range(
     src: int,
     dst: int,
     count: int,
-    offset_src: int | None,
-    offset_dst: int | None,
+    offset_src: int | None = None,
+    offset_dst: int | None = None,
     tally: Tally | None = None,
 ) -> int:
     try:
         return _call(tally, os.copy_file_range, src, dst, count, offset_src, offset_dst)
     except OSError as exc:
         raise reraise_as(exc, "copy_file_range") from None
+
+
+#: copy_file_range at the files' positions, as the cffi backend's: no frame of ours.
+copy_file_range_at_positions = getattr(os, "copy_file_range", copy_file_range)
 
 
 # A pipe that polls writable has at least one free slot, and a write of at

@@ -24,7 +24,6 @@ import zerocopy.aio
 from conftest import stream_pair
 from faultkit import KiB, MiB
 from faultkit.peers import SLOW, Feeder, Peer, assert_prefix, file_bytes, random_bytes
-from zerocopy._copy import files as copy_files
 from zerocopy._tally import Tally
 
 
@@ -356,9 +355,10 @@ def check_count_and_position_are_exact(
     name = DELIVERING_CALL[api]
     # copyfile calls the os module's copy_file_range at the fresh files'
     # positions (cheaper than the cffi shim, and no count to keep: the
-    # destination's size is the count), through files._cfr.
-    owner: Any = copy_files if api == "copyfile" else backend
-    attr = "_cfr" if api == "copyfile" else name
+    # destination's size is the count), through the backend's
+    # copy_file_range_at_positions.
+    owner: Any = backend
+    attr = "copy_file_range_at_positions" if api == "copyfile" else name
     real = getattr(owner, attr)
     calls = 0
 
@@ -383,7 +383,7 @@ def check_count_and_position_are_exact(
             at = 3 if name == "sendfile" else 2
             capped[at] = min(capped[at], MiB)
         n = int(real(*capped))
-        if (owner is copy_files or isinstance(args[-1], Tally)) and n > 0:
+        if (api == "copyfile" or isinstance(args[-1], Tally)) and n > 0:
             calls += 1
             if calls == nth:
                 raise Stop(n)

@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .. import _backend
-from .._errors import FALLBACK_ERRNOS, set_transferred
+from .._engine.sendfile import CHUNK, Sendfile
+from .._errors import FALLBACK_ERRNOS, GiveUp, set_transferred
 from .._tally import Tally
 from .._types import StrOrBytesPath
 from . import kernel
@@ -106,15 +107,16 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
     sfd = fsrc.fileno()
     if stat.S_ISREG(os.fstat(sfd).st_mode):  # shutil's sendfile path fstats it too
         dfd = fdst.fileno()
+        cfr = _backend.current().copy_file_range_at_positions
         total = 0
         try:
-            while moved := _cfr(sfd, dfd, _CFR_CHUNK):
+            while moved := cfr(sfd, dfd, CHUNK):
                 total += moved
         except BaseException as exc:
             # Not here before a byte moved (another filesystem, a device):
             # sendfile at the same positions, as shutil copies, then the
             # general path.  Anything else is the copy's failure.
-            if total or not _not_here(exc):
+            if total or not (isinstance(exc, OSError) and exc.errno in FALLBACK_ERRNOS):
                 note_method("copy_file_range")
                 kernel.name_files(exc, fsrc, fdst)
                 raise
@@ -127,49 +129,27 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
     return copyfileobj(fsrc, fdst)  # every other case, as before
 
 
-def _not_here(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in FALLBACK_ERRNOS
-
-
 def _sendfile_all(fsrc: Any, fdst: Any, sfd: int, dfd: int) -> int:
     """sendfile from *sfd*'s position to *dfd*'s until end of file; 0 if it cannot start.
 
     The destination may be a device here (copy_file_range takes regular
-    files only), so its size is no count: a :class:`~zerocopy._tally.Tally`
-    keeps each call's result from before a signal handler can run, and a
-    failure carries the exact sum.
+    files only), so its size is no count: the transfer's
+    :class:`~zerocopy._tally.Tally` is, and a failure carries it.
     """
-    tally = Tally()
+    transfer = Sendfile(dfd, sfd, None, None, Tally())
+    transfer.waits = False
     try:
-        while tally.call(_sendfile, (dfd, sfd, None, _CFR_CHUNK)):
-            tally.fold()
-    except BaseException as exc:
-        moved = tally.total()
-        if moved or not _not_here(exc):
-            note_method("sendfile")
-            kernel.name_files(exc, fsrc, fdst)
-            set_transferred(exc, moved)
-            raise
+        moved = sum(transfer)  # each call's count (never WRITABLE, 0: see waits)
+    except GiveUp:
         return 0
-    moved = tally.total()
+    except BaseException as exc:
+        note_method("sendfile")
+        kernel.name_files(exc, fsrc, fdst)
+        set_transferred(exc, transfer.tally.total())
+        raise
     if moved:
         note_method("sendfile")
     return moved
-
-
-def _backend_cfr(sfd: int, dfd: int, count: int) -> int:
-    return int(_backend.current().copy_file_range(sfd, dfd, count, None, None))
-
-
-#: copyfile's copy_file_range, at the files' positions.  The os module's own
-#: wrapper where it has one: one call through it costs about 1,100 user-space
-#: instructions, through the cffi shim 2,900 plus 3,300 for each offset
-#: pointer it allocates (docs/benchmarks.md, "Small copies, counted").
-_cfr = getattr(os, "copy_file_range", _backend_cfr)
-#: copyfile's sendfile, where copy_file_range cannot start (os.sendfile: the
-#: cheaper call, as above; offset None copies at the source's position).
-_sendfile = os.sendfile
-_CFR_CHUNK = 1 << 30  # as kernel.py: the design's 1 GiB chunks
 
 
 def _delivered(dst: Any, copied: int) -> int:

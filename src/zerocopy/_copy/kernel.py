@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _backend
 from .._constants import MAX_RW_COUNT
+from .._engine.sendfile import CHUNK, Sendfile
 from .._errors import FALLBACK_ERRNOS, GiveUp, give_up_or_raise
 from .._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
 from .._pipes import default_pool
@@ -27,8 +28,6 @@ Method = Callable[[int, int, "Cursor", Transfer], None]
 _RAW = (io.FileIO, socket.SocketIO)
 
 __all__ = ["copy", "name_files", "nonblocking"]
-
-_CFR_CHUNK = 1 << 30  # copy_file_range: chunk at 1 GiB (design, "Limits")
 
 
 class Cursor:
@@ -62,7 +61,7 @@ def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
 def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     moved = 0
     cfr = _backend.current().copy_file_range
-    while want := t.chunk(_CFR_CHUNK):
+    while want := t.chunk(CHUNK):
         try:
             n = cfr(sfd, dfd, want, cur.s_off, cur.d_off, t.tally)
         except OSError as exc:
@@ -82,19 +81,15 @@ def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
     # its fd position, which is put at the cursor first and read back after.
     if cur.d_off is not None:
         os.lseek(dfd, cur.d_off, os.SEEK_SET)
-    moved = 0
-    sendfile = _backend.current().sendfile
-    while want := t.chunk(MAX_RW_COUNT):
-        try:
-            n = sendfile(dfd, sfd, cur.s_off, want, t.tally)
-        except OSError as exc:
-            give_up_or_raise(exc, moved)
-        if n == 0:
-            if moved == 0:
-                raise GiveUp("sendfile moved nothing")
-            return
-        moved += n
-        cur.s_off += n
+    left = None if t.limit is None else t.limit - t.total
+    start = cur.s_off
+    assert start is not None  # a file source always has its offset
+    transfer = Sendfile(dfd, sfd, start, left, t.tally)
+    # t.add(n) grows t.total by what each call sent: as count - sent does, so
+    # a t.chunk() taken once asks each call for what the loop's t.chunk() did.
+    transfer.most, transfer.waits = t.chunk(MAX_RW_COUNT), False
+    for n in transfer:
+        cur.s_off = start + transfer.sent
         if cur.d_off is not None:
             cur.d_off += n
         t.add(n)

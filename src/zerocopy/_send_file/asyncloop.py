@@ -14,13 +14,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import _backend
-from .._errors import GiveUp, give_up_or_raise, set_transferred
+from .._engine.sendfile import WRITABLE, Sendfile
+from .._errors import GiveUp, set_transferred
 from .._fair import Turn
 from .._fd import FILE, kind_of, stream_fd
 from .._loop import Loop, wait_key
 from .._tally import Tally
-from .common import COPY_CHUNK, read_chunk, seekable
+from .common import COPY_CHUNK, read_chunk, seekable, settle_position
 
 __all__ = ["send"]
 
@@ -46,33 +46,6 @@ class _Sender:
         """Wait for room in the socket, the turn given up meanwhile."""
         self.turn.waited()
         await wait_key(self.waiter, (self.sock.fileno(), select.POLLOUT))
-
-    async def via_sendfile(self, fd: int, offset: int, count: int | None) -> None:
-        """Send with sendfile; :class:`GiveUp` if it cannot start here (nothing sent)."""
-        sendfile = _backend.current().sendfile
-        out = self.sock.fileno()
-        turn = self.turn
-        while True:
-            want = turn.left if count is None else min(count - self.sent, turn.left)
-            if want <= 0:
-                return
-            self.tally.fold()
-            try:
-                n = sendfile(out, fd, offset + self.sent, want, self.tally)
-            except BlockingIOError:
-                await self.writable()
-                continue
-            except OSError as exc:
-                give_up_or_raise(exc, self.sent)
-            if n == 0:
-                # End of file (it may have shrunk since we began), or procfs and
-                # sysfs files, which report size 0: let read() have the last word.
-                if self.sent == 0:
-                    raise GiveUp("sendfile moved nothing")
-                return
-            self.sent += n
-            if turn.spend(n):
-                await turn.pause()
 
     async def send_all(self, data: memoryview) -> None:
         self.tally.fold()
@@ -126,17 +99,27 @@ async def send(
     position set to ``offset + sent`` on the way out.
     """
     sender = _Sender(sock, loop)
+    start = None
     try:
         if first is not None:
             await first()
         fd = stream_fd(file, reading=True)
         regular = fd is not None and kind_of(os.fstat(fd).st_mode) == FILE
         if fd is not None and regular:
+            turn = sender.turn
+            transfer = Sendfile(sock.fileno(), fd, offset, count, sender.tally)
             try:
-                await sender.via_sendfile(fd, offset, count)
+                transfer.most = turn.left
+                for n in transfer:
+                    if n == WRITABLE:
+                        await sender.writable()  # the turn given up first
+                    elif turn.spend(n):
+                        await turn.pause()
+                    transfer.most = turn.left
+                sender.sent = transfer.sent
                 return sender.sent
             except GiveUp:
-                pass  # nothing went out: read and send it instead
+                start = file.tell()  # nothing went out: read and send it instead
         await sender.via_send(file, offset, count, threaded=fd is not None and not regular)
         return sender.sent
     except BaseException as exc:
@@ -146,6 +129,4 @@ async def send(
     finally:
         sender.turn.close()
         sender.waiter.close()
-        # As socket.sendfile: the position follows what was sent.
-        if sender.sent > 0 and seekable(file):
-            file.seek(offset + sender.sent)
+        settle_position(file, offset, sender.sent, start)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import time
 from typing import Any
 
-from .. import _backend
-from .._constants import MAX_RW_COUNT
-from .._errors import GiveUp, give_up_or_raise, set_transferred
+from .._engine.sendfile import WRITABLE, Sendfile
+from .._errors import GiveUp, set_transferred
 from .._fd import poll_ms
 from .._tally import Tally
 from .._types import SupportsRead
-from .common import COPY_CHUNK, SEND_CHUNK, check_params, read_chunk, regular_fd, seekable
+from .common import COPY_CHUNK, check_params, read_chunk, regular_fd, seekable, settle_position
 
 __all__ = ["send_file"]
 
@@ -33,65 +31,26 @@ def _wait(fd: int, events: int, timeout: float | None, call: str) -> None:
             return
 
 
-def _via_sendfile(sock: socket.socket, fd: int, offset: int, count: int | None) -> int:
-    timeout = sock.gettimeout()
-    sendfile = _backend.current().sendfile
-    out = sock.fileno()
-    tally = Tally()  # the exact count if an exception cuts the loop short
-    sent = 0
-    try:
-        while True:
-            want = SEND_CHUNK if count is None else min(count - sent, SEND_CHUNK)
-            if want <= 0:
-                return sent
-            try:
-                n = sendfile(out, fd, offset + sent, min(want, MAX_RW_COUNT), tally)
-            except BlockingIOError:
-                _wait(out, select.POLLOUT, timeout, "send_file")
-                continue
-            except OSError as exc:
-                give_up_or_raise(exc, sent)
-            if n == 0:
-                if sent == 0 and os.fstat(fd).st_size == 0:
-                    # Empty, or a pseudo-file (procfs reports size 0) on a kernel
-                    # whose sendfile cannot read it: read it by hand to be sure.
-                    raise GiveUp
-                return sent  # end of file: it may have shrunk since we began
-            sent += n
-            tally.fold()
-    except GiveUp:
-        raise
-    except BaseException as exc:
-        # Any failure, a signal handler's exception too, says how far it got.
-        set_transferred(exc, tally.total())
-        raise
-
-
-def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None) -> int:
+def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None, tally: Tally) -> int:
     if offset:
         if not seekable(file):
             raise ValueError(f"offset {offset} given for a file that cannot seek")
         file.seek(offset)
     sent = 0
-    tally = Tally()  # the exact count if an exception cuts the loop short
     buf = memoryview(bytearray(COPY_CHUNK))
     send = sock.send
-    try:
-        while True:
-            want = COPY_CHUNK if count is None else min(count - sent, COPY_CHUNK)
-            if want <= 0:
-                return sent
-            data = read_chunk(file, buf[:want])
-            if not data:
-                return sent
-            while data:
-                k = tally.call(send, (data,))
-                data = data[k:]
-                sent += k
-            tally.fold()
-    except BaseException as exc:
-        set_transferred(exc, tally.total())
-        raise
+    while True:
+        want = COPY_CHUNK if count is None else min(count - sent, COPY_CHUNK)
+        if want <= 0:
+            return sent
+        data = read_chunk(file, buf[:want])
+        if not data:
+            return sent
+        while data:
+            k = tally.call(send, (data,))
+            data = data[k:]
+            sent += k
+        tally.fold()
 
 
 def send_file(
@@ -121,34 +80,24 @@ def send_file(
     # A TLS socket's fd carries ciphertext: sendfile would bypass the
     # encryption, so those (and any other subclass) take the send path.
     fd = regular_fd(file) if type(sock) is socket.socket else None
-    sent = 0
+    tally = Tally()  # the exact count, however the send ends
+    start = None
     try:
         try:
             if fd is not None:
+                out, timeout = sock.fileno(), sock.gettimeout()
                 try:
-                    sent = _via_sendfile(sock, fd, offset, count)
-                    return sent
+                    for n in (transfer := Sendfile(out, fd, offset, count, tally)):
+                        if n == WRITABLE:
+                            _wait(out, select.POLLOUT, timeout, "send_file")
+                    return transfer.sent
                 except GiveUp:
-                    # Nothing went out; if the send path finds nothing either,
-                    # the position stays where it was, as with sendfile.
-                    start = obj.tell()
-                    sent = _via_send(sock, file, offset, count)
-                    if sent == 0:
-                        obj.seek(start)
-                    return sent
-            sent = _via_send(sock, file, offset, count)
-            return sent
-        except BaseException as exc:
-            sent = getattr(exc, "bytes_transferred", sent)
-            raise
+                    start = obj.tell()  # nothing went out: read and send it instead
+            return _via_send(sock, file, offset, count, tally)
         finally:
-            # As socket.sendfile: the position follows what was sent (pipes and
-            # other streams that cannot seek are simply read).
-            if sent > 0 and seekable(file):
-                obj.seek(offset + sent)
+            settle_position(obj, offset, tally.total(), start)
     except BaseException as exc:
-        # Whatever raised, wherever (a signal handler during the seek above,
-        # say), the exception says how far the send got.
-        if getattr(exc, "bytes_transferred", None) is None:
-            set_transferred(exc, sent)
+        # Any failure, a signal handler's too (in a seek above, say), says
+        # how far the send got.
+        set_transferred(exc, tally.total())
         raise

@@ -12,16 +12,14 @@ from .._fd import stream_fd
 
 __all__ = [
     "COPY_CHUNK",
-    "SEND_CHUNK",
     "check_file_args",
     "check_params",
     "read_chunk",
     "regular_fd",
     "seekable",
+    "settle_position",
 ]
 
-#: Most one sendfile call is asked for, as socket.sendfile: 1 GiB.
-SEND_CHUNK = 1 << 30
 #: The chunk of the read/send path (objects without a regular file behind them).
 COPY_CHUNK = 256 * 1024
 
@@ -95,3 +93,16 @@ def read_chunk(file: Any, buf: memoryview) -> memoryview:
     if readinto is not None:
         return buf[: readinto(buf) or 0]
     return memoryview(file.read(len(buf)))
+
+
+def settle_position(file: Any, offset: int, sent: int, start: int | None) -> None:
+    """Leave *file* at ``offset + sent``, as socket.sendfile; with none sent, at *start*.
+
+    *start*: where a regular file stood when sendfile gave up (None: not
+    tried); why, in :mod:`zerocopy._engine.sendfile`.
+    """
+    if sent > 0:
+        if seekable(file):  # pipes and other streams that cannot seek are simply read
+            file.seek(offset + sent)
+    elif start is not None:
+        file.seek(start)
