@@ -380,10 +380,11 @@ def test_import_zerocopy_imports_no_anyio() -> None:
 
 
 def test_surface() -> None:
-    """zerocopy.anyio exports send_file and relay, and holds no logic of its own."""
-    assert zc_anyio.__all__ == ["relay", "send_file"]
+    """zerocopy.anyio exports send_file, relay and the sender, and holds no logic of its own."""
+    assert zc_anyio.__all__ == ["AsyncZeroCopySender", "relay", "send_file"]
     assert zc_anyio.send_file.__module__ == "zerocopy._send_file.anyio_"
     assert zc_anyio.relay.__module__ == "zerocopy._relay.anyio_"
+    assert zc_anyio.AsyncZeroCopySender.__module__ == "zerocopy._msg_zerocopy.anyio_"
 
 
 @pytest.mark.parametrize("version", ["4.6.2", "5.0.0", "3.7.1"])
