@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{' '.join(args.script)}; {args.rounds} alternating rounds")
     print(f"before: {trees['before']}\nafter:  {trees['after']}\n")
     print(
-        "| variant | before GiB/s | after GiB/s | after/before | per round | CPU s/GiB before | after |"
+        "| variant | before GiB/s | after GiB/s | after/before | per round "
+        "| CPU s/GiB before | after |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in names:
