@@ -32,6 +32,8 @@ from zerocopy._copy import writer
 from zerocopy._fd import stream_fd
 
 SRC = Path(_compat.__file__).parent
+#: The checkout (pyproject.toml), wherever the package itself is installed.
+ROOT = Path(__file__).resolve().parents[1]
 
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
@@ -505,7 +507,7 @@ def test_slf001_stays_selected_and_ignored_only_in_compat() -> None:
     """ruff keeps SLF in its selection; src ignores SLF001 in _compat.py alone."""
     import tomllib
 
-    config = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     lint = config["tool"]["ruff"]["lint"]
     assert "SLF" in lint["select"] or "SLF001" in lint["select"]
     ignoring = {k for k, v in lint["per-file-ignores"].items() if "SLF001" in v or "SLF" in v}
