@@ -77,10 +77,11 @@ def decide(
                 stacklevel=3,
             )
     if not in_range and any(on.values()):
-        names = ", ".join(name for name, ok in on.items() if ok)
+        names = [name for name, ok in on.items() if ok]
+        verb = "runs" if len(names) == 1 else "run"
         warnings.warn(
             f"{integration} is untested with {framework} {version} (tested: {tested});"
-            f" the hooks it needs are all there, so {names} run with zero-copy",
+            f" the hooks it needs are all there, so {' and '.join(names)} {verb} with zero-copy",
             UntestedVersionWarning,
             stacklevel=3,
         )
