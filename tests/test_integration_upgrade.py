@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -311,3 +312,22 @@ def test_installed_versions_are_tested_ones() -> None:
 
     assert tested(uvicorn.__version__)
     assert _tested(aiohttp.__version__)
+
+
+def test_extras_claim_the_tested_ranges() -> None:
+    """The aiohttp and uvicorn extras (what scripts/test-framework-range tests) are SUPPORTED."""
+    import tomllib
+
+    from zerocopy.aiohttp import SUPPORTED as AIOHTTP
+    from zerocopy.uvicorn import SUPPORTED as UVICORN
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        table = tomllib.load(f)["project"]["optional-dependencies"]
+    # The lower bound may name a patch release of the lowest tested series.
+    low, high = re.fullmatch(
+        r"aiohttp>=(\d+\.\d+)(?:\.\d+)?,<(\d+\.\d+)", table["aiohttp"][0]
+    ).groups()
+    assert (low, high) == ("{}.{}".format(*AIOHTTP[0]), "{}.{}".format(*AIOHTTP[1]))
+    (lo, hi) = (UVICORN[0], UVICORN[-1])
+    assert tuple((0, minor) for minor in range(lo[1], hi[1] + 1)) == UVICORN
+    assert table["uvicorn"][0] == f"uvicorn>={lo[0]}.{lo[1]},<{hi[0]}.{hi[1] + 1}"
