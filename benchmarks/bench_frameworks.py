@@ -16,8 +16,9 @@ One file (100 MiB by default) served over HTTP/1.1 on 127.0.0.1 by:
    ``sendfile on``, access log off; ``--nginx``, default nginx on PATH or
    /usr/sbin/nginx).
 
-A variant whose zerocopy module does not import is left out with a
-"skipped: ..." line naming the error; one whose framework is not installed
+A variant whose zerocopy module does not import, or falls back to its
+framework's stock class (an ``IntegrationFallbackWarning`` at import), is left
+out with a "skipped: ..." line naming the reason; one whose framework is not installed
 likewise (``pip install 'zerocopy-io[bench]'`` installs them all); nginx
 likewise where there is no nginx binary (or ``--nginx none``).
 
@@ -59,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
@@ -267,12 +269,17 @@ def why_not(variant: Variant, nginx: str = "") -> str | None:
             "(pip install 'zerocopy-io[bench]')"
         )
     if variant.zerocopy:
+        from zerocopy import IntegrationFallbackWarning
+
         module, _, name = variant.zerocopy.partition(":")
         try:
-            getattr(importlib.import_module(module), name)
-        # An integration checks its framework's version at import: ImportError
-        # or RuntimeError, with the supported range in the message.
-        except (ImportError, AttributeError, RuntimeError) as exc:
+            # An integration checks its framework's hooks at import; where one
+            # is missing it serves as the stock class (IntegrationFallbackWarning,
+            # made an error here), which this variant must not pass off as its own.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", IntegrationFallbackWarning)
+                getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, RuntimeError, IntegrationFallbackWarning) as exc:
             return f"skipped: {module} not available ({type(exc).__name__}: {exc})"
     return None
 

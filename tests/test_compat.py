@@ -11,10 +11,12 @@ from __future__ import annotations
 import _pyio
 import ast
 import asyncio
+import importlib
 import inspect
 import io
 import re
 import socket
+import sys
 import warnings
 from collections import deque
 from pathlib import Path
@@ -281,9 +283,25 @@ def test_anyio_stream_without_read_queue_takes_nothing() -> None:
 # --- aiohttp: FileResponse._sendfile, _sendfile_fallback, _path ----------------
 
 
+def reimport(monkeypatch: pytest.MonkeyPatch, module: str, *others: str) -> Any:
+    """Import *module* afresh (and *others*, its submodules); the old ones return after the test."""
+    for name in (module, *others):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(module)
+
+
+UVICORN_MODULES = (
+    "zerocopy.uvicorn",
+    "zerocopy._asgi.uvicorn_select",
+    "zerocopy._asgi.uvicorn_impl",
+    "zerocopy._asgi.uvicorn_h11",
+)
+
+
 def test_aiohttp_file_response_hooks() -> None:
     """aiohttp's FileResponse has the hooks, with the parameters zerocopy.aiohttp expects."""
-    from aiohttp import web
+    from aiohttp import web, web_fileresponse
+    from aiohttp.abc import AbstractStreamWriter
 
     import zerocopy.aiohttp as zc_aiohttp
 
@@ -292,43 +310,80 @@ def test_aiohttp_file_response_hooks() -> None:
     fallback = inspect.signature(web.FileResponse._sendfile_fallback)
     assert list(fallback.parameters) == ["self", "writer", "fobj", "offset", "count"]
     assert inspect.iscoroutinefunction(web.FileResponse._sendfile_fallback)
+    assert isinstance(web_fileresponse.NOSENDFILE, bool)
+    missing = _compat.aiohttp_missing_hooks(
+        web.FileResponse, web_fileresponse, AbstractStreamWriter
+    )
+    assert missing == []
     assert zc_aiohttp.FileResponse._sendfile is zc_aiohttp._send  # installed
     response = zc_aiohttp.FileResponse("some/file.bin")
     assert _compat.aiohttp_response_path(response) == Path("some/file.bin")
 
 
-def test_aiohttp_without_hooks_sends_as_aiohttp() -> None:
-    """A FileResponse without the hooks' shape: a warning, and aiohttp's own ``_sendfile`` stays."""
-    from aiohttp import web
+def test_aiohttp_missing_hooks_are_each_named() -> None:
+    """Each hook aiohttp could lose (or reshape) is named by the check, and only that one."""
+    from aiohttp import web, web_fileresponse
+    from aiohttp.abc import AbstractStreamWriter
 
     class Changed(web.FileResponse):
         async def _sendfile_fallback(self, writer: Any, fobj: Any, chunk: int) -> Any:  # type: ignore[override]
             raise AssertionError("not called")
 
-    async def send(*args: Any) -> Any:
-        raise AssertionError("not installed")
+    def check(cls: type = web.FileResponse, module: Any = web_fileresponse) -> list[str]:
+        return _compat.aiohttp_missing_hooks(cls, module, AbstractStreamWriter)
 
-    with pytest.warns(RuntimeWarning, match="sends bodies as aiohttp does"):
-        assert not _compat.aiohttp_hook_sendfile(Changed, send)
-    assert Changed._sendfile is web.FileResponse._sendfile
-    with pytest.warns(RuntimeWarning):
-        assert not _compat.aiohttp_hook_sendfile(web.StreamResponse, send)
-    assert not hasattr(web.StreamResponse, "_sendfile")
+    assert check(Changed) == [
+        "async FileResponse._sendfile_fallback(self, writer, fobj, offset, count)"
+    ]
+    assert len(check(web.StreamResponse)) == 2  # neither hook
+    assert check(module=object()) == ["web_fileresponse.NOSENDFILE"]
+    assert _compat.aiohttp_missing_hooks(web.FileResponse, web_fileresponse, object) == [
+        "AbstractStreamWriter.output_size",
+        "AbstractStreamWriter.buffer_size",
+        "AbstractStreamWriter.length",
+    ]
     assert _compat.aiohttp_response_path(object()) == "<file>"
 
 
-# --- uvicorn: HttpToolsProtocol._start_asgi_task -----------------------------
+def test_aiohttp_without_hooks_sends_as_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook reshaped: the import warns naming it; FileResponse keeps aiohttp's ``_sendfile``."""
+    from aiohttp import web
+
+    import zerocopy
+
+    async def reshaped(self: Any, writer: Any, fobj: Any, chunk: int) -> Any:
+        raise AssertionError("not called")
+
+    monkeypatch.setattr(web.FileResponse, "_sendfile_fallback", reshaped)
+    with pytest.warns(zerocopy.IntegrationFallbackWarning) as caught:
+        module = reimport(monkeypatch, "zerocopy.aiohttp")
+    [warning] = caught
+    text = str(warning.message)
+    assert "zero-copy is off" in text
+    assert "_sendfile_fallback(self, writer, fobj, offset, count)" in text
+    assert "tested: aiohttp 3.10 to 3.14" in text
+    assert module.FileResponse._sendfile is web.FileResponse._sendfile
 
 
-def test_uvicorn_start_asgi_task_hook() -> None:
-    """uvicorn's httptools protocol starts each cycle in ``_start_asgi_task(cycle, app)``."""
-    from uvicorn.protocols.http import httptools_impl
+# --- uvicorn: HttpToolsProtocol._start_asgi_task, H11Protocol.cycle -----------
 
-    from zerocopy._asgi import uvicorn_impl
+
+def test_uvicorn_hooks_present() -> None:
+    """uvicorn has every hook of both protocols; its httptools one starts cycles in the hook."""
+    import h11
+    from uvicorn.protocols.http import h11_impl, httptools_impl
+
+    from zerocopy._asgi import uvicorn_h11, uvicorn_impl
+    from zerocopy.uvicorn import H11Protocol, HttpToolsProtocol
 
     base = httptools_impl.HttpToolsProtocol._start_asgi_task
     assert list(inspect.signature(base).parameters) == ["self", "cycle", "app"]
-    assert uvicorn_impl._ADOPTS
+    assert _compat.uvicorn_httptools_missing_hooks(httptools_impl) == []
+    assert _compat.uvicorn_h11_missing_hooks(h11_impl, h11) == []
+    assert (HttpToolsProtocol, H11Protocol) == (
+        uvicorn_impl.HttpToolsProtocol,
+        uvicorn_h11.H11Protocol,
+    )
     assert uvicorn_impl.HttpToolsProtocol._start_asgi_task is not base
     assert served_scope()["extensions"].keys() >= {
         "http.response.pathsend",
@@ -336,27 +391,72 @@ def test_uvicorn_start_asgi_task_hook() -> None:
     }
 
 
-def test_uvicorn_without_hook_offers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``_start_asgi_task``: a warning, no extensions offered, requests served as uvicorn's."""
+def test_uvicorn_missing_hooks_are_each_named() -> None:
+    """A cycle that stops setting an attribute, a module or class gone: each is named."""
+    import h11
+    from uvicorn.protocols.http import h11_impl, httptools_impl
+
+    class Cycle(httptools_impl.RequestResponseCycle):
+        def __init__(self) -> None:
+            self.transport = None  # and nothing else of what zerocopy's cycle uses
+
+    fake = type("Module", (), {"HttpToolsProtocol": httptools_impl.HttpToolsProtocol})
+    fake.RequestResponseCycle = Cycle  # type: ignore[attr-defined]
+    missing = _compat.uvicorn_httptools_missing_hooks(fake)
+    assert "RequestResponseCycle().transport" not in missing
+    assert "RequestResponseCycle().flow" in missing
+    assert "RequestResponseCycle().on_response" in missing
+    assert not [m for m in missing if m.startswith("HttpToolsProtocol")]
+    assert _compat.uvicorn_httptools_missing_hooks(None) == [
+        "the module uvicorn.protocols.http.httptools_impl"
+    ]
+    assert _compat.uvicorn_h11_missing_hooks(h11_impl, object()) == [
+        "h11.Connection.send_with_data_passthrough"
+    ]
+    bare = type("Module", (), {"RequestResponseCycle": h11_impl.RequestResponseCycle})
+    assert _compat.uvicorn_h11_missing_hooks(bare, h11) == ["H11Protocol"]
+
+
+def test_uvicorn_without_hook_serves_as_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_start_asgi_task`` reshaped: a warning naming it; HttpToolsProtocol is uvicorn's own."""
     from uvicorn.protocols.http import httptools_impl
 
-    from zerocopy._asgi import uvicorn_impl
+    import zerocopy
+    from zerocopy._asgi import uvicorn_h11
 
-    class Bare:
-        pass
+    start = httptools_impl.HttpToolsProtocol._start_asgi_task
 
-    with pytest.warns(RuntimeWarning, match="offers no file-body extensions"):
-        assert not _compat.uvicorn_hook_start_asgi_task(Bare, lambda cycle: None)
-    assert not hasattr(Bare, "_start_asgi_task")
-    # What the protocol does then: uvicorn's own start, no extension in the scope.
-    monkeypatch.setattr(uvicorn_impl, "_ADOPTS", False)
-    monkeypatch.setattr(
-        uvicorn_impl.HttpToolsProtocol,
-        "_start_asgi_task",
-        httptools_impl.HttpToolsProtocol._start_asgi_task,
-    )
+    def reshaped(self: Any, *args: Any) -> None:  # uvicorn still works, our hook cannot
+        start(self, *args)
+
+    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "_start_asgi_task", reshaped)
+    with pytest.warns(zerocopy.IntegrationFallbackWarning) as caught:
+        module = reimport(monkeypatch, *UVICORN_MODULES)
+    [warning] = caught
+    assert "zerocopy.uvicorn.HttpToolsProtocol: zero-copy is off" in str(warning.message)
+    assert "_start_asgi_task(self, cycle, app)" in str(warning.message)
+    assert module.HttpToolsProtocol is httptools_impl.HttpToolsProtocol
+    assert module.H11Protocol is uvicorn_h11.H11Protocol  # its hooks are there: still ours
     scope = served_scope()
     assert "http.response.pathsend" not in scope.get("extensions", {})
+
+
+def test_uvicorn_without_h11_hook_keeps_httptools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """h11's ``handle_events`` reshaped: H11Protocol is uvicorn's; HttpToolsProtocol stays ours."""
+    from uvicorn.protocols.http import h11_impl
+
+    import zerocopy
+
+    handle = h11_impl.H11Protocol.handle_events
+
+    def reshaped(self: Any) -> None:  # no longer sets self.cycle itself
+        handle(self)
+
+    monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", reshaped)
+    with pytest.warns(zerocopy.IntegrationFallbackWarning, match="setting self.cycle"):
+        module = reimport(monkeypatch, *UVICORN_MODULES)
+    assert module.H11Protocol is h11_impl.H11Protocol
+    assert module.HttpToolsProtocol.__module__ == "zerocopy._asgi.uvicorn_impl"
 
 
 class _Transport:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import random
@@ -697,15 +698,24 @@ class TestModule:
         assert out.stdout.split() == ["False", "True"]
 
     @pytest.mark.parametrize("version", ["3.9.5", "2.3.10", "3.15.0", "4.0.0", "garbage"])
-    def test_unsupported_version(self, version: str) -> None:
-        """An aiohttp outside the tested range is refused with ImportError naming the range."""
-        with pytest.raises(ImportError, match=r"aiohttp >=3\.10,<3\.15.*" + version):
-            zerocopy.aiohttp._check_version(version)
+    def test_untested_version(self, version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An untested aiohttp with the hooks: a warning naming the version, sendfile kept."""
+        assert not zerocopy.aiohttp._tested(version)
+        monkeypatch.setattr(aiohttp, "__version__", version)
+        monkeypatch.delitem(sys.modules, "zerocopy.aiohttp")
+        with pytest.warns(zerocopy.UntestedVersionWarning) as caught:
+            module = importlib.import_module("zerocopy.aiohttp")
+        [warning] = caught
+        assert str(warning.message) == (
+            f"zerocopy.aiohttp is untested with aiohttp {version} (tested: aiohttp 3.10 to"
+            " 3.14); the hooks it needs are all there, so FileResponse runs with zero-copy"
+        )
+        assert module.FileResponse._sendfile is module._send
 
     @pytest.mark.parametrize("version", ["3.10.0", "3.12.15", "3.14.5", aiohttp.__version__])
-    def test_supported_version(self, version: str) -> None:
-        """The tested versions pass the check."""
-        zerocopy.aiohttp._check_version(version)
+    def test_tested_version(self, version: str) -> None:
+        """The tested versions count as tested."""
+        assert zerocopy.aiohttp._tested(version)
 
     def test_drop_in(self) -> None:
         """zerocopy's FileResponse is an aiohttp FileResponse and takes the same arguments."""

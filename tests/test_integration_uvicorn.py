@@ -803,20 +803,30 @@ def test_import_zerocopy_imports_no_framework() -> None:
 
 
 @pytest.mark.parametrize("version", ["0.44.9", "0.56.0", "1.0.0", "dev"])
-def test_untested_uvicorn_version_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
-    """On a uvicorn release it was not tested with, importing zerocopy.uvicorn says which are."""
+def test_untested_uvicorn_version_runs_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    """On an untested uvicorn whose hooks are there, the import warns once and keeps our classes."""
+    import zerocopy
+
     monkeypatch.setattr(uvicorn, "__version__", version)
-    for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_impl", "zerocopy._asgi.uvicorn_h11"):
+    for name in ("zerocopy.uvicorn", "zerocopy._asgi.uvicorn_select"):
         monkeypatch.delitem(sys.modules, name)
-    with pytest.raises(
-        ImportError, match=rf"supports uvicorn 0\.45 to 0\.55, not uvicorn {version}"
-    ):
-        importlib.import_module("zerocopy.uvicorn")
+    with pytest.warns(zerocopy.UntestedVersionWarning) as caught:
+        module = importlib.import_module("zerocopy.uvicorn")
+    [warning] = caught
+    assert str(warning.message) == (
+        f"zerocopy.uvicorn is untested with uvicorn {version} (tested: uvicorn 0.45 to 0.55);"
+        " the hooks it needs are all there, so HttpToolsProtocol and H11Protocol run with zero-copy"
+    )
+    assert (module.HttpToolsProtocol, module.H11Protocol) == (HttpToolsProtocol, H11Protocol)
 
 
 @pytest.mark.parametrize("version", ["0.45.0", "0.50.2", "0.55.0", "0.55.12", "0.55.1rc1"])
-def test_tested_uvicorn_versions_accepted(version: str) -> None:
-    """Releases of the supported series pass the check."""
-    from zerocopy._asgi.uvicorn_impl import check_uvicorn_version
+def test_tested_uvicorn_versions(version: str) -> None:
+    """Releases of the tested series count as tested; their neighbours do not."""
+    from zerocopy._asgi.uvicorn_select import tested
 
-    check_uvicorn_version(version)
+    assert tested(version)
+    assert not tested("0.44." + version.split(".", 2)[2])
+    assert not tested("0.56.0")

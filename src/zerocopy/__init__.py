@@ -26,6 +26,7 @@ from ._constants import (
 )
 from ._copy import ShutilPatch, copyfile, copyfileobj, last_method, patch_shutil
 from ._errors import UnsupportedOperation, bytes_transferred, relay_counts
+from ._integrations import IntegrationFallbackWarning, UntestedVersionWarning
 from ._lowlevel import copy_file_range, sendfile, splice, tee, vmsplice
 from ._msg_zerocopy import BufferPool, PoolExhausted, SenderStats, ZeroCopySender
 from ._relay import relay
@@ -41,10 +42,12 @@ __all__ = [
     "SPLICE_F_MOVE",
     "SPLICE_F_NONBLOCK",
     "BufferPool",
+    "IntegrationFallbackWarning",
     "PoolExhausted",
     "SenderStats",
     "ShutilPatch",
     "UnsupportedOperation",
+    "UntestedVersionWarning",
     "ZeroCopySender",
     "__version__",
     "bytes_transferred",

@@ -11,7 +11,9 @@ keeps private accesses of other libraries out of every other module.
 
 Nothing here imports a third-party library: the anyio, aiohttp and uvicorn
 accessors take the objects or classes the caller already has, so
-``import zerocopy`` stays free of them.
+``import zerocopy`` stays free of them.  The ``*_missing_hooks`` functions
+are each integration's one check of everything it needs of its framework,
+run at import; :mod:`zerocopy._integrations` decides from their answer.
 
 Checked against: CPython 3.11 to 3.14 (asyncio, io, socket), uvloop 0.23
 (it uses asyncio's StreamReader), anyio 4.7 to 4.16, aiohttp 3.10 to 3.14,
@@ -20,12 +22,13 @@ uvicorn 0.45 to 0.55.
 
 from __future__ import annotations
 
+import dis
 import inspect
 import io
 import socket
 import warnings
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import starmap
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:  # asyncio is imported by the async forms, not by ``import zer
 __all__ = [
     "BUFFERED_SIZEOF_BASE",
     "aiohttp_hook_sendfile",
+    "aiohttp_missing_hooks",
     "aiohttp_response_path",
     "aiohttp_sendfile_fallback",
     "anyio_take_read_ahead",
@@ -42,7 +46,9 @@ __all__ = [
     "socketio_socket",
     "stream_reader_buffer",
     "text_writes_through",
+    "uvicorn_h11_missing_hooks",
     "uvicorn_hook_start_asgi_task",
+    "uvicorn_httptools_missing_hooks",
     "write_text_now",
 ]
 
@@ -197,7 +203,7 @@ def anyio_take_read_ahead(stream: Any) -> bytes:
     return data
 
 
-# --- aiohttp -------------------------------------------------------------------
+# --- framework hooks: how they are checked ------------------------------------
 
 _Writer = TypeVar("_Writer")
 
@@ -209,38 +215,70 @@ def _parameters(fn: object) -> list[str] | None:
         return None
 
 
+def _stored_attributes(fn: object) -> frozenset[str]:
+    """The attribute names *fn*'s own code assigns (``x.name = ...``), read from its bytecode.
+
+    How an instance attribute that a framework sets in ``__init__`` (or in
+    a method) is checked without making an instance.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return frozenset()
+    return frozenset(
+        str(ins.argval) for ins in dis.get_instructions(code) if ins.opname == "STORE_ATTR"
+    )
+
+
+def _method_missing(cls: object, name: str, params: list[str], stores: Iterable[str] = ()) -> bool:
+    """Whether *cls* lacks method *name* taking *params*, or one whose code sets all of *stores*."""
+    method = getattr(cls, name, None)
+    return _parameters(method) != params or not set(stores) <= _stored_attributes(method)
+
+
+# --- aiohttp -------------------------------------------------------------------
+
+
+def aiohttp_missing_hooks(file_response: type, fileresponse: Any, writer: type) -> list[str]:
+    """What ``zerocopy.aiohttp.FileResponse`` needs of aiohttp and this aiohttp lacks; [] if none.
+
+    *file_response* is ``aiohttp.web.FileResponse``, *fileresponse* the
+    ``aiohttp.web_fileresponse`` module, *writer* ``aiohttp.abc.AbstractStreamWriter``.
+    Needed (aiohttp 3.10 to 3.14 have them all): the private hook
+    ``FileResponse._sendfile(request, fobj, offset, count)``, which aiohttp
+    calls once status and headers are decided, to send them and the body;
+    its chunked copy, the coroutine ``_sendfile_fallback(writer, fobj,
+    offset, count)`` (:func:`aiohttp_sendfile_fallback`); the
+    ``AIOHTTP_NOSENDFILE`` switch, ``web_fileresponse.NOSENDFILE``; and the
+    writer's counters ``output_size``, ``buffer_size`` and ``length``, which
+    the hook keeps as aiohttp's copy would.  With any missing, the caller
+    leaves its class sending bodies as aiohttp's own.
+    """
+    missing = []
+    if _method_missing(file_response, "_sendfile", ["self", "request", "fobj", "offset", "count"]):
+        missing.append("FileResponse._sendfile(self, request, fobj, offset, count)")
+    fallback = getattr(file_response, "_sendfile_fallback", None)
+    if _parameters(fallback) != ["self", "writer", "fobj", "offset", "count"] or not (
+        inspect.iscoroutinefunction(fallback)
+    ):
+        missing.append("async FileResponse._sendfile_fallback(self, writer, fobj, offset, count)")
+    if not isinstance(getattr(fileresponse, "NOSENDFILE", None), bool):
+        missing.append("web_fileresponse.NOSENDFILE")
+    missing.extend(
+        f"AbstractStreamWriter.{name}"
+        for name in ("output_size", "buffer_size", "length")
+        if not hasattr(writer, name)
+    )
+    return missing
+
+
 def aiohttp_hook_sendfile(
     cls: type, send: Callable[[Any, Any, Any, int, int], Awaitable[Any]]
-) -> bool:
+) -> None:
     """Make *send* the ``_sendfile`` hook of *cls*, an ``aiohttp.web.FileResponse`` subclass.
 
-    aiohttp calls ``FileResponse._sendfile(request, fobj, offset, count)``
-    once the status and headers are decided, to send them and the body; its
-    own chunked copy is ``_sendfile_fallback(writer, fobj, offset, count)``
-    (:func:`aiohttp_sendfile_fallback`).  Checked: aiohttp 3.10 to 3.14.
-    Both are checked here by their parameters; if either is missing or has
-    changed, this warns and installs nothing (returns False): the class then
-    sends its bodies exactly as aiohttp's own FileResponse does.
+    Only where :func:`aiohttp_missing_hooks` found nothing missing.
     """
-    hook = _parameters(getattr(cls, "_sendfile", None))
-    fallback = _parameters(getattr(cls, "_sendfile_fallback", None))
-    if hook != ["self", "request", "fobj", "offset", "count"] or fallback != [
-        "self",
-        "writer",
-        "fobj",
-        "offset",
-        "count",
-    ]:
-        warnings.warn(
-            "zerocopy.aiohttp: this aiohttp's FileResponse has no _sendfile(request, fobj,"
-            " offset, count) and _sendfile_fallback(writer, fobj, offset, count) hooks;"
-            " zerocopy.aiohttp.FileResponse sends bodies as aiohttp does",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
     cls._sendfile = send  # type: ignore[attr-defined]
-    return True
 
 
 async def aiohttp_sendfile_fallback(
@@ -249,7 +287,7 @@ async def aiohttp_sendfile_fallback(
     """aiohttp's own chunked body copy, ``FileResponse._sendfile_fallback`` (aiohttp 3.10 to 3.14).
 
     Only called from a hook that :func:`aiohttp_hook_sendfile` installed,
-    which it does only where this method exists with these parameters.
+    which happens only where this method exists with these parameters.
     """
     done: _Writer = await response._sendfile_fallback(writer, fobj, offset, count)
     return done  # aiohttp returns the writer it was given
@@ -265,31 +303,115 @@ def aiohttp_response_path(response: Any) -> object:
 
 # --- uvicorn -------------------------------------------------------------------
 
+#: What zerocopy's cycles read and write on uvicorn's ``RequestResponseCycle``
+#: instances, all set in its ``__init__`` (uvicorn 0.45 to 0.55).
+_CYCLE_ATTRIBUTES = (
+    "transport",
+    "flow",
+    "scope",
+    "disconnected",
+    "response_started",
+    "response_complete",
+)
+_HTTPTOOLS_CYCLE_ATTRIBUTES = (
+    *_CYCLE_ATTRIBUTES,
+    "chunked_encoding",
+    "expected_content_length",
+    "keep_alive",
+    "message_event",
+    "on_response",
+)
 
-def uvicorn_hook_start_asgi_task(cls: type, before: Callable[[Any], None]) -> bool:
+
+def _uvicorn_classes(
+    module: Any, name: str, protocol: str
+) -> tuple[list[str], type | None, type | None]:
+    """*module*'s *protocol* class and ``RequestResponseCycle``, and which of them are missing."""
+    if module is None:
+        return [f"the module uvicorn.protocols.http.{name}"], None, None
+    proto, cycle = getattr(module, protocol, None), getattr(module, "RequestResponseCycle", None)
+    missing = [
+        name
+        for name, cls in ((protocol, proto), ("RequestResponseCycle", cycle))
+        if not isinstance(cls, type)
+    ]
+    if isinstance(cycle, type) and _parameters(getattr(cycle, "send", None)) != ["self", "message"]:
+        missing.append("RequestResponseCycle.send(self, message)")
+    return (
+        missing,
+        proto if isinstance(proto, type) else None,
+        cycle if isinstance(cycle, type) else None,
+    )
+
+
+def uvicorn_httptools_missing_hooks(module: Any) -> list[str]:
+    """What ``zerocopy.uvicorn.HttpToolsProtocol`` needs of uvicorn's httptools module; [] if none.
+
+    *module* is ``uvicorn.protocols.http.httptools_impl`` (None if it did not
+    import).  Needed (uvicorn 0.45 to 0.55 have them all): its
+    ``HttpToolsProtocol`` with ``on_message_begin(self)`` setting
+    ``self.scope``, ``connection_made`` setting ``self.scheme`` and the
+    private ``_start_asgi_task(cycle, app)`` that starts every cycle
+    (:func:`uvicorn_hook_start_asgi_task`); its ``RequestResponseCycle``
+    with ``send(message)`` and the instance attributes its ``__init__``
+    sets (:data:`_HTTPTOOLS_CYCLE_ATTRIBUTES`).  With any missing, the caller
+    serves with uvicorn's own class.
+    """
+    missing, proto, cycle = _uvicorn_classes(module, "httptools_impl", "HttpToolsProtocol")
+    if proto is not None:
+        if _method_missing(proto, "_start_asgi_task", ["self", "cycle", "app"]):
+            missing.append("HttpToolsProtocol._start_asgi_task(self, cycle, app)")
+        if _method_missing(proto, "on_message_begin", ["self"], ["scope"]):
+            missing.append("HttpToolsProtocol.on_message_begin(self) setting self.scope")
+        if _method_missing(proto, "connection_made", ["self", "transport"], ["scheme"]):
+            missing.append("HttpToolsProtocol.connection_made(self, transport) setting self.scheme")
+    if cycle is not None:
+        absent = set(_HTTPTOOLS_CYCLE_ATTRIBUTES) - _stored_attributes(
+            getattr(cycle, "__init__", None)
+        )
+        missing.extend(f"RequestResponseCycle().{name}" for name in sorted(absent))
+    return missing
+
+
+def uvicorn_h11_missing_hooks(module: Any, h11: Any) -> list[str]:
+    """What ``zerocopy.uvicorn.H11Protocol`` needs of uvicorn's h11 module and h11; [] if none.
+
+    *module* is ``uvicorn.protocols.http.h11_impl`` (None if it did not
+    import), *h11* the h11 package.  Needed (uvicorn 0.45 to 0.55, h11 0.16):
+    its ``H11Protocol`` whose ``handle_events(self)`` assigns each new cycle
+    to ``self.cycle`` (before starting its task: the one place to adopt it)
+    and whose ``connection_made`` sets ``self.scheme``; its
+    ``RequestResponseCycle`` with ``send(message)`` and the instance
+    attributes its ``__init__`` sets (``conn`` and :data:`_CYCLE_ATTRIBUTES`);
+    and h11's public ``Connection.send_with_data_passthrough``.  With any
+    missing, the caller serves with uvicorn's own class.
+    """
+    missing, proto, cycle = _uvicorn_classes(module, "h11_impl", "H11Protocol")
+    if proto is not None:
+        if _method_missing(proto, "handle_events", ["self"], ["cycle"]):
+            missing.append("H11Protocol.handle_events(self) setting self.cycle")
+        if _method_missing(proto, "connection_made", ["self", "transport"], ["scheme"]):
+            missing.append("H11Protocol.connection_made(self, transport) setting self.scheme")
+    if cycle is not None:
+        absent = {"conn", *_CYCLE_ATTRIBUTES} - _stored_attributes(getattr(cycle, "__init__", None))
+        missing.extend(f"RequestResponseCycle().{name}" for name in sorted(absent))
+    if not callable(getattr(getattr(h11, "Connection", None), "send_with_data_passthrough", None)):
+        missing.append("h11.Connection.send_with_data_passthrough")
+    return missing
+
+
+def uvicorn_hook_start_asgi_task(cls: type, before: Callable[[Any], None]) -> None:
     """Call *before(cycle)* in *cls*'s ``_start_asgi_task``, ahead of uvicorn's own.
 
     uvicorn's httptools ``HttpToolsProtocol._start_asgi_task(cycle, app)``
     (checked: uvicorn 0.45 to 0.55) starts every request's cycle, pipelined
     ones included, before its task runs: the one place to adopt the cycle.
-    If the method is missing or its parameters changed, this warns and
-    installs nothing (returns False): the caller then offers no extensions,
-    so the protocol serves as uvicorn's own.
+    Only where :func:`uvicorn_httptools_missing_hooks` found nothing missing.
     """
-    start = getattr(cls, "_start_asgi_task", None)
-    if _parameters(start) != ["self", "cycle", "app"]:
-        warnings.warn(
-            "zerocopy.uvicorn: this uvicorn's HttpToolsProtocol has no"
-            " _start_asgi_task(cycle, app); HttpToolsProtocol offers no file-body extensions",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    assert start is not None
+    start = cls._start_asgi_task  # type: ignore[attr-defined]
 
     def _start_asgi_task(self: Any, cycle: Any, app: Any) -> None:
         before(cycle)
         start(self, cycle, app)
 
     cls._start_asgi_task = _start_asgi_task  # type: ignore[attr-defined]
-    return True

@@ -16,55 +16,51 @@ siblings, on-the-fly compression (which keeps aiohttp's chunked path, as the
 bytes must pass through Python), ``chunk_size`` and ``AIOHTTP_NOSENDFILE``.
 
 Importing this module imports aiohttp; ``import zerocopy`` does not.  The
-override is of a private hook (``FileResponse._sendfile``), so the aiohttp
-version is checked at import (see :data:`SUPPORTED`), and the hook itself is
-installed by :func:`zerocopy._compat.aiohttp_hook_sendfile`: an aiohttp
-without it leaves this class sending bodies as aiohttp's own, with a warning.
+override is of a private hook (``FileResponse._sendfile``), so at import
+every hook it needs is checked (:func:`zerocopy._compat.aiohttp_missing_hooks`),
+on every aiohttp.  All there: the hook is installed, with an
+:class:`zerocopy.UntestedVersionWarning` on a version outside
+:data:`SUPPORTED`.  One missing: this class sends bodies exactly as
+aiohttp's own, with an :class:`zerocopy.IntegrationFallbackWarning` saying
+which.  The import never fails for the aiohttp version.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import aiohttp
 from aiohttp import web, web_fileresponse
+from aiohttp.abc import AbstractStreamWriter
 
-from . import _compat, aio
-
-if TYPE_CHECKING:
-    from aiohttp.abc import AbstractStreamWriter
+from . import _compat, _integrations, aio
 
 __all__ = ["SUPPORTED", "FileResponse"]
 
 _log = logging.getLogger(__name__)
 
 #: The aiohttp versions this module was tested with, as ``(lowest, first
-#: unsupported)`` ``(major, minor)`` pairs.  It overrides the private
+#: untested)`` ``(major, minor)`` pairs.  It overrides the private
 #: ``FileResponse._sendfile`` hook and calls the private
-#: ``_sendfile_fallback``, whose signatures aiohttp may change in any release.
+#: ``_sendfile_fallback``, whose signatures aiohttp may change in any release:
+#: on another version it runs if those hooks are there (with an
+#: :class:`zerocopy.UntestedVersionWarning`) and otherwise sends as aiohttp's
+#: own class (with an :class:`zerocopy.IntegrationFallbackWarning`).
 #: tests/test_integration_aiohttp.py passed with 3.10.0, 3.10.11, 3.11.0,
 #: 3.11.18, 3.12.0, 3.12.15, 3.13.0, 3.13.5, 3.14.0 and 3.14.5 (3.9.5 answers a
-#: missing file with a 500 instead of a 404, stock class and this one alike).
+#: missing file with a 500 instead of a 404, stock class and this one alike);
+#: on 3.10.0 with uvloop, under load, the access log missed some responses,
+#: so the ``aiohttp`` extra asks for 3.10.11 or later.
 SUPPORTED = ((3, 10), (3, 15))
+_TESTED = "aiohttp 3.10 to 3.14"
 
 
-def _check_version(version: str) -> None:
-    """Raise ImportError unless aiohttp *version* is in :data:`SUPPORTED`."""
-    try:
-        major_minor = tuple(int(part) for part in version.split(".")[:2])
-    except ValueError:
-        major_minor = ()
+def _tested(version: str) -> bool:
+    """Whether aiohttp *version* is in :data:`SUPPORTED`."""
     (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED
-    if not (lo_major, lo_minor) <= major_minor < (hi_major, hi_minor):
-        raise ImportError(
-            f"zerocopy.aiohttp supports aiohttp >={lo_major}.{lo_minor},<{hi_major}.{hi_minor}"
-            f" (it overrides a private hook of aiohttp.web.FileResponse); aiohttp {version}"
-            " is installed"
-        )
-
-
-_check_version(aiohttp.__version__)
+    major_minor = _integrations.major_minor(version)
+    return major_minor is not None and (lo_major, lo_minor) <= major_minor < (hi_major, hi_minor)
 
 
 class FileResponse(web.FileResponse):
@@ -144,6 +140,19 @@ def _tls(transport: Any) -> bool:
     )
 
 
-# aiohttp's private hook, checked and installed in one place (see _compat); on an
-# aiohttp without it, a warning, and FileResponse sends as aiohttp's own does.
-_compat.aiohttp_hook_sendfile(FileResponse, _send)
+# Everything the hook needs, checked in one place (_compat) on every aiohttp;
+# on one without it, a warning, and FileResponse sends as aiohttp's own does.
+_ON = _integrations.decide(
+    __name__,
+    "aiohttp",
+    aiohttp.__version__,
+    _TESTED,
+    _tested(aiohttp.__version__),
+    {
+        "FileResponse": _compat.aiohttp_missing_hooks(
+            web.FileResponse, web_fileresponse, AbstractStreamWriter
+        )
+    },
+)
+if _ON["FileResponse"]:
+    _compat.aiohttp_hook_sendfile(FileResponse, _send)

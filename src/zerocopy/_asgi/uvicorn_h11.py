@@ -6,8 +6,9 @@ takes a ``Data`` event whose data is a placeholder of the body's length,
 does its Content-Length accounting or chunk framing around it, and hands
 the placeholder back in place, where the kernel sends the file.
 
-uvicorn internals this relies on (checked by version in
-:mod:`zerocopy._asgi.uvicorn_impl`): ``uvicorn.protocols.http.h11_impl``'s
+uvicorn internals this relies on (checked by
+:func:`zerocopy._compat.uvicorn_h11_missing_hooks` before
+:mod:`zerocopy._asgi.uvicorn_select` imports this module): ``uvicorn.protocols.http.h11_impl``'s
 ``H11Protocol`` assigns each new cycle to ``self.cycle`` just before it
 starts the cycle's task, and ``RequestResponseCycle`` keeps ``conn``,
 ``transport``, ``flow``, ``scope``, ``disconnected``, ``response_started``
@@ -18,11 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# First, on purpose: importing uvicorn_impl checks the uvicorn version, whose
-# clear message must come before any failure inside uvicorn's h11 module.
-from . import uvicorn_impl  # noqa: F401
-
-# isort: split
 import h11
 from uvicorn.protocols.http import h11_impl
 

@@ -7,50 +7,20 @@ one hooked by :func:`zerocopy._compat.uvicorn_hook_start_asgi_task`), and the
 attributes of ``RequestResponseCycle`` (``transport``, ``flow``, ``scope``,
 ``disconnected``, ``response_started``, ``response_complete``,
 ``chunked_encoding``, ``expected_content_length``, ``keep_alive``,
-``message_event``, ``on_response``).  Those can change in any release, so the
-versions it was tested with are checked at import (:data:`SUPPORTED`).
+``message_event``, ``on_response``).  Those can change in any release, so
+:mod:`zerocopy._asgi.uvicorn_select` imports this module only after
+:func:`zerocopy._compat.uvicorn_httptools_missing_hooks` found them all.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import uvicorn
+from uvicorn.protocols.http import httptools_impl
 
-__all__ = ["SUPPORTED", "HttpToolsProtocol", "ZeroCopyCycle", "check_uvicorn_version"]
-
-#: The uvicorn releases this module was tested with, as ``(major, minor)`` pairs:
-#: the test suite passed on the first release of each (and on 0.52.4).
-SUPPORTED = tuple((0, minor) for minor in range(45, 56))
-_SUPPORTED_TEXT = "uvicorn 0.45 to 0.55"
-
-
-def check_uvicorn_version(version: str) -> None:
-    """Raise ImportError unless *version* is a uvicorn release this module was tested with."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None or (int(match[1]), int(match[2])) not in SUPPORTED:
-        raise ImportError(
-            f"zerocopy.uvicorn supports {_SUPPORTED_TEXT}, not uvicorn {version}: it subclasses "
-            "uvicorn's internal protocol classes, which change between releases. "
-            "Install a supported uvicorn (pip install 'zerocopy-io[uvicorn]')."
-        )
-
-
-check_uvicorn_version(uvicorn.__version__)
-
-try:
-    from uvicorn.protocols.http import httptools_impl
-except ImportError as exc:  # httptools is missing: say which extra brings it
-    raise ImportError(
-        f"zerocopy.uvicorn needs httptools ({exc}): pip install 'zerocopy-io[uvicorn]'"
-    ) from exc
-
-# After the version check on purpose (E402): on an untested uvicorn the check's
-# message, not an obscure failure inside uvicorn's internals, is what users see.
-from .. import _compat  # noqa: E402
-from .body import (  # noqa: E402
+from .. import _compat
+from .body import (
     EXTENSIONS,
     ZEROCOPYSEND,
     FileBody,
@@ -60,6 +30,8 @@ from .body import (  # noqa: E402
     open_body,
     send_body,
 )
+
+__all__ = ["HttpToolsProtocol", "ZeroCopyCycle"]
 
 
 class ZeroCopyCycle(httptools_impl.RequestResponseCycle):
@@ -131,7 +103,7 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """Start a request's scope as uvicorn does, then offer the extensions on plain HTTP."""
         super().on_message_begin()
-        if _ADOPTS and self.scheme == "http":
+        if self.scheme == "http":
             scope: Any = self.scope
             extensions: Mapping[str, Any] = scope.get("extensions", {})
             # What each HTTP scope offers, on connections without TLS.
@@ -151,6 +123,5 @@ def _adopt(cycle: httptools_impl.RequestResponseCycle) -> None:
         cycle.__class__ = ZeroCopyCycle
 
 
-#: Whether the cycles are adopted: without uvicorn's hook (a warning says so),
-#: no scope is offered the extensions, and the protocol serves as uvicorn's own.
-_ADOPTS = _compat.uvicorn_hook_start_asgi_task(HttpToolsProtocol, _adopt)
+# Checked beforehand (uvicorn_select): every cycle becomes a ZeroCopyCycle.
+_compat.uvicorn_hook_start_asgi_task(HttpToolsProtocol, _adopt)
