@@ -12,7 +12,10 @@ One file (100 MiB by default) served over HTTP/1.1 on 127.0.0.1 by:
 4. ``aiohttp uvloop``: the same on uvloop (no ``sock_sendfile`` there: chunks),
    the baseline for 5;
 5. ``aiohttp uvloop+zerocopy``: ``zerocopy.aiohttp.FileResponse`` on uvloop;
-6. ``nginx``: the reference for 2 (``kit.peer.nginx_server``: one worker,
+6. ``aiohttp zerocopy-uvloop``: stock ``web.FileResponse`` on
+   ``zerocopy.loops.new_uvloop()`` (issue 24: the loop's ``sendfile`` is
+   zerocopy's, no aiohttp class changed);
+7. ``nginx``: the reference for 2 (``kit.peer.nginx_server``: one worker,
    ``sendfile on``, access log off; ``--nginx``, default nginx on PATH or
    /usr/sbin/nginx).
 
@@ -37,7 +40,9 @@ before the rounds (with ``--quick``: every body).
 
 Targets (issue 15): ``uvicorn+zerocopy`` >= 5x the throughput of ``uvicorn``
 at <= 0.2x its server CPU per GiB; ``aiohttp uvloop+zerocopy`` >= 2.5x
-``aiohttp uvloop`` at <= 0.35x.  Target (issue 22): ``uvicorn+zerocopy`` >=
+``aiohttp uvloop`` at <= 0.35x.  Target (issue 24): ``aiohttp zerocopy-uvloop``
+within 10% of ``aiohttp asyncio`` (aiohttp's own sendfile path): >= 0.9x its
+throughput at <= 1.1x its server CPU per GiB.  Target (issue 22): ``uvicorn+zerocopy`` >=
 0.95x the throughput of ``nginx`` at <= 1.1x its server+client CPU per GiB.
 
     python benchmarks/bench_frameworks.py [--size 100M] [--requests 10] [--repeat 5] [--json FILE]
@@ -129,6 +134,9 @@ TARGETS = [
     c.Target("uvicorn+zerocopy", "uvicorn", "cpu", 0.2),
     c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "throughput", 2.5),
     c.Target("aiohttp uvloop+zerocopy", "aiohttp uvloop", "cpu", 0.35),
+    # Issue 24: the loop factory level with aiohttp's own sendfile on asyncio.
+    c.Target("aiohttp zerocopy-uvloop", "aiohttp asyncio", "throughput", 0.9),
+    c.Target("aiohttp zerocopy-uvloop", "aiohttp asyncio", "cpu", 1.1),
     # Issue 22: both at once.
     c.Target("uvicorn+zerocopy", NGINX, "throughput", 0.95),
     BothCpuTarget("uvicorn+zerocopy", NGINX, "server+client CPU", 1.1),
@@ -158,13 +166,18 @@ def starlette_app() -> Any:
 
 
 def _loop_name() -> str:
+    """The running loop's class; a subclass from elsewhere (zerocopy.loops) names its base too."""
     cls = type(asyncio.get_running_loop())
-    return f"{cls.__module__}.{cls.__qualname__}"
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if not cls.__module__.startswith(("asyncio", "uvloop")):
+        base = next(b for b in cls.__mro__ if b.__module__.startswith(("asyncio", "uvloop")))
+        name += f"({base.__module__}.{base.__qualname__})"
+    return name
 
 
 def role_aiohttp(loop: str, impl: str, port: int, directory: str) -> None:
-    """Serve *directory*'s files (``/NAME``) with aiohttp on *loop* (asyncio, uvloop);
-    *impl*: stock or zerocopy."""
+    """Serve *directory*'s files (``/NAME``) with aiohttp on *loop* (asyncio, uvloop,
+    zerocopy-uvloop); *impl*: stock or zerocopy."""
     from aiohttp import web
 
     if impl == "zerocopy":
@@ -193,6 +206,10 @@ def role_aiohttp(loop: str, impl: str, port: int, directory: str) -> None:
         import uvloop
 
         factory = uvloop.new_event_loop
+    elif loop == "zerocopy-uvloop":
+        import zerocopy.loops
+
+        factory = zerocopy.loops.new_uvloop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve())
 
@@ -248,6 +265,13 @@ VARIANTS = [
         ("aiohttp", "uvloop"),
         "zerocopy.aiohttp:FileResponse",
         aiohttp_argv("uvloop", "zerocopy"),
+    ),
+    Variant(
+        "aiohttp zerocopy-uvloop",
+        "uvloop",
+        ("aiohttp", "uvloop"),
+        "zerocopy.loops:new_uvloop",
+        aiohttp_argv("zerocopy-uvloop", "stock"),
     ),
     Variant(NGINX, None, (), None, None),
 ]
@@ -425,7 +449,7 @@ def _check(server: c.Server, variant: Variant, buf: memoryview, want: bytes) -> 
         client.close()
     if digest.digest() != want:
         raise AssertionError(f"{server.name} served different bytes")
-    if loop is not None and (variant.loop == "uvloop") != loop.startswith("uvloop."):
+    if loop is not None and (variant.loop == "uvloop") != ("uvloop." in loop):
         raise AssertionError(f"{server.name} runs on {loop}, not {variant.loop}")
     return loop
 
@@ -491,6 +515,8 @@ PAIRS = [
     ("aiohttp uvloop+zerocopy", "aiohttp uvloop"),  # the issue's baseline for 5
     ("aiohttp uvloop+zerocopy", "aiohttp asyncio"),  # "level with aiohttp's own sendfile"
     ("aiohttp uvloop", "aiohttp asyncio"),  # what uvloop costs aiohttp today
+    ("aiohttp zerocopy-uvloop", "aiohttp asyncio"),  # issue 24: the loop factory
+    ("aiohttp zerocopy-uvloop", "aiohttp uvloop+zerocopy"),  # the loop against the class
     ("uvicorn+zerocopy", NGINX),  # issue 22's comparison
 ]
 

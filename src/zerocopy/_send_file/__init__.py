@@ -4,6 +4,8 @@
 - :mod:`.blocking`: :func:`send_file` for blocking sockets and sockets with a timeout;
 - :mod:`.asyncloop`: the async send loop both async forms run, each with its own waits;
 - :mod:`.aio`: the asyncio form, for non-blocking sockets;
+- :mod:`.loopmethods`: ``loop.sock_sendfile`` and ``loop.sendfile``, asyncio's
+  contract, for the event loops of :mod:`zerocopy.loops`;
 - :mod:`.anyio_`: the anyio form (asyncio and trio), for sockets and anyio socket streams.
 """
 

@@ -89,6 +89,7 @@ async def send(
     count: int | None,
     *,
     first: Callable[[], Awaitable[None]] | None = None,
+    fallback: bool = True,
 ) -> int:
     """Send *file* over non-blocking *sock*, waiting on *loop*; arguments already checked.
 
@@ -97,6 +98,13 @@ async def send(
     carries ``bytes_transferred`` (0).  Every exception, a cancellation
     included, carries ``bytes_transferred``; the waits are dropped and the file
     position set to ``offset + sent`` on the way out.
+
+    With *fallback* False nothing is read and sent by ``send()``: where
+    ``sendfile`` cannot start (not a regular file, or an errno that means "not
+    here") this raises :class:`~zerocopy._errors.GiveUp`, which the caller
+    turns into its own "not available" error (asyncio's
+    ``SendfileNotAvailableError``); where its first call moves nothing (end of
+    file at *offset*) it returns 0, as asyncio's native path does.
     """
     sender = _Sender(sock, loop)
     start = None
@@ -118,8 +126,16 @@ async def send(
                     transfer.most = turn.left
                 sender.sent = transfer.sent
                 return sender.sent
-            except GiveUp:
+            except GiveUp as exc:
+                if not fallback:
+                    # give_up_or_raise chains the errno's OSError; a bare GiveUp
+                    # is a first call that moved nothing: the end of the file.
+                    if exc.__cause__ is None:
+                        return 0
+                    raise
                 start = file.tell()  # nothing went out: read and send it instead
+        if not fallback:
+            raise GiveUp("not a regular file: sendfile cannot send it")
         await sender.via_send(file, offset, count, threaded=fd is not None and not regular)
         return sender.sent
     except BaseException as exc:

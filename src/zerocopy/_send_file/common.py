@@ -12,7 +12,9 @@ from .._fd import stream_fd
 
 __all__ = [
     "COPY_CHUNK",
+    "check_binary",
     "check_file_args",
+    "check_offset_count",
     "check_params",
     "read_chunk",
     "regular_fd",
