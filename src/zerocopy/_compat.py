@@ -41,6 +41,8 @@ __all__ = [
     "aiohttp_missing_hooks",
     "aiohttp_response_path",
     "aiohttp_sendfile_fallback",
+    "anyio_is_asyncio_tcp",
+    "anyio_missing_hooks",
     "anyio_take_read_ahead",
     "anyio_transport",
     "socketio_socket",
@@ -202,6 +204,37 @@ def anyio_take_read_ahead(stream: Any) -> bytes:
     if isinstance(event, asyncio.Event):
         event.clear()  # as receive() does once the queue is empty
     return data
+
+
+def anyio_missing_hooks(backend: Any) -> list[str]:
+    """What the zero-copy path for anyio's asyncio TCP streams needs of anyio; [] if none.
+
+    *backend* is ``anyio._backends._asyncio`` (None if it did not import).
+    Needed (anyio 4.7 to 4.16 have them all): its ``SocketStream`` whose
+    ``__init__`` sets ``_transport`` and ``_protocol``
+    (:func:`anyio_transport`), and its ``StreamProtocol`` whose
+    ``connection_made`` sets ``read_queue`` and ``read_event``
+    (:func:`anyio_take_read_ahead`).  Raw sockets, trio's streams and
+    anyio's UNIX streams need none of them.  With any missing, the caller
+    sends such streams' files through the stream's own ``send`` and refuses
+    to relay them.
+    """
+    if backend is None:
+        return ["the module anyio._backends._asyncio"]
+    missing: list[str] = []
+    stream = getattr(backend, "SocketStream", None)
+    absent = {"_transport", "_protocol"} - _stored_attributes(getattr(stream, "__init__", None))
+    missing.extend(f"SocketStream().{name}" for name in sorted(absent))
+    protocol = getattr(backend, "StreamProtocol", None)
+    made = getattr(protocol, "connection_made", None)
+    absent = {"read_queue", "read_event"} - _stored_attributes(made)
+    missing.extend(f"StreamProtocol().{name}" for name in sorted(absent))
+    return missing
+
+
+def anyio_is_asyncio_tcp(stream: Any) -> bool:
+    """Whether *stream* is anyio's asyncio TCP ``SocketStream`` (the one over a transport)."""
+    return _is_anyio_asyncio_tcp(stream)
 
 
 # --- framework hooks: how they are checked ------------------------------------
