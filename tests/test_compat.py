@@ -365,30 +365,75 @@ def test_aiohttp_without_hooks_sends_as_aiohttp(monkeypatch: pytest.MonkeyPatch)
     assert module.FileResponse._sendfile is web.FileResponse._sendfile
 
 
-# --- uvicorn: HttpToolsProtocol._start_asgi_task, H11Protocol.cycle -----------
+# --- uvicorn: the protocols' app, the cycle's bound send, its attributes ------
 
 
 def test_uvicorn_hooks_present() -> None:
-    """uvicorn has every hook of both protocols; its httptools one starts cycles in the hook."""
+    """uvicorn has every touch of both protocols; the subclasses override ``__init__`` alone."""
     import h11
     from uvicorn.protocols.http import h11_impl, httptools_impl
 
     from zerocopy._asgi import uvicorn_h11, uvicorn_impl
     from zerocopy.uvicorn import H11Protocol, HttpToolsProtocol
 
-    base = httptools_impl.HttpToolsProtocol._start_asgi_task
-    assert list(inspect.signature(base).parameters) == ["self", "cycle", "app"]
     assert _compat.uvicorn_httptools_missing_hooks(httptools_impl) == []
     assert _compat.uvicorn_h11_missing_hooks(h11_impl, h11) == []
     assert (HttpToolsProtocol, H11Protocol) == (
         uvicorn_impl.HttpToolsProtocol,
         uvicorn_h11.H11Protocol,
     )
-    assert uvicorn_impl.HttpToolsProtocol._start_asgi_task is not base
+    for cls in (HttpToolsProtocol, H11Protocol):
+        assert set(vars(cls)) - {"__module__", "__doc__", "__qualname__"} <= {
+            "__init__",
+            "__firstlineno__",
+            "__static_attributes__",
+        }
     assert served_scope()["extensions"].keys() >= {
         "http.response.pathsend",
         "http.response.zerocopysend",
     }
+
+
+@pytest.mark.parametrize("name", ["httptools_impl", "h11_impl"])
+def test_uvicorn_send_is_the_cycles_own(name: str) -> None:
+    """Stock uvicorn hands the app its cycle's bound ``send``, with the attributes we use."""
+    module = importlib.import_module(f"uvicorn.protocols.http.{name}")
+    protocol = {"httptools_impl": "HttpToolsProtocol", "h11_impl": "H11Protocol"}[name]
+    sends: list[Any] = []
+    served_scope(getattr(module, protocol), sends)
+    [send] = sends
+    cycle = _compat.uvicorn_cycle(send, module.RequestResponseCycle)
+    assert cycle is not None
+    assert send == cycle.send
+    attributes = {
+        "httptools_impl": _compat._HTTPTOOLS_CYCLE_ATTRIBUTES,
+        "h11_impl": _compat._H11_CYCLE_ATTRIBUTES,
+    }[name]
+    assert all(hasattr(cycle, attr) for attr in attributes)
+    assert cycle.response_complete
+    assert _compat.uvicorn_cycle(print, module.RequestResponseCycle) is None
+
+
+def test_uvicorn_wrap_app_wraps_what_the_cycles_run() -> None:
+    """``uvicorn_wrap_app``: the wrapped app is what uvicorn's protocol runs for a request."""
+    from uvicorn.protocols.http import httptools_impl
+
+    wrapped: list[Any] = []
+
+    def wrap(app: Any) -> Any:
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            wrapped.append(scope["path"])
+            await app(scope, receive, send)
+
+        return outer
+
+    class Protocol(httptools_impl.HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _compat.uvicorn_wrap_app(self, wrap)
+
+    served_scope(Protocol)
+    assert wrapped == ["/"]
 
 
 def test_uvicorn_missing_hooks_are_each_named() -> None:
@@ -398,15 +443,15 @@ def test_uvicorn_missing_hooks_are_each_named() -> None:
 
     class Cycle(httptools_impl.RequestResponseCycle):
         def __init__(self) -> None:
-            self.transport = None  # and nothing else of what zerocopy's cycle uses
+            self.transport = None  # and nothing else of what zerocopy's writer uses
 
     fake = type("Module", (), {"HttpToolsProtocol": httptools_impl.HttpToolsProtocol})
     fake.RequestResponseCycle = Cycle  # type: ignore[attr-defined]
     missing = _compat.uvicorn_httptools_missing_hooks(fake)
     assert "RequestResponseCycle().transport" not in missing
-    assert "RequestResponseCycle().flow" in missing
-    assert "RequestResponseCycle().on_response" in missing
-    assert not [m for m in missing if m.startswith("HttpToolsProtocol")]
+    assert "RequestResponseCycle().disconnected" in missing
+    assert "RequestResponseCycle().expected_content_length" in missing
+    assert not [m for m in missing if not m.startswith("RequestResponseCycle()")]
     assert _compat.uvicorn_httptools_missing_hooks(None) == [
         "the module uvicorn.protocols.http.httptools_impl"
     ]
@@ -416,25 +461,39 @@ def test_uvicorn_missing_hooks_are_each_named() -> None:
     bare = type("Module", (), {"RequestResponseCycle": h11_impl.RequestResponseCycle})
     assert _compat.uvicorn_h11_missing_hooks(bare, h11) == ["H11Protocol"]
 
+    class Sends(h11_impl.RequestResponseCycle):
+        async def run_asgi(self, app: Any) -> None:  # hands the app something else
+            await app(self.scope, self.receive, print)
+
+    class NoApp(h11_impl.H11Protocol):
+        def __init__(self) -> None:
+            pass
+
+    changed = type("Module", (), {"H11Protocol": NoApp, "RequestResponseCycle": Sends})
+    assert _compat.uvicorn_h11_missing_hooks(changed, h11) == [
+        "H11Protocol.__init__ setting self.app",
+        "RequestResponseCycle.run_asgi(self, app) passing self.send",
+    ]
+
 
 def test_uvicorn_without_hook_serves_as_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_start_asgi_task`` reshaped: a warning naming it; HttpToolsProtocol is uvicorn's own."""
+    """``on_headers_complete`` reshaped: a warning naming it; HttpToolsProtocol is uvicorn's own."""
     from uvicorn.protocols.http import httptools_impl
 
     import zerocopy
     from zerocopy._asgi import uvicorn_h11
 
-    start = httptools_impl.HttpToolsProtocol._start_asgi_task
+    complete = httptools_impl.HttpToolsProtocol.on_headers_complete
 
-    def reshaped(self: Any, *args: Any) -> None:  # uvicorn still works, our hook cannot
-        start(self, *args)
+    def reshaped(self: Any) -> None:  # uvicorn still works; whether it runs self.app is unknown
+        complete(self)
 
-    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "_start_asgi_task", reshaped)
+    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "on_headers_complete", reshaped)
     with pytest.warns(zerocopy.IntegrationFallbackWarning) as caught:
         module = reimport(monkeypatch, *UVICORN_MODULES)
     [warning] = caught
     assert "zerocopy.uvicorn.HttpToolsProtocol: zero-copy is off" in str(warning.message)
-    assert "_start_asgi_task(self, cycle, app)" in str(warning.message)
+    assert "HttpToolsProtocol.on_headers_complete(self) reading self.app" in str(warning.message)
     assert module.HttpToolsProtocol is httptools_impl.HttpToolsProtocol
     assert module.H11Protocol is uvicorn_h11.H11Protocol  # its hooks are there: still ours
     scope = served_scope()
@@ -449,14 +508,36 @@ def test_uvicorn_without_h11_hook_keeps_httptools(monkeypatch: pytest.MonkeyPatc
 
     handle = h11_impl.H11Protocol.handle_events
 
-    def reshaped(self: Any) -> None:  # no longer sets self.cycle itself
+    def reshaped(self: Any) -> None:  # no longer reads self.app itself
         handle(self)
 
     monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", reshaped)
-    with pytest.warns(zerocopy.IntegrationFallbackWarning, match="setting self.cycle"):
+    with pytest.warns(zerocopy.IntegrationFallbackWarning, match="reading self.app"):
         module = reimport(monkeypatch, *UVICORN_MODULES)
     assert module.H11Protocol is h11_impl.H11Protocol
     assert module.HttpToolsProtocol.__module__ == "zerocopy._asgi.uvicorn_impl"
+
+
+def test_uvicorn_send_not_a_cycles_runs_without_extensions() -> None:
+    """A uvicorn whose app gets some other ``send``: the request runs as stock, with a warning."""
+    from uvicorn.protocols.http import httptools_impl
+
+    import zerocopy
+    from zerocopy._asgi.uvicorn_app import FileBodies
+    from zerocopy._asgi.uvicorn_impl import write_file_body
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope.get("extensions"), send))
+
+    async def other_send(message: Any) -> None:
+        raise AssertionError("not called")
+
+    wrapped = FileBodies(app, httptools_impl.RequestResponseCycle, write_file_body)
+    with pytest.warns(zerocopy.IntegrationFallbackWarning, match="runs without the file-body"):
+        run_on("asyncio", wrapped({"type": "http"}, None, other_send))  # type: ignore[arg-type]
+    assert seen == [(None, other_send)]
 
 
 class _Transport:
@@ -485,26 +566,33 @@ class _Transport:
         pass
 
 
-def served_scope() -> dict[str, Any]:
-    """Serve one GET with zerocopy.uvicorn's HttpToolsProtocol over a fake transport; its scope."""
+def served_scope(protocol_class: Any = None, sends: list[Any] | None = None) -> dict[str, Any]:
+    """Serve one GET with *protocol_class* over a fake transport; its scope.
+
+    The default class is zerocopy.uvicorn's HttpToolsProtocol; the ``send``
+    the app got goes to *sends*.
+    """
     import uvicorn
     from uvicorn.server import ServerState
 
     from zerocopy.uvicorn import HttpToolsProtocol
 
+    protocol_class = protocol_class or HttpToolsProtocol
     scopes: list[dict[str, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         scopes.append(scope)
+        if sends is not None:
+            sends.append(send)
         await send(
             {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
         )
         await send({"type": "http.response.body", "body": b""})
 
     async def main() -> bytes:
-        config = uvicorn.Config(app, http=HttpToolsProtocol, log_config=None, lifespan="off")
+        config = uvicorn.Config(app, http=protocol_class, log_config=None, lifespan="off")
         config.load()
-        protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
         transport = _Transport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -519,22 +607,6 @@ def served_scope() -> dict[str, Any]:
     assert head.startswith(b"HTTP/1.1 200 ")
     assert len(scopes) == 1
     return scopes[0]
-
-
-def test_own_private_names_do_not_shadow_the_frameworks() -> None:
-    """The private names our framework subclasses add are not (yet) the frameworks' own."""
-    from uvicorn.protocols.http import h11_impl, httptools_impl
-
-    from zerocopy._asgi import uvicorn_h11, uvicorn_impl
-
-    ours = {
-        uvicorn_impl.ZeroCopyCycle: httptools_impl.RequestResponseCycle,
-        uvicorn_h11.H11Cycle: h11_impl.RequestResponseCycle,
-        uvicorn_h11.H11Protocol: h11_impl.H11Protocol,
-    }
-    for cls, base in ours.items():
-        added = {n for n in vars(cls) if n.startswith("_") and not n.startswith("__")}
-        assert not added & set(dir(base)), (cls, added & set(dir(base)))
 
 
 # --- the guard ---------------------------------------------------------------

@@ -190,20 +190,22 @@ HTTPTOOLS_TESTED = "(tested: uvicorn 0.45 to 0.55)"
 #: Per protocol: a hook deleted or reshaped the way a release could, such that
 #: uvicorn's own protocol still serves; and the name the warning gives it.
 UVICORN_HOOK_GONE = {
-    # uvicorn calls _start_asgi_task(cycle, app) positionally: it still works.
+    # An on_headers_complete that no longer reads self.app itself (its wrapped
+    # original still does): uvicorn works, zerocopy cannot know its wrapped
+    # app is the one each request runs.
     "HttpToolsProtocol": (
         "from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as P\n"
-        "start = P._start_asgi_task\n"
-        "P._start_asgi_task = lambda self, *args: start(self, *args)\n",
-        "HttpToolsProtocol._start_asgi_task(self, cycle, app)",
+        "complete = P.on_headers_complete\n"
+        "P.on_headers_complete = lambda self: complete(self)\n",
+        "HttpToolsProtocol.on_headers_complete(self) reading self.app",
     ),
-    # A handle_events that no longer sets self.cycle itself (its wrapped
-    # original still does): uvicorn works, zerocopy cannot know it may adopt.
+    # A run_asgi that no longer hands the app self.send itself (the wrapped
+    # original still does): uvicorn works, zerocopy cannot know send's cycle.
     "H11Protocol": (
-        "from uvicorn.protocols.http.h11_impl import H11Protocol as P\n"
-        "handle = P.handle_events\n"
-        "P.handle_events = lambda self: handle(self)\n",
-        "H11Protocol.handle_events(self) setting self.cycle",
+        "from uvicorn.protocols.http.h11_impl import RequestResponseCycle as C\n"
+        "run = C.run_asgi\n"
+        "C.run_asgi = lambda self, app: run(self, app)\n",
+        "RequestResponseCycle.run_asgi(self, app) passing self.send",
     ),
 }
 

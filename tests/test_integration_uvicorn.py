@@ -509,6 +509,7 @@ def scenario_app(path: Path) -> Callable[..., Any]:
 SCENARIOS: dict[str, tuple[int, dict[str, Any]]] = {
     "exact": (1000, {"offset": 5, "count": 1000}),
     "longer": (999, {"offset": 5, "count": 1000}),
+    "shorter": (1001, {"offset": 5, "count": 1000}),
     "past-end": (1000, {"offset": SIZES["odd.bin"] - 300, "count": 1000}),
     "bad-offset": (1000, {"offset": "5", "count": 1000}),
     "negative-count": (1000, {"offset": 0, "count": -1}),
@@ -591,6 +592,86 @@ class TestZeroCopySendErrors:
             conn.close()
         assert sum(sent_by_sendfile) == 300
         assert "Response content shorter than promised: the file gave 300 of 1000" in caplog.text
+
+
+def wire_app(path: Path, length: bool) -> Callable[..., Any]:
+    """An ASGI app: ``/NAME`` is file NAME under *path*, by pathsend where offered, else as bytes.
+
+    With *length* it says Content-Length, without it uvicorn chunks the body.
+    The same response with stock uvicorn (bytes) and with zerocopy's protocols
+    (pathsend) must be the same bytes on the wire.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        file = path / scope["path"].strip("/")
+        size = file.stat().st_size
+        headers = [(b"content-length", str(size).encode())] if length else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if "http.response.pathsend" in scope.get("extensions", {}):
+            await send({"type": "http.response.pathsend", "path": str(file)})
+        else:
+            await send({"type": "http.response.body", "body": file.read_bytes()})
+
+    return app
+
+
+def without_date(raw: bytes) -> bytes:
+    """*raw* responses with their Date headers (which change by the second) cut out."""
+    return b"".join(
+        line for line in raw.splitlines(keepends=True) if not line.lower().startswith(b"date: ")
+    )
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(("protocol", "stock"), [(ZC, "httptools"), (ZC_H11, "h11")])
+def test_wire_bytes_are_stock_uvicorns(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    protocol: str,
+    stock: str,
+    length: bool,
+    sent_by_sendfile: list[int],
+) -> None:
+    """Pipelined GET, HEAD, empty and Connection: close: byte for byte what stock uvicorn sends."""
+    root, _ = tree
+    request = (
+        b"GET /odd.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /odd.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /empty.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /one.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    raw = {}
+    for served_by in (protocol, stock):
+        with serving(wire_app(root, length), loop, served_by) as (host, port):
+            raw[served_by] = without_date(exchange(host, port, request))
+    assert raw[protocol].count(b"HTTP/1.1 200 OK") == 4
+    assert raw[protocol] == raw[stock]
+    assert sum(sent_by_sendfile) == SIZES["odd.bin"] + SIZES["one.bin"]
+
+
+def test_file_body_shorter_than_content_length(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    zc: str,
+    sent_by_sendfile: list[int],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file body short of Content-Length: it goes out, then uvicorn's error and a close."""
+    root, data = tree
+    with serving(scenario_app(root / "odd.bin"), loop, zc) as (host, port):
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        conn.request("GET", "/shorter")
+        resp = conn.getresponse()
+        with pytest.raises(http.client.IncompleteRead) as info:
+            resp.read()
+        assert info.value.partial == data["odd.bin"][5:1005]
+        conn.close()
+    assert sum(sent_by_sendfile) == 1000
+    error = {
+        ZC: "RuntimeError: Response content shorter than Content-Length",
+        ZC_H11: "h11._util.LocalProtocolError: Too little data for declared Content-Length",
+    }[zc]
+    assert caplog.text.count(error) == 1
 
 
 def fifo_app(fifo: Path, data: bytes) -> Callable[..., Any]:

@@ -387,20 +387,187 @@ def test_surface() -> None:
     assert zc_anyio.AsyncZeroCopySender.__module__ == "zerocopy._msg_zerocopy.anyio_"
 
 
-@pytest.mark.parametrize("version", ["4.6.2", "5.0.0", "3.7.1"])
-def test_untested_anyio_refused(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
-    """An anyio outside 4.7 to 4.x is an ImportError naming the supported range."""
+#: Run in a fresh interpreter: PATCH (which fakes another anyio release) runs
+#: before zerocopy.anyio is imported; then send_file sends the file given in
+#: argv over an anyio asyncio TCP stream and over a raw socket, and relay is
+#: tried on two streams.  It prints JSON: each body's hash, the bytes the
+#: zerocopy backend moved by sendfile for each, and the relay's outcome.
+UPGRADE_SCRIPT = """
+import hashlib, json, socket, sys
+import anyio, anyio.abc
+PATCH
+
+from zerocopy import _backend
+import zerocopy.anyio as za
+
+moved = []
+backend = _backend.current()
+real = backend.sendfile
+def counting(*args, **kwargs):
+    n = real(*args, **kwargs)
+    moved.append(n)
+    return n
+backend.sendfile = counting
+
+async def pair():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    for s in (client, server):
+        s.setblocking(False)
+    return client, server
+
+async def through(make_target):
+    client, server = await pair()
+    peer = await anyio.abc.SocketStream.from_socket(client)
+    target = await make_target(server)
+    got = bytearray()
+    async def receive():
+        try:
+            while True:
+                got.extend(await peer.receive())
+        except anyio.EndOfStream:
+            pass
+    before = len(moved)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(receive)
+        with open(sys.argv[1], "rb") as f:
+            sent = await za.send_file(target, f, 7, None)
+            position = f.tell()
+        if isinstance(target, socket.socket):
+            target.shutdown(socket.SHUT_WR)
+        else:
+            await target.send_eof()
+    await peer.aclose()
+    if isinstance(target, socket.socket):
+        target.close()
+    else:
+        await target.aclose()
+    return {"sha": hashlib.sha256(got).hexdigest(), "sent": sent, "position": position,
+            "moved": sum(moved[before:])}
+
+async def relay():
+    (a, a_peer), (b, b_peer) = await pair(), await pair()
+    streams = [await anyio.abc.SocketStream.from_socket(s) for s in (a, b)]
+    try:
+        await za.relay(*streams, timeout=0.5)
+        outcome = "ran"
+    except TypeError as exc:
+        outcome = "TypeError: " + str(exc)
+    except TimeoutError:
+        outcome = "ran"
+    for s in (*streams,):
+        await s.aclose()
+    a_peer.close(); b_peer.close()
+    return outcome
+
+async def main():
+    async def raw(sock):
+        return sock
+    stream = await through(anyio.abc.SocketStream.from_socket)
+    raw_result = await through(raw)
+    print(json.dumps({"stream": stream, "raw": raw_result, "relay": await relay()}))
+
+anyio.run(main, backend="asyncio")
+"""
+
+#: anyio looks like release 5.0.0 (every hook still there).
+FAKE_VERSION = (
+    "import importlib.metadata as m\n"
+    "real_version = m.version\n"
+    "m.version = lambda name: '5.0.0' if name == 'anyio' else real_version(name)\n"
+)
+#: And its asyncio SocketStream no longer sets _transport itself (a wrapped
+#: original still does, so anyio works; zerocopy cannot rely on it).
+TRANSPORT_GONE = (
+    FAKE_VERSION + "from anyio._backends._asyncio import SocketStream as S\n"
+    "init = S.__init__\n"
+    "S.__init__ = lambda self, *args: init(self, *args)\n"
+)
+
+
+def run_upgrade(patch: str, path: Path) -> tuple[dict[str, Any], str]:
+    """Run UPGRADE_SCRIPT with *patch* in a fresh interpreter; its JSON and its stderr."""
+    code = UPGRADE_SCRIPT.replace("PATCH", patch)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = __import__("json").loads(out.stdout)
+    return result, out.stderr
+
+
+@pytest.fixture(scope="module")
+def upgrade_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A file of several sendfile calls' worth, odd-sized, and its bytes."""
+    data = os.urandom(3 * MiB + 17)
+    path = tmp_path_factory.mktemp("anyio") / "file.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+def test_untested_anyio_runs_with_a_warning(upgrade_file: tuple[Path, bytes]) -> None:
+    """anyio 5.0.0 with every hook: one UntestedVersionWarning; streams and sockets by sendfile."""
+    path, data = upgrade_file
+    result, stderr = run_upgrade(FAKE_VERSION, path)
+    expected = {"sha": sha(data[7:]), "sent": len(data) - 7, "position": len(data)}
+    for end in ("stream", "raw"):
+        assert result[end] == {**expected, "moved": len(data) - 7}, end
+    assert result["relay"] == "ran"
+    assert stderr.count("UntestedVersionWarning") == 1
+    assert "zerocopy.anyio is untested with anyio 5.0.0 (tested: anyio 4.7 to 4.16)" in stderr
+    assert "IntegrationFallbackWarning" not in stderr
+
+
+def test_anyio_without_hook_falls_back(upgrade_file: tuple[Path, bytes]) -> None:
+    """``SocketStream._transport`` gone: a warning; streams by send(), raw sockets by sendfile."""
+    path, data = upgrade_file
+    result, stderr = run_upgrade(TRANSPORT_GONE, path)
+    expected = {"sha": sha(data[7:]), "sent": len(data) - 7, "position": len(data)}
+    assert result["stream"] == {**expected, "moved": 0}  # the stream's own send()
+    assert result["raw"] == {**expected, "moved": len(data) - 7}
+    assert result["relay"].startswith("TypeError: a: this anyio's asyncio SocketStream lacks")
+    assert "IntegrationFallbackWarning" in stderr
+    assert (
+        "anyio 5.0.0 lacks SocketStream()._protocol, SocketStream()._transport"
+        " (tested: anyio 4.7 to 4.16)"
+    ) in stderr
+    assert "UntestedVersionWarning" not in stderr
+    assert "Traceback" not in stderr
+
+
+def test_tested_anyio_no_warning(upgrade_file: tuple[Path, bytes]) -> None:
+    """The installed (tested) anyio: no warning, streams and sockets by sendfile."""
+    path, data = upgrade_file
+    result, stderr = run_upgrade("", path)
+    assert result["stream"]["moved"] == result["raw"]["moved"] == len(data) - 7
+    assert result["stream"]["sha"] == sha(data[7:])
+    assert "Warning" not in stderr
+
+
+def test_anyio_without_wait_readable_is_an_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An anyio without ``wait_readable`` (older than 4.7): ImportError naming what is missing."""
     from zerocopy import _anyiowait
 
-    monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name: version)
-    with pytest.raises(ImportError, match=r"anyio>=4\.7,<5.*" + version.replace(".", r"\.")):
+    monkeypatch.setattr(anyio, "wait_readable", None)  # gone, as before anyio 4.7
+    monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name: "4.6.2")
+    with pytest.raises(ImportError, match=r"needs anyio\.wait_readable .*anyio 4\.6\.2 lacks"):
         _anyiowait.check_version()
 
 
-def test_tested_anyio_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """anyio 4.7.0 and 4.16.0 pass the version check."""
-    from zerocopy import _anyiowait
+def test_anyio_hooks_present() -> None:
+    """The installed anyio has every private attribute its asyncio streams' zero-copy needs."""
+    import anyio._backends._asyncio as backend
 
-    for version in ("4.7.0", "4.16.0"):
-        monkeypatch.setattr(_anyiowait.importlib.metadata, "version", lambda name, v=version: v)
-        _anyiowait.check_version()
+    from zerocopy import _anyiowait, _compat
+
+    assert _compat.anyio_missing_hooks(backend) == []
+    assert _anyiowait.STREAM_HOOKS
+    assert _compat.anyio_missing_hooks(None) == ["the module anyio._backends._asyncio"]
+    bare = type("Module", (), {})
+    assert _compat.anyio_missing_hooks(bare) == [
+        "SocketStream()._protocol",
+        "SocketStream()._transport",
+        "StreamProtocol().read_event",
+        "StreamProtocol().read_queue",
+    ]

@@ -14,10 +14,12 @@ epoll fd readable while it has events ready), on either backend.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.metadata
 import os
 import select
 import socket
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,38 +28,96 @@ import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
 
+from . import _compat, _integrations
 from ._aiostream import BorrowedSocket
 from ._aiowait import check_nonblocking_socket
 from ._compat import anyio_take_read_ahead, anyio_transport
+from ._integrations import IntegrationFallbackWarning, UntestedVersionWarning
 from ._loop import Key
 
-__all__ = ["SUPPORTED", "AnyioLoop", "EpollWaiter", "StreamSocket", "check_version"]
+__all__ = [
+    "STREAM_HOOKS",
+    "SUPPORTED",
+    "AnyioLoop",
+    "EpollWaiter",
+    "StreamSocket",
+    "by_stream",
+    "check_version",
+]
 
-#: The anyio versions this module allows: 4.7 brought wait_readable and
-#: wait_writable; StreamSocket uses private attributes of anyio 4's asyncio
-#: SocketStream (its transport and protocol), so a 5.x
-#: must be tested before it is allowed.  Tested: 4.16.0, and 4.7.0 for raw
-#: sockets and connect_tcp/listener streams.
+#: The anyio releases this module was tested with (what the ``anyio`` extra
+#: asks for): 4.7 brought ``wait_readable`` and ``wait_writable``.  Tested:
+#: 4.16.0, and 4.7.0 for raw sockets and connect_tcp/listener streams.
 SUPPORTED = "anyio>=4.7,<5"
+_TESTED = "anyio 4.7 to 4.16"
 
 
-def check_version() -> None:
-    """Raise :class:`ImportError` naming :data:`SUPPORTED` for an anyio outside it."""
+def _version() -> str:
     try:
-        version = importlib.metadata.version("anyio")
+        return importlib.metadata.version("anyio")
     except importlib.metadata.PackageNotFoundError:  # a vendored copy: judge by its API
-        version = "4.7" if hasattr(anyio, "wait_readable") else "0"
-    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if not (4, 7) <= parts < (5,):
-        raise ImportError(f"zerocopy.anyio supports {SUPPORTED}, not anyio {version}")
+        return "4.7" if hasattr(anyio, "wait_readable") else "0"
 
 
-check_version()
+def check_version() -> bool:
+    """Check the installed anyio at import; whether its asyncio TCP streams get zero-copy.
+
+    As the framework integrations (:mod:`zerocopy._integrations`): an anyio
+    outside 4.7 to 4.x whose hooks are all there runs, with one
+    :class:`zerocopy.UntestedVersionWarning`; one without the private
+    attributes of its asyncio TCP stream (:func:`zerocopy._compat.anyio_missing_hooks`)
+    warns :class:`zerocopy.IntegrationFallbackWarning` and returns False:
+    files then go to such streams through the stream's own ``send`` and
+    :func:`zerocopy.anyio.relay` refuses them, while raw sockets, trio's and
+    UNIX streams keep zero-copy.  Only an anyio without the public
+    ``wait_readable``/``wait_writable`` raises ImportError: nothing here can
+    wait without them.
+    """
+    version = _version()
+    absent = [
+        n for n in ("wait_readable", "wait_writable") if not callable(getattr(anyio, n, None))
+    ]
+    if absent:
+        raise ImportError(
+            f"zerocopy.anyio needs anyio.{' and anyio.'.join(absent)} ({SUPPORTED}),"
+            f" which anyio {version} lacks"
+        )
+    try:
+        backend = importlib.import_module("anyio._backends._asyncio")
+    except ImportError:
+        backend = None
+    missing = _compat.anyio_missing_hooks(backend)
+    if missing:
+        warnings.warn(
+            f"zerocopy.anyio: zero-copy is off for anyio's asyncio TCP streams (send_file"
+            f" sends through the stream's own send(), relay refuses them): anyio {version}"
+            f" lacks {', '.join(missing)} (tested: {_TESTED}); raw sockets, trio and UNIX"
+            " streams keep zero-copy",
+            IntegrationFallbackWarning,
+            stacklevel=2,
+        )
+    elif not (4, 7) <= (_integrations.major_minor(version) or (0, 0)) < (5, 0):
+        warnings.warn(
+            f"zerocopy.anyio is untested with anyio {version} (tested: {_TESTED});"
+            " the hooks it needs are all there, so it runs with zero-copy",
+            UntestedVersionWarning,
+            stacklevel=2,
+        )
+    return not missing
+
+
+#: Whether anyio's asyncio TCP streams get zero-copy (see :func:`check_version`).
+STREAM_HOOKS = check_version()
 
 T = TypeVar("T")
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _TROUBLE = select.EPOLLERR | select.EPOLLHUP
+
+
+def by_stream(obj: object) -> bool:
+    """Whether files go to *obj* through its own ``send()``: see :func:`check_version`."""
+    return not STREAM_HOOKS and _compat.anyio_is_asyncio_tcp(obj)
 
 
 class StreamSocket:
@@ -95,6 +155,12 @@ class StreamSocket:
             # kernel would put plaintext on the TLS connection.
             raise TypeError(
                 f"{name} must be a socket.socket or an anyio SocketStream, not {type(obj).__name__}"
+            )
+        if by_stream(obj):
+            raise TypeError(
+                f"{name}: this anyio's asyncio SocketStream lacks what zerocopy needs to pause"
+                " its reading (see the IntegrationFallbackWarning at import); relay it with"
+                " its own receive() and send()"
             )
         self.stream = obj
         transport = anyio_transport(obj)

@@ -41,14 +41,17 @@ __all__ = [
     "aiohttp_missing_hooks",
     "aiohttp_response_path",
     "aiohttp_sendfile_fallback",
+    "anyio_is_asyncio_tcp",
+    "anyio_missing_hooks",
     "anyio_take_read_ahead",
     "anyio_transport",
     "socketio_socket",
     "stream_reader_buffer",
     "text_writes_through",
+    "uvicorn_cycle",
     "uvicorn_h11_missing_hooks",
-    "uvicorn_hook_start_asgi_task",
     "uvicorn_httptools_missing_hooks",
+    "uvicorn_wrap_app",
     "write_text_now",
 ]
 
@@ -203,6 +206,37 @@ def anyio_take_read_ahead(stream: Any) -> bytes:
     return data
 
 
+def anyio_missing_hooks(backend: Any) -> list[str]:
+    """What the zero-copy path for anyio's asyncio TCP streams needs of anyio; [] if none.
+
+    *backend* is ``anyio._backends._asyncio`` (None if it did not import).
+    Needed (anyio 4.7 to 4.16 have them all): its ``SocketStream`` whose
+    ``__init__`` sets ``_transport`` and ``_protocol``
+    (:func:`anyio_transport`), and its ``StreamProtocol`` whose
+    ``connection_made`` sets ``read_queue`` and ``read_event``
+    (:func:`anyio_take_read_ahead`).  Raw sockets, trio's streams and
+    anyio's UNIX streams need none of them.  With any missing, the caller
+    sends such streams' files through the stream's own ``send`` and refuses
+    to relay them.
+    """
+    if backend is None:
+        return ["the module anyio._backends._asyncio"]
+    missing: list[str] = []
+    stream = getattr(backend, "SocketStream", None)
+    absent = {"_transport", "_protocol"} - _stored_attributes(getattr(stream, "__init__", None))
+    missing.extend(f"SocketStream().{name}" for name in sorted(absent))
+    protocol = getattr(backend, "StreamProtocol", None)
+    made = getattr(protocol, "connection_made", None)
+    absent = {"read_queue", "read_event"} - _stored_attributes(made)
+    missing.extend(f"StreamProtocol().{name}" for name in sorted(absent))
+    return missing
+
+
+def anyio_is_asyncio_tcp(stream: Any) -> bool:
+    """Whether *stream* is anyio's asyncio TCP ``SocketStream`` (the one over a transport)."""
+    return _is_anyio_asyncio_tcp(stream)
+
+
 # --- framework hooks: how they are checked ------------------------------------
 
 _Writer = TypeVar("_Writer")
@@ -302,46 +336,81 @@ def aiohttp_response_path(response: Any) -> object:
 
 
 # --- uvicorn -------------------------------------------------------------------
+#
+# Everything zerocopy.uvicorn touches of uvicorn, both protocols (0.45 to 0.55):
+#
+# - the protocol's ``app`` attribute: set in ``__init__`` from
+#   ``config.loaded_app``, read where each request's cycle is made
+#   (``on_headers_complete``, h11's ``handle_events``).  The subclasses wrap
+#   it once per connection (:func:`uvicorn_wrap_app`): no private method is
+#   overridden, no cycle class is swapped.
+# - the ``send`` each cycle's ``run_asgi(app)`` hands to the app is the
+#   cycle's own bound method, so ``send.__self__`` is the cycle
+#   (:func:`uvicorn_cycle`).
+# - ``RequestResponseCycle.send(message)`` itself, called with plain
+#   ``http.response.body`` messages for what uvicorn can do: flow control,
+#   HEAD, the end of the body (chunked terminator, Content-Length too short,
+#   keep-alive or close, the pipelined next request).
+# - the cycle attributes each protocol's file-body writer reads or writes
+#   (:data:`_HTTPTOOLS_CYCLE_ATTRIBUTES`, :data:`_H11_CYCLE_ATTRIBUTES`).
 
-#: What zerocopy's cycles read and write on uvicorn's ``RequestResponseCycle``
-#: instances, all set in its ``__init__`` (uvicorn 0.45 to 0.55).
-_CYCLE_ATTRIBUTES = (
-    "transport",
-    "flow",
-    "scope",
-    "disconnected",
-    "response_started",
-    "response_complete",
-)
-_HTTPTOOLS_CYCLE_ATTRIBUTES = (
-    *_CYCLE_ATTRIBUTES,
-    "chunked_encoding",
-    "expected_content_length",
-    "keep_alive",
-    "message_event",
-    "on_response",
-)
+#: What both writers read and write on uvicorn's ``RequestResponseCycle``
+#: instances, all set in its ``__init__``: the socket's transport; whether
+#: the response started and ended (a file message out of place goes to
+#: uvicorn's ``send`` as itself, for uvicorn's error); ``disconnected``, set
+#: when the client goes away mid-file, as uvicorn does for its own writes.
+_CYCLE_ATTRIBUTES = ("transport", "disconnected", "response_started", "response_complete")
+#: httptools' cycle frames bodies itself: a file body is one chunk, or counts
+#: against the Content-Length left.
+_HTTPTOOLS_CYCLE_ATTRIBUTES = (*_CYCLE_ATTRIBUTES, "chunked_encoding", "expected_content_length")
+#: h11's cycle frames through its ``h11.Connection``.
+_H11_CYCLE_ATTRIBUTES = (*_CYCLE_ATTRIBUTES, "conn")
 
 
-def _uvicorn_classes(
-    module: Any, name: str, protocol: str
-) -> tuple[list[str], type | None, type | None]:
-    """*module*'s *protocol* class and ``RequestResponseCycle``, and which of them are missing."""
+def _loaded_attributes(fn: object) -> frozenset[str]:
+    """The attribute names *fn*'s own code reads (``x.name``), from its bytecode."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return frozenset()
+    return frozenset(
+        str(ins.argval)
+        for ins in dis.get_instructions(code)
+        if ins.opname in {"LOAD_ATTR", "LOAD_METHOD"}
+    )
+
+
+def _uvicorn_missing(
+    module: Any, name: str, protocol: str, starts: str, attributes: Iterable[str]
+) -> list[str]:
+    """What *module*'s *protocol* and ``RequestResponseCycle`` lack of the touches above.
+
+    *starts* is the protocol method that makes each cycle and reads
+    ``self.app`` for it; *attributes* the cycle attributes its writer uses.
+    """
     if module is None:
-        return [f"the module uvicorn.protocols.http.{name}"], None, None
+        return [f"the module uvicorn.protocols.http.{name}"]
     proto, cycle = getattr(module, protocol, None), getattr(module, "RequestResponseCycle", None)
     missing = [
-        name
-        for name, cls in ((protocol, proto), ("RequestResponseCycle", cycle))
+        label
+        for label, cls in ((protocol, proto), ("RequestResponseCycle", cycle))
         if not isinstance(cls, type)
     ]
-    if isinstance(cycle, type) and _parameters(getattr(cycle, "send", None)) != ["self", "message"]:
-        missing.append("RequestResponseCycle.send(self, message)")
-    return (
-        missing,
-        proto if isinstance(proto, type) else None,
-        cycle if isinstance(cycle, type) else None,
-    )
+    if isinstance(proto, type):
+        if "app" not in _stored_attributes(getattr(proto, "__init__", None)):
+            missing.append(f"{protocol}.__init__ setting self.app")
+        if _method_missing(proto, starts, ["self"]) or "app" not in _loaded_attributes(
+            getattr(proto, starts, None)
+        ):
+            missing.append(f"{protocol}.{starts}(self) reading self.app")
+    if isinstance(cycle, type):
+        if _parameters(getattr(cycle, "send", None)) != ["self", "message"]:
+            missing.append("RequestResponseCycle.send(self, message)")
+        run = getattr(cycle, "run_asgi", None)
+        if _parameters(run) != ["self", "app"] or "send" not in _loaded_attributes(run):
+            missing.append("RequestResponseCycle.run_asgi(self, app) passing self.send")
+        absent = set(attributes) - _stored_attributes(getattr(cycle, "__init__", None))
+        missing.extend(f"RequestResponseCycle().{attr}" for attr in sorted(absent))
+    return missing
 
 
 def uvicorn_httptools_missing_hooks(module: Any) -> list[str]:
@@ -349,28 +418,20 @@ def uvicorn_httptools_missing_hooks(module: Any) -> list[str]:
 
     *module* is ``uvicorn.protocols.http.httptools_impl`` (None if it did not
     import).  Needed (uvicorn 0.45 to 0.55 have them all): its
-    ``HttpToolsProtocol`` with ``on_message_begin(self)`` setting
-    ``self.scope``, ``connection_made`` setting ``self.scheme`` and the
-    private ``_start_asgi_task(cycle, app)`` that starts every cycle
-    (:func:`uvicorn_hook_start_asgi_task`); its ``RequestResponseCycle``
-    with ``send(message)`` and the instance attributes its ``__init__``
-    sets (:data:`_HTTPTOOLS_CYCLE_ATTRIBUTES`).  With any missing, the caller
-    serves with uvicorn's own class.
+    ``HttpToolsProtocol`` whose ``__init__`` sets ``self.app`` and whose
+    ``on_headers_complete(self)`` reads it for each cycle; its
+    ``RequestResponseCycle`` with ``send(self, message)``, a
+    ``run_asgi(self, app)`` that hands the app ``self.send``, and the
+    instance attributes of :data:`_HTTPTOOLS_CYCLE_ATTRIBUTES`.  With any
+    missing, the caller serves with uvicorn's own class.
     """
-    missing, proto, cycle = _uvicorn_classes(module, "httptools_impl", "HttpToolsProtocol")
-    if proto is not None:
-        if _method_missing(proto, "_start_asgi_task", ["self", "cycle", "app"]):
-            missing.append("HttpToolsProtocol._start_asgi_task(self, cycle, app)")
-        if _method_missing(proto, "on_message_begin", ["self"], ["scope"]):
-            missing.append("HttpToolsProtocol.on_message_begin(self) setting self.scope")
-        if _method_missing(proto, "connection_made", ["self", "transport"], ["scheme"]):
-            missing.append("HttpToolsProtocol.connection_made(self, transport) setting self.scheme")
-    if cycle is not None:
-        absent = set(_HTTPTOOLS_CYCLE_ATTRIBUTES) - _stored_attributes(
-            getattr(cycle, "__init__", None)
-        )
-        missing.extend(f"RequestResponseCycle().{name}" for name in sorted(absent))
-    return missing
+    return _uvicorn_missing(
+        module,
+        "httptools_impl",
+        "HttpToolsProtocol",
+        "on_headers_complete",
+        _HTTPTOOLS_CYCLE_ATTRIBUTES,
+    )
 
 
 def uvicorn_h11_missing_hooks(module: Any, h11: Any) -> list[str]:
@@ -378,40 +439,38 @@ def uvicorn_h11_missing_hooks(module: Any, h11: Any) -> list[str]:
 
     *module* is ``uvicorn.protocols.http.h11_impl`` (None if it did not
     import), *h11* the h11 package.  Needed (uvicorn 0.45 to 0.55, h11 0.16):
-    its ``H11Protocol`` whose ``handle_events(self)`` assigns each new cycle
-    to ``self.cycle`` (before starting its task: the one place to adopt it)
-    and whose ``connection_made`` sets ``self.scheme``; its
-    ``RequestResponseCycle`` with ``send(message)`` and the instance
-    attributes its ``__init__`` sets (``conn`` and :data:`_CYCLE_ATTRIBUTES`);
-    and h11's public ``Connection.send_with_data_passthrough``.  With any
-    missing, the caller serves with uvicorn's own class.
+    as :func:`uvicorn_httptools_missing_hooks`, with ``handle_events(self)``
+    making the cycles and :data:`_H11_CYCLE_ATTRIBUTES`; and h11's public
+    ``Connection.send_with_data_passthrough``.  With any missing, the caller
+    serves with uvicorn's own class.
     """
-    missing, proto, cycle = _uvicorn_classes(module, "h11_impl", "H11Protocol")
-    if proto is not None:
-        if _method_missing(proto, "handle_events", ["self"], ["cycle"]):
-            missing.append("H11Protocol.handle_events(self) setting self.cycle")
-        if _method_missing(proto, "connection_made", ["self", "transport"], ["scheme"]):
-            missing.append("H11Protocol.connection_made(self, transport) setting self.scheme")
-    if cycle is not None:
-        absent = {"conn", *_CYCLE_ATTRIBUTES} - _stored_attributes(getattr(cycle, "__init__", None))
-        missing.extend(f"RequestResponseCycle().{name}" for name in sorted(absent))
+    missing = _uvicorn_missing(
+        module, "h11_impl", "H11Protocol", "handle_events", _H11_CYCLE_ATTRIBUTES
+    )
     if not callable(getattr(getattr(h11, "Connection", None), "send_with_data_passthrough", None)):
         missing.append("h11.Connection.send_with_data_passthrough")
     return missing
 
 
-def uvicorn_hook_start_asgi_task(cls: type, before: Callable[[Any], None]) -> None:
-    """Call *before(cycle)* in *cls*'s ``_start_asgi_task``, ahead of uvicorn's own.
+def uvicorn_wrap_app(protocol: Any, wrap: Callable[[Any], Any]) -> None:
+    """Replace *protocol*'s ``app`` (uvicorn's ``config.loaded_app``) by ``wrap(app)``.
 
-    uvicorn's httptools ``HttpToolsProtocol._start_asgi_task(cycle, app)``
-    (checked: uvicorn 0.45 to 0.55) starts every request's cycle, pipelined
-    ones included, before its task runs: the one place to adopt the cycle.
-    Only where :func:`uvicorn_httptools_missing_hooks` found nothing missing.
+    Called from the ``__init__`` of zerocopy's protocol subclasses, after
+    uvicorn's: every request of the connection then runs the wrapped app
+    (uvicorn's 503 app, under ``--limit-concurrency``, stays unwrapped).
+    Only where the ``*_missing_hooks`` check found ``__init__`` setting
+    ``self.app`` and the cycle-making method reading it.
     """
-    start = cls._start_asgi_task  # type: ignore[attr-defined]
+    protocol.app = wrap(protocol.app)
 
-    def _start_asgi_task(self: Any, cycle: Any, app: Any) -> None:
-        before(cycle)
-        start(self, cycle, app)
 
-    cls._start_asgi_task = _start_asgi_task  # type: ignore[attr-defined]
+def uvicorn_cycle(send: Any, cycle_class: type) -> Any | None:
+    """The ``RequestResponseCycle`` whose bound ``send`` *send* is, else None.
+
+    uvicorn's ``run_asgi`` calls ``app(self.scope, self.receive, self.send)``
+    (uvicorn 0.45 to 0.55): the ``send`` an app receives is the cycle's own
+    method.  Anything else (a wrapper some later uvicorn puts around it)
+    gives None, and the caller offers no extension for that request.
+    """
+    cycle = getattr(send, "__self__", None)
+    return cycle if isinstance(cycle, cycle_class) else None

@@ -20,7 +20,16 @@ from typing import Any
 from .. import aio  # send_file is looked up at call time: tests wrap it
 from .._regular import NotRegularFileError, open_regular
 
-__all__ = ["PATHSEND", "ZEROCOPYSEND", "FileBody", "check_message", "open_body"]
+__all__ = [
+    "EXTENSIONS",
+    "PATHSEND",
+    "ZEROCOPYSEND",
+    "FileBody",
+    "check_message",
+    "handles",
+    "open_body",
+    "send_body",
+]
 
 PATHSEND = "http.response.pathsend"
 ZEROCOPYSEND = "http.response.zerocopysend"
@@ -29,8 +38,8 @@ EXTENSIONS = (PATHSEND, ZEROCOPYSEND)
 log = logging.getLogger("zerocopy.uvicorn")
 
 
-def handles(cycle: Any, message: Mapping[str, Any]) -> bool:
-    """Whether *cycle* sends *message* itself, as a file body.
+def handles(scope: Mapping[str, Any], cycle: Any, message: Mapping[str, Any]) -> bool:
+    """Whether a file-body sender sends *message* itself, on uvicorn's *cycle* for *scope*.
 
     Only a pathsend or zerocopysend message, on a scope that was offered the
     extension, between the response start and its end; anything else goes
@@ -39,17 +48,10 @@ def handles(cycle: Any, message: Mapping[str, Any]) -> bool:
     kind = message["type"]
     return (
         kind in EXTENSIONS
-        and kind in cycle.scope.get("extensions", {})
+        and kind in scope.get("extensions", {})
         and cycle.response_started
         and not cycle.response_complete
     )
-
-
-async def client_waiting(cycle: Any) -> bool:
-    """Wait out uvicorn's write flow control; False if the client went away (drop the body)."""
-    if cycle.flow.write_paused and not cycle.disconnected:
-        await cycle.flow.drain()
-    return not (cycle.disconnected or cycle.transport.is_closing())
 
 
 class FileBody:
