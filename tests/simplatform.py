@@ -104,6 +104,9 @@ LINUX_ONLY = {
 PLATFORM_ONLY = {
     "win32": {
         "tests/test_send_file.py::TestLikeSocketSendfile": "socket.sendfile's offset-0 quirk",
+        # select() has no errors-only watch: an ended side's hang-up is seen
+        # once and that side is not watched again (zerocopy._loop.SelectWaiter).
+        "tests/test_relay.py::TestReset::test_reset_after_half_close_is_noticed": "select()",
     },
 }
 
