@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 from .. import _backend
 from .._constants import (
@@ -47,7 +48,6 @@ from .._errors import oserror, set_relay_counts
 from .._fd import read_past_urgent_mark
 from .._pipes import Pipe, PipePool, default_pool
 from .._tally import Tally
-from .buffered import BufferState, buffered_step
 
 __all__ = ["Direction", "annotate"]
 
@@ -94,7 +94,7 @@ class Direction:
         #: buffer, the same steps and counts (see .buffered).
         self.buffered = "splice" not in _backend.features(self.backend)
         #: in_pipe, delivered and err, kept by the backend's relay_step.
-        self.state = BufferState() if self.buffered else self.backend.relay_state()
+        self.state = _buffer_state() if self.buffered else self.backend.relay_state()
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
         self.waiting: tuple[int, int] | None = None
@@ -181,6 +181,8 @@ class Direction:
         # No splice here: recv and send through the direction's buffer.  A
         # plain read skips an urgent byte as recv does for shutil, so there is
         # no mark to look for.
+        from .buffered import buffered_step  # off Linux only: not imported there
+
         state = self.state
         before = (state.delivered, state.in_pipe)
         while True:
@@ -268,6 +270,13 @@ class Direction:
         if pipe is not None:
             self.pool.release(pipe, self)  # a no-op if the pool has it already
             self.pipe = None
+
+
+def _buffer_state() -> Any:
+    # Imported where there is no splice only: Linux's import stays as it was.
+    from .buffered import BufferState
+
+    return BufferState()
 
 
 def annotate(exc: BaseException, ab: Direction | None, ba: Direction | None) -> BaseException:
