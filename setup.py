@@ -7,6 +7,12 @@ builds do).  A failed build leaves ``zerocopy/_extension_missing.txt`` beside
 where the module would have gone, holding the reason, so that the import
 warning and ``python -m zerocopy info`` can say why the module is missing.
 
+The extension is built on Linux only: its sources include Linux headers.
+Elsewhere (macOS, Windows, the BSDs), or with ``ZEROCOPY_PURE=1`` (the
+``py3-none-any`` wheel for those platforms, built on Linux), the install is
+pure Python, with no compiler attempt and no warning: zerocopy runs on its
+os backend there, which is that platform's.
+
 Wheels are tagged for the stable ABI (``cp311-abi3``): the cffi module is
 compiled with ``Py_LIMITED_API``, so one wheel per architecture serves
 CPython 3.11 and later.  Free-threaded interpreters have no stable ABI
@@ -122,10 +128,22 @@ class OptionalBuildExt(build_ext):
             f.write(_reason(exc) + "\n")
 
 
-setup(
-    cffi_modules=["csrc/ffi_build.py:ffibuilder"],
-    cmdclass={"build_ext": OptionalBuildExt},
-    # cffi already builds the module for the limited API where the interpreter
-    # has one (the .abi3.so suffix); this makes the wheel's tag say so.
-    options={} if _free_threaded() else {"bdist_wheel": {"py_limited_api": LIMITED_API}},
-)
+def _pure() -> bool:
+    # The platform name is the right test here: it is about headers, not features.
+    return not sys.platform.startswith("linux") or os.environ.get("ZEROCOPY_PURE", "") not in (
+        "",
+        "0",
+    )
+
+
+if _pure():
+    # No extension: setuptools makes a py3-none-any wheel.
+    setup()
+else:
+    setup(
+        cffi_modules=["csrc/ffi_build.py:ffibuilder"],
+        cmdclass={"build_ext": OptionalBuildExt},
+        # cffi already builds the module for the limited API where the interpreter
+        # has one (the .abi3.so suffix); this makes the wheel's tag say so.
+        options={} if _free_threaded() else {"bdist_wheel": {"py_limited_api": LIMITED_API}},
+    )

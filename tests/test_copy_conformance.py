@@ -684,17 +684,23 @@ def _shutil_count(src: SourceKind, data: bytes, length: int, tmp: Path) -> int:
 
 def expected_method(src: SourceKind, dst: DestKind, size: int) -> str | None:
     """The method that must move the bulk of a copy of *size* bytes, or None to skip."""
+    features = zerocopy.FEATURES
     if src.category == PLAIN or dst.category == PLAIN:
         return "read"  # the plain path: shutil's own loop
     if size < 1024 * KiB:
         # Read-ahead may hold everything, and a file copy of under 64 KiB from
         # the source's position goes through the objects: no bulk claim here.
         return None
+    if features.isdisjoint({"copy_file_range", "sendfile", "splice"}):
+        return "read"  # no kernel copy on this platform (macOS, Windows): shutil's loop
     if src.category == OTHER or dst.category == APPEND:
         return "readinto"
     if src.category in (FILE, PREREAD):
-        return "copy_file_range" if dst.category == FILE else "sendfile"
-    return "splice"
+        want = "copy_file_range" if dst.category == FILE else "sendfile"
+        if want not in features and dst.category == FILE and "sendfile" in features:
+            want = "sendfile"
+        return want if want in features else "readinto"
+    return "splice" if "splice" in features else "readinto"
 
 
 def _zerocopy(fsrc: Any, fdst: Any, length: int) -> int:

@@ -4,7 +4,8 @@
 
 ``auto`` (default)
     the compiled cffi module when it imports, else the os module, with a
-    :class:`RuntimeWarning` that says why.
+    :class:`RuntimeWarning` that says why (on Linux only: elsewhere there is
+    no compiled module, and the os backend is that platform's).
 ``cffi``
     the compiled module or :class:`ImportError` with the reason.
 ``os``
@@ -20,6 +21,7 @@ import contextlib
 import importlib
 import os
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -53,7 +55,12 @@ def _choose() -> ModuleType:
         try:
             return load("cffi")
         except ImportError as exc:
-            warnings.warn(f"zerocopy is using its os backend: {exc}", RuntimeWarning, stacklevel=3)
+            # Off Linux there is no compiled module to miss (setup.py builds
+            # it on Linux only): the os backend is this platform's, silently.
+            if sys.platform.startswith("linux"):
+                warnings.warn(
+                    f"zerocopy is using its os backend: {exc}", RuntimeWarning, stacklevel=3
+                )
             return load("os")
     if wanted not in NAMES:
         raise ImportError(f"{ENV_VAR}={wanted!r} is not one of 'auto', 'cffi', 'os'")

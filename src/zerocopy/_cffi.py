@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import oserror
 from ._extension import unavailable
 from ._tally import Tally
+
+if not sys.platform.startswith("linux"):
+    # The C shims include Linux headers: setup.py builds them on Linux only,
+    # and a module found elsewhere (a simulated platform in the tests) is
+    # refused as a real one would be missing.
+    raise ImportError(f"zerocopy's compiled module is for Linux only, not {sys.platform}")
 
 try:
     from ._zerocopy_cffi import ffi, lib

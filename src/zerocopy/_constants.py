@@ -6,9 +6,13 @@ the cffi backend's compiled values are checked against these by the tests.
 
 from __future__ import annotations
 
+import select
+
 __all__ = [
     "FEATURE_NAMES",
     "MSG_ZEROCOPY",
+    "POLLIN",
+    "POLLOUT",
     "SO_EE_CODE_ZEROCOPY_COPIED",
     "SO_EE_ORIGIN_ZEROCOPY",
     "SO_ZEROCOPY",
@@ -38,6 +42,11 @@ SO_EE_CODE_ZEROCOPY_COPIED = 1
 FEATURE_NAMES = frozenset(
     {"sendfile", "splice", "tee", "vmsplice", "copy_file_range", "msg_zerocopy"}
 )
+
+#: poll(2)'s events, the keys of every waiter; Windows's select has no
+#: poll, and zerocopy's select() waiter there (_loop.SelectWaiter) takes these.
+POLLIN: int = getattr(select, "POLLIN", 1)
+POLLOUT: int = getattr(select, "POLLOUT", 4)
 
 # Largest count one sendfile/splice call moves (MAX_RW_COUNT); asking for more
 # is fine, it is simply clamped by the kernel.  We clamp first so the value

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl (what needs it has a fallback there)
+    fcntl = None  # type: ignore[assignment]
 import io
 import math
 import numbers
@@ -216,7 +219,13 @@ def kind_of(mode: int) -> str:
 
 
 def is_append(fd: int) -> bool:
-    """True if *fd* is open with ``O_APPEND`` now (flags can change after open)."""
+    """True if *fd* is open with ``O_APPEND`` now (flags can change after open).
+
+    Without fcntl (Windows) there is no asking: False, and the copy writes
+    through the file object, which appends as it was opened to.
+    """
+    if fcntl is None:
+        return False
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND)
 
 
@@ -234,6 +243,8 @@ def read_past_urgent_mark(fd: int, family: int | None, size: int = 64 * 1024) ->
     """
     if family is not None and family not in (socket.AF_INET, socket.AF_INET6):
         return None
+    if fcntl is None:
+        return None  # no splice there either: nothing stops at the mark
     try:
         at_mark = int.from_bytes(fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0"), "little")
     except OSError:

@@ -21,11 +21,13 @@ forms that pass it in (see docs/architecture.md, "Adding an event loop";
 
 from __future__ import annotations
 
+import math
 import select
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from ._constants import POLLIN, POLLOUT
 from ._fd import poll_ms
 
 __all__ = ["BlockingLoop", "Key", "KeyWaiter", "Loop", "run_blocking", "wait_key"]
@@ -132,6 +134,38 @@ class PollWaiter:
         self.registered.clear()
 
 
+class SelectWaiter:
+    """:class:`KeyWaiter` over ``select.select()``, where there is no ``poll()`` (Windows).
+
+    An errors-only key ``(fd, 0)`` watches the fd's exceptional condition,
+    which is all select() says of errors; a reset there shows when the
+    other keys' next step fails.
+    """
+
+    __slots__ = ("fired", "wanted")
+
+    def __init__(self) -> None:
+        self.wanted: set[Key] = set()
+        self.fired: set[Key] = set()
+
+    def watch(self, wanted: set[Key]) -> None:
+        self.wanted = set(wanted)
+
+    async def wait(self, timeout: float | None = None) -> None:
+        readers = [fd for fd, event in self.wanted if event == POLLIN]
+        writers = [fd for fd, event in self.wanted if event == POLLOUT]
+        errors = [fd for fd, _ in self.wanted]
+        wait = None if timeout is None or timeout == math.inf else max(timeout, 0.0)
+        r, w, x = select.select(readers, writers, errors, wait)
+        for fd in x:
+            self.fired.update(key for key in self.wanted if key[0] == fd)
+        self.fired.update((fd, POLLIN) for fd in r)
+        self.fired.update((fd, POLLOUT) for fd in w)
+
+    def close(self) -> None:
+        self.wanted.clear()
+
+
 class BlockingLoop:
     """No event loop: the caller's thread, as :class:`Loop` (see :func:`run_blocking`).
 
@@ -152,8 +186,9 @@ class BlockingLoop:
         # Driven by run_blocking in the caller's thread: blocking is the point.
         time.sleep(seconds)  # noqa: ASYNC251
 
-    def waiter(self) -> PollWaiter:
-        return PollWaiter()
+    def waiter(self) -> PollWaiter | SelectWaiter:
+        # Windows has no poll(): select() there, for the few fds of one transfer.
+        return PollWaiter() if hasattr(select, "poll") else SelectWaiter()
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)

@@ -10,9 +10,7 @@ naming the system call.  EINTR is retried on every backend.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
-import termios
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -29,6 +27,15 @@ from ._constants import (
 from ._errors import oserror
 from ._fd import FileDescriptorLike, check_count, check_flags, check_offset, fileno
 
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl (what needs it has a fallback there)
+    fcntl = None  # type: ignore[assignment]
+try:
+    import termios
+except ImportError:  # Windows
+    termios = None  # type: ignore[assignment]
+
 __all__ = ["copy_file_range", "sendfile", "splice", "tee", "vmsplice"]
 
 _SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE
@@ -42,7 +49,7 @@ _MAX_COUNT = MAX_RW_COUNT
 #: vmsplice(2) refuses more than IOV_MAX iovecs with EINVAL, where the os
 #: backend's page-by-page write would take any number: one call takes at most
 #: this many buffers on both backends, a short count like any other.
-_IOV_MAX = os.sysconf("SC_IOV_MAX")
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 def sendfile(
@@ -140,7 +147,8 @@ def vmsplice(fd: FileDescriptorLike, buffers: Sequence[Any], flags: int = 0) -> 
     # On a read end vmsplice(2) copies *out of* the pipe into the buffers,
     # which would write into immutable bytes objects: refuse it up front.
     try:
-        mode = fcntl.fcntl(target, fcntl.F_GETFL) & os.O_ACCMODE
+        # Without fcntl (Windows) the backend refuses vmsplice anyway.
+        mode = os.O_WRONLY if fcntl is None else fcntl.fcntl(target, fcntl.F_GETFL) & os.O_ACCMODE
     except OSError as exc:
         raise oserror(exc.errno or errno.EBADF, "vmsplice") from None
     if mode == os.O_RDONLY:

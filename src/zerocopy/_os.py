@@ -5,6 +5,14 @@ Used where the compiled module is missing, or when ``ZEROCOPY_BACKEND=os``.
 through :mod:`os` (which already retries EINTR, PEP 475).  ``vmsplice`` is
 emulated with :func:`os.writev`: same bytes, same errors for non-pipes, but
 the data is copied rather than mapped.  ``tee`` cannot be reached at all.
+
+Off Linux (macOS, the BSDs, Windows) this is the only backend, and a call
+the :mod:`os` module lacks raises :class:`UnsupportedOperation` (ENOSYS, one
+of the "cannot start here" errnos), so every capability falls back to what
+its stdlib counterpart does.  Each call is chosen at import by what :mod:`os`
+offers, not by platform name; ``sendfile`` counts as present only with
+Linux's semantics (an offset of None, any destination fd): the BSDs' and
+macOS's take sockets only and refuse None (:func:`linux_sendfile`).
 """
 
 from __future__ import annotations
@@ -45,19 +53,60 @@ __all__ = [
 
 NAME = "os"
 
+#: What :mod:`os` offers here (the simulated platforms of the tests hide them).
+HAS_SPLICE = hasattr(os, "splice")
+HAS_COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+
 
 def _call(tally: Tally | None, fn: Any, *args: Any) -> int:
     # os's calls retry EINTR themselves (PEP 475); a tally records the result.
     return fn(*args) if tally is None else tally.call(fn, args)  # type: ignore[no-any-return]
 
 
-def sendfile(
-    out_fd: int, in_fd: int, offset: int | None, count: int, tally: Tally | None = None
-) -> int:
+def linux_sendfile() -> bool:
+    """Whether :func:`os.sendfile` has Linux's semantics (checked once, at import).
+
+    Linux's takes an offset of None and any destination fd; the BSDs' and
+    macOS's (sockets only, headers and trailers) refuse None with a
+    :class:`TypeError` before any system call.  On Linux the check is one
+    ``sendfile(-1, -1, None, 0)`` that fails with EBADF.
+    """
+    if not hasattr(os, "sendfile"):
+        return False
     try:
-        return _call(tally, os.sendfile, out_fd, in_fd, offset, count)
-    except OSError as exc:
-        raise reraise_as(exc, "sendfile") from None
+        os.sendfile(-1, -1, None, 0)
+    except TypeError:
+        return False
+    except OSError:
+        return True
+    return True  # pragma: no cover - fd -1 is never valid
+
+
+def _missing(call: str) -> UnsupportedOperation:
+    return UnsupportedOperation(call, f"the os module of this platform has no {call}(2)")
+
+
+#: os.sendfile with Linux's semantics.
+HAS_SENDFILE = linux_sendfile()
+
+if HAS_SENDFILE:
+
+    def sendfile(
+        out_fd: int, in_fd: int, offset: int | None, count: int, tally: Tally | None = None
+    ) -> int:
+        try:
+            return _call(tally, os.sendfile, out_fd, in_fd, offset, count)
+        except OSError as exc:
+            raise reraise_as(exc, "sendfile") from None
+
+else:
+
+    def sendfile(
+        out_fd: int, in_fd: int, offset: int | None, count: int, tally: Tally | None = None
+    ) -> int:
+        # None here, or BSD semantics (sockets only): send_file and the copies
+        # give up before a byte moved and read and write instead.
+        raise _missing("sendfile")
 
 
 def splice(
@@ -69,6 +118,8 @@ def splice(
     flags: int,
     tally: Tally | None = None,
 ) -> int:
+    if not HAS_SPLICE:
+        raise _missing("splice")
     try:
         return _call(tally, os.splice, src, dst, count, offset_src, offset_dst, flags)
     except OSError as exc:
@@ -87,19 +138,23 @@ def copy_file_range(
     offset_dst: int | None = None,
     tally: Tally | None = None,
 ) -> int:
+    if not HAS_COPY_FILE_RANGE:
+        raise _missing("copy_file_range")
     try:
         return _call(tally, os.copy_file_range, src, dst, count, offset_src, offset_dst)
     except OSError as exc:
         raise reraise_as(exc, "copy_file_range") from None
 
 
-#: copy_file_range at the files' positions, as the cffi backend's: no frame of ours.
-copy_file_range_at_positions = getattr(os, "copy_file_range", copy_file_range)
+#: copy_file_range at the files' positions, as the cffi backend's: no frame of
+#: ours.  None where :mod:`os` has none: copyfile is then shutil.copyfile,
+#: with the platform's own fast path (fcopyfile on macOS).
+copy_file_range_at_positions: Any = getattr(os, "copy_file_range", None)
 
 
 # A pipe that polls writable has at least one free slot, and a write of at
 # most one page always fits one slot (pipe(7)): such a write never blocks.
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _writable(fd: int, timeout_ms: int | None) -> bool:
@@ -109,6 +164,8 @@ def _writable(fd: int, timeout_ms: int | None) -> bool:
 
 
 def vmsplice(fd: int, buffers: Sequence[Any], flags: int) -> int:
+    if not (hasattr(os, "writev") and hasattr(select, "poll")):
+        raise _missing("vmsplice")
     # vmsplice(2) adds what fits and returns (blocking only while the pipe is
     # completely full, and not at all with SPLICE_F_NONBLOCK).  writev would
     # block until everything is written, so write page by page while the pipe
@@ -228,12 +285,12 @@ def _exists(call: Any, *args: Any) -> bool:
 def probe() -> set[str]:
     """Return the features this backend can perform in this process."""
     found = set()
-    if hasattr(os, "sendfile") and _exists(os.sendfile, -1, -1, None, 0):
+    if HAS_SENDFILE and _exists(os.sendfile, -1, -1, None, 0):
         found.add("sendfile")
-    if hasattr(os, "splice") and _exists(os.splice, -1, -1, 0):
+    if HAS_SPLICE and _exists(os.splice, -1, -1, 0):
         found.add("splice")
-    if hasattr(os, "copy_file_range") and _exists(os.copy_file_range, -1, -1, 0):
+    if HAS_COPY_FILE_RANGE and _exists(os.copy_file_range, -1, -1, 0):
         found.add("copy_file_range")
-    if hasattr(os, "writev"):
+    if hasattr(os, "writev") and hasattr(select, "poll"):
         found.add("vmsplice")
     return found

@@ -10,12 +10,19 @@ belong to a file (Dirty Pipe, CVE-2022-0847) and its bytes to another copy.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import termios
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl (what needs it has a fallback there)
+    fcntl = None  # type: ignore[assignment]
+try:
+    import termios
+except ImportError:  # Windows
+    termios = None  # type: ignore[assignment]
 
 __all__ = ["Pipe", "PipePool", "default_pool"]
 
@@ -80,6 +87,8 @@ class PipePool:
 
     def _new(self) -> Pipe:
         r, w = os.pipe()  # O_CLOEXEC: os.pipe uses pipe2(O_CLOEXEC)
+        if fcntl is None:
+            return Pipe(r, w, 4096)  # Windows: nothing splices from it; never sized
         try:
             size = fcntl.fcntl(w, _F_SETPIPE_SZ, self.pipe_size)
         except OSError:
@@ -215,4 +224,5 @@ def _after_fork() -> None:
         pool.close_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork either
+    os.register_at_fork(after_in_child=_after_fork)

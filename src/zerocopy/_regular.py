@@ -29,7 +29,7 @@ __all__ = ["NotRegularFileError", "open_regular"]
 
 # O_NOCTTY: a terminal device opened here must never become the server's
 # controlling terminal (it is refused after fstat, but the open happened).
-_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_FLAGS = os.O_RDONLY | sum(getattr(os, flag, 0) for flag in ("O_NONBLOCK", "O_CLOEXEC", "O_NOCTTY"))
 
 
 class NotRegularFileError(ValueError):

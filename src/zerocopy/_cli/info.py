@@ -5,13 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 from typing import Any
 
 from .. import _backend, _constants, _extension
 
 __all__ = ["add_parser", "collect", "run"]
+
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
+
+def paths(features: frozenset[str]) -> dict[str, str]:
+    """What each capability uses on this platform, from the backend's *features*."""
+    kernel = [m for m in ("copy_file_range", "sendfile", "splice") if m in features]
+    return {
+        "copyfile": "copy_file_range" if "copy_file_range" in features else "shutil.copyfile",
+        "copyfileobj": ", ".join([*kernel, "readinto"]) if kernel else "shutil's loop",
+        "send_file": "sendfile" if "sendfile" in features else "read and send",
+        "relay": "splice" if "splice" in features else "recv and send through a buffer",
+        "ZeroCopySender": "MSG_ZEROCOPY" if "msg_zerocopy" in features else "plain sends",
+    }
 
 
 def _read(path: str) -> str | None:
@@ -23,6 +40,8 @@ def _read(path: str) -> str | None:
 
 
 def _limit(value: int) -> str:
+    if resource is None:
+        return "unknown"
     return "unlimited" if value == resource.RLIM_INFINITY else str(value)
 
 
@@ -36,7 +55,7 @@ def collect() -> dict[str, Any]:
 
     backend = _backend.current()
     features = _backend.features()
-    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    soft, hard = (-1, -1) if resource is None else resource.getrlimit(resource.RLIMIT_MEMLOCK)
     compiled: str | None
     rebuild: str | None = None
     try:
@@ -55,6 +74,8 @@ def collect() -> dict[str, Any]:
         "rebuild_command": rebuild,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "executable": sys.executable,
+        "platform": sys.platform,
+        "paths": paths(features),
         "kernel": platform.release(),
         "machine": platform.machine(),
         "features": {name: name in features for name in sorted(_constants.FEATURE_NAMES)},
@@ -91,6 +112,8 @@ def _print_text(data: dict[str, Any]) -> None:
         ("python", f"{data['python']} ({data['executable']})"),
         ("kernel", f"{data['kernel']} {data['machine']}"),
     ]
+    rows += [("platform", data["platform"])]
+    rows += [(f"{k} uses", v) for k, v in data["paths"].items()]
     rows += [(f"  {k}", "yes" if v else "no") for k, v in data["features"].items()]
     rows += [
         ("pipe-max-size", data["pipe_max_size"] or "unknown"),

@@ -30,6 +30,7 @@ from io import BufferedReader, BufferedWriter, FileIO, TextIOWrapper
 from itertools import starmap
 from typing import Any, AnyStr
 
+from .. import _backend
 from .._errors import set_transferred
 from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
 from .._types import SupportsRead, SupportsWrite
@@ -195,13 +196,23 @@ def _same_file(
     return _shutil_loop(fsrc, fdst, length, t, pending)
 
 
+def kernel_copies() -> bool:
+    """Whether this platform's backend has any kernel copy (else: shutil's loop, as shutil).
+
+    Decided by what the backend found (``FEATURES``), not by platform name:
+    macOS and Windows have none that zerocopy can use, FreeBSD has
+    copy_file_range.
+    """
+    return not _backend.features().isdisjoint(("copy_file_range", "sendfile", "splice"))
+
+
 def _copy(fsrc: Any, fdst: Any, length: int, t: Transfer, pending: Any) -> None:
     # Shutil's loop moved the first chunk and read a second, *pending*: the
     # copy is not small, and the kernel may take the rest.  (pending is None
     # for the lengths that take no probe: nothing has moved yet.)
     sfd = stream_fd(fsrc, reading=True)
     dfd = stream_fd(fdst, reading=False) if sfd is not None else None
-    if sfd is None or dfd is None or fsrc is fdst:
+    if sfd is None or dfd is None or fsrc is fdst or not kernel_copies():
         return _shutil_loop(fsrc, fdst, length, t, pending)
     sst = os.fstat(sfd)
     dst = os.fstat(dfd)

@@ -56,6 +56,8 @@ def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) 
     Every exception after the checks carries ``bytes_transferred``: the
     bytes *dst* holds.
     """
+    if _backend.current().copy_file_range_at_positions is None:
+        return _platform_copyfile(src, dst, follow_symlinks)
     sys.audit("shutil.copyfile", src, dst)
     if _samefile(src, dst):
         raise shutil.SameFileError(f"{src!r} and {dst!r} are the same file")
@@ -92,6 +94,38 @@ def copyfile(src: StrOrBytesPath, dst: _PathT, *, follow_symlinks: bool = True) 
             set_transferred(exc, _delivered(dst, copied) if opened else 0)
         raise
     return dst
+
+
+#: shutil's own, before any patch_shutil(): the platform's copyfile.
+_SHUTIL_COPYFILE = shutil.copyfile
+
+
+def _platform_copyfile(src: Any, dst: _PathT, follow_symlinks: bool) -> _PathT:
+    """shutil.copyfile where there is no copy_file_range: its platform fast paths are better.
+
+    macOS's ``fcopyfile`` (clones on APFS), or shutil's ``sendfile`` on a
+    Linux too old for copy_file_range.  The errors are shutil's; every one
+    after its checks carries ``bytes_transferred``, the bytes *dst* holds (0
+    when the copy did not get as far as opening it).
+    """
+    before = _identity(dst)
+    note_method("shutil")
+    try:
+        return _SHUTIL_COPYFILE(src, dst, follow_symlinks=follow_symlinks)
+    except BaseException as exc:
+        checks = (shutil.SameFileError, shutil.SpecialFileError)
+        if not isinstance(exc, checks) and getattr(exc, "bytes_transferred", None) is None:
+            changed = _identity(dst) not in (None, before)
+            set_transferred(exc, _delivered(dst, 0) if changed else 0)
+        raise
+
+
+def _identity(fn: Any) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(fn)
+    except (OSError, TypeError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:

@@ -9,7 +9,6 @@ offsets.  After a byte moved, every error is real and propagates.
 from __future__ import annotations
 
 import errno
-import fcntl
 import io
 import os
 import socket
@@ -23,6 +22,11 @@ from .._errors import FALLBACK_ERRNOS, GiveUp, give_up_or_raise
 from .._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
 from .._pipes import default_pool
 from .transfer import Transfer, thread_buffer
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl (what needs it has a fallback there)
+    fcntl = None  # type: ignore[assignment]
 
 Method = Callable[[int, int, "Cursor", Transfer], None]
 _RAW = (io.FileIO, socket.SocketIO)
@@ -44,6 +48,8 @@ def nonblocking(fd: int, kind: str) -> bool:
     """True if a pipe or socket *fd* is in non-blocking mode (regular files never block)."""
     if kind not in (PIPE, SOCKET):
         return False
+    if fcntl is None:
+        return not os.get_blocking(fd)  # Windows (3.12+: pipes only)
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
 
 

@@ -49,7 +49,9 @@ def last_method() -> str | None:
     left after the first two chunks), ``"read"`` (shutil's own loop: every
     copy whose second read finds the end, one chunk of 64 KiB or less by
     default, and every pair of objects the kernel cannot serve), ``"none"``
-    (``count=0``), or ``None`` before the first copy in this thread.
+    (``count=0``), ``"shutil"`` (:func:`copyfile` handed to
+    :func:`shutil.copyfile`, where there is no ``copy_file_range``: macOS,
+    Windows), or ``None`` before the first copy in this thread.
     """
     return getattr(per_thread, "method", None)
 

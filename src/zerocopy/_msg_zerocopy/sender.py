@@ -43,7 +43,8 @@ __all__ = ["CountedSender", "SenderStats", "ZeroCopySender"]
 
 log = logging.getLogger("zerocopy")
 
-_MSG_DONTWAIT = socket.MSG_DONTWAIT
+# Windows has no MSG_DONTWAIT, and no MSG_ZEROCOPY: its sends are plain ones.
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 
 @dataclass

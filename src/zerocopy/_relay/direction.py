@@ -30,11 +30,13 @@ to the other one.
 from __future__ import annotations
 
 import errno
-import select
 import socket
+from typing import Any
 
 from .. import _backend
 from .._constants import (
+    POLLIN,
+    POLLOUT,
     STEP_BYTES,
     STEP_DST_FULL,
     STEP_DST_ZERO,
@@ -55,6 +57,7 @@ class Direction:
 
     __slots__ = (
         "backend",
+        "buffered",
         "done",
         "dst",
         "dst_fd",
@@ -87,8 +90,11 @@ class Direction:
         self.pipe: Pipe | None = None
         #: The backend of every step: the one whose relay_step understands state.
         self.backend = _backend.current()
+        #: Without splice (macOS, the BSDs, Windows): a plain relay through a
+        #: buffer, the same steps and counts (see .buffered).
+        self.buffered = "splice" not in _backend.features(self.backend)
         #: in_pipe, delivered and err, kept by the backend's relay_step.
-        self.state = self.backend.relay_state()
+        self.state = _buffer_state() if self.buffered else self.backend.relay_state()
         self.done = False
         #: ``(fd, poll events)`` this direction waits for, or None.
         self.waiting: tuple[int, int] | None = None
@@ -118,10 +124,13 @@ class Direction:
         if self.head is not None:
             before_head = self.moved
             if not self._send_head():
-                self.waiting = (self.dst_fd, select.POLLOUT)
+                self.waiting = (self.dst_fd, POLLOUT)
                 return self.moved != before_head
-            return self._splice(budget) or self.moved != before_head
-        return self._splice(budget)
+            return self._pump(budget) or self.moved != before_head
+        return self._pump(budget)
+
+    def _pump(self, budget: int) -> bool:
+        return self._buffered(budget) if self.buffered else self._splice(budget)
 
     def _splice(self, budget: int) -> bool:
         pipe = self.pipe
@@ -138,7 +147,7 @@ class Direction:
                 self.src_fd, pipe.r, pipe.w, self.dst_fd, pipe.size, budget, state
             )
             if status == STEP_DST_FULL:
-                self.waiting = (self.dst_fd, select.POLLOUT)
+                self.waiting = (self.dst_fd, POLLOUT)
                 break
             if status in (STEP_SRC_EMPTY, STEP_SRC_END):
                 urgent = self._past_urgent_mark(status, state.delivered + state.in_pipe == seen)
@@ -149,13 +158,13 @@ class Direction:
                     self.head_base = self.head_sent.total()
                     if self._send_head():
                         continue
-                    self.waiting = (self.dst_fd, select.POLLOUT)
+                    self.waiting = (self.dst_fd, POLLOUT)
                     self._give_back(pipe)
                     return True  # bytes left src: progress, even if none reached dst yet
                 if status == STEP_SRC_END and urgent is None:
                     self._finish()
                     return True
-                self.waiting = (self.src_fd, select.POLLIN)
+                self.waiting = (self.src_fd, POLLIN)
                 if not state.in_pipe:
                     self._give_back(pipe)  # idle until the source has bytes
                 break
@@ -167,6 +176,31 @@ class Direction:
                 raise oserror(state.err, "splice")
             # EINTR: the loop's backward jump runs the signal handlers; go on.
         return (state.delivered, state.in_pipe) != before
+
+    def _buffered(self, budget: int) -> bool:
+        # No splice here: recv and send through the direction's buffer.  A
+        # plain read skips an urgent byte as recv does for shutil, so there is
+        # no mark to look for.
+        from .buffered import buffered_step  # off Linux only: not imported there
+
+        state = self.state
+        before = (state.delivered, state.in_pipe)
+        while True:
+            status = buffered_step(self.src, self.dst, budget, state)
+            if status == STEP_DST_FULL:
+                self.waiting = (self.dst_fd, POLLOUT)
+            elif status == STEP_SRC_EMPTY:
+                self.waiting = (self.src_fd, POLLIN)
+            elif status == STEP_SRC_END:
+                self._finish()
+                return True
+            elif status == STEP_DST_ZERO:
+                raise OSError(errno.EIO, "send: destination accepted 0 bytes")
+            elif status != STEP_SPENT:
+                if state.err == errno.EINTR:
+                    continue
+                raise oserror(state.err, "relay")
+            return (state.delivered, state.in_pipe) != before
 
     def _give_back(self, pipe: Pipe) -> None:
         # The pipe is empty: back to the pool while the direction waits.
@@ -236,6 +270,13 @@ class Direction:
         if pipe is not None:
             self.pool.release(pipe, self)  # a no-op if the pool has it already
             self.pipe = None
+
+
+def _buffer_state() -> Any:
+    # Imported where there is no splice only: Linux's import stays as it was.
+    from .buffered import BufferState
+
+    return BufferState()
 
 
 def annotate(exc: BaseException, ab: Direction | None, ba: Direction | None) -> BaseException:

@@ -8,6 +8,7 @@ import socket
 import time
 from typing import Any
 
+from .. import _backend
 from .._engine.sendfile import WRITABLE, Sendfile
 from .._errors import GiveUp, set_transferred
 from .._fd import poll_ms
@@ -29,6 +30,11 @@ def _wait(fd: int, events: int, timeout: float | None, call: str) -> None:
         # poll_ms clamps a timeout longer than poll(2) takes: loop until the deadline.
         if poller.poll(poll_ms(left)):
             return
+
+
+def _no_sendfile() -> bool:
+    # The backend found no sendfile with Linux's semantics here.
+    return "sendfile" not in _backend.features()
 
 
 def _via_send(sock: socket.socket, file: Any, offset: int, count: int | None, tally: Tally) -> int:
@@ -93,6 +99,11 @@ def send_file(
                     return transfer.sent
                 except GiveUp:
                     start = obj.tell()  # nothing went out: read and send it instead
+                    if not offset and _no_sendfile():
+                        # No Linux sendfile on this platform: a regular file
+                        # still goes from *offset*, as socket.sendfile sends
+                        # it with the BSDs' sendfile (macOS, FreeBSD).
+                        obj.seek(0)
             return _via_send(sock, file, offset, count, tally)
         finally:
             settle_position(obj, offset, tally.total(), start)
