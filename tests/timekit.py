@@ -30,6 +30,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -87,25 +88,32 @@ class Usage:
         return self.cpu / self.wall if self.wall > 0 else 0.0
 
 
-def _spin(until: float | None, stop: threading.Event | None) -> Usage:
+def _spin(done: Callable[[float, float], bool]) -> Usage:
     # Each turn polls nothing with a zero timeout: a system call that releases
     # the GIL, as a busy-polling wait in zerocopy (C or Python) would, so the
     # other threads of the test are not starved of the GIL by the baseline.
     p = select.poll()
     c0, w0 = time.thread_time(), time.monotonic()
-    while (until is None or time.monotonic() < until) and not (stop and stop.is_set()):
+    while not done(time.thread_time() - c0, time.monotonic() - w0):
         p.poll(0)
     return Usage(time.thread_time() - c0, time.monotonic() - w0)
 
 
-def busy(seconds: float) -> Usage:
-    """Spin in this thread for *seconds* (instead of sleeping) and return the CPU it got.
+def busy(seconds: float, *, at_most: float | None = None) -> Usage:
+    """Spin in this thread (instead of sleeping) for *seconds* or more; return the CPU it got.
 
     Use it where a test would sleep while the code under test waits in
     another thread: the busy loop is the baseline a spinning wait would have
-    matched over the same stretch.
+    matched over the same stretch.  On a loaded machine a busy loop gets a
+    small share of a core (a tenth, with two CPU-bound processes beside a
+    test on two cores), and a spin over a few tenths of a second would then
+    burn no more than the allowance for real work: so the loop goes on past
+    *seconds* until it has had half of *seconds* in CPU time, the share it
+    gets on a quiet machine being about 1, for *at_most* seconds in all
+    (default ten times *seconds*).  The wait under test must outlast that.
     """
-    return _spin(time.monotonic() + seconds, None)
+    cap = 10 * seconds if at_most is None else at_most
+    return _spin(lambda cpu, wall: wall >= cap or (wall >= seconds and cpu >= seconds / 2))
 
 
 class Spinner:
@@ -120,7 +128,9 @@ class Spinner:
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._out: list[Usage] = []
-        self._thread = threading.Thread(target=lambda: self._out.append(_spin(None, self._stop)))
+        self._thread = threading.Thread(
+            target=lambda: self._out.append(_spin(lambda cpu, wall: self._stop.is_set()))
+        )
         self._process0 = 0.0
         self.usage = Usage(0.0, 0.0)
         self.rest = 0.0
