@@ -330,7 +330,9 @@ class TestHalfClose:
             # The talker sees end of stream while it still has everything to send.
             got_early.join(10)
             assert got_early.finish() == early
-            writer = Writer(talker, late, chunk=128 * KiB, pace=0.02, shutdown=False)
+            # Paced so the relay waits most of the time (0.8 s in all): long
+            # enough for a spin to show on a loaded machine too.
+            writer = Writer(talker, late, chunk=128 * KiB, pace=0.05, shutdown=False)
             writer.start()
             writer.finish()
             talker.close()
@@ -573,7 +575,7 @@ class TestNoSpin:
         """TCP urgent data (MSG_OOB) does not make the relay stall or spin."""
         s = Setup("tcp")
         try:
-            relay = Relay(s.a, s.b, timeout=scaled(2))
+            relay = Relay(s.a, s.b, timeout=scaled(10))  # outlasts busy() below
             relay.start()
             reader = Reader(s.S)
             reader.start()

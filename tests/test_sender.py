@@ -365,8 +365,8 @@ class TestLoopback:
         a.shutdown(socket.SHUT_WR)
         reader.join(30)
         assert wall > 0.4, "the reader was not slow enough to fill the socket"
-        # 48 MiB of zero-copy sends cost a few hundredths of a second of CPU.
-        assert_waited(cpu, spinner.usage, wall=wall, work=0.1, what="the sender")
+        # 48 MiB of zero-copy sends cost under 0.02 s of CPU here, loaded or not.
+        assert_waited(cpu, spinner.usage, wall=wall, work=0.05, what="the sender")
 
     def test_ipv6(self, backend: ModuleType) -> None:
         """IPv6 sockets work the same (completions come as IPV6_RECVERR)."""
