@@ -26,6 +26,7 @@ if (_SIMULATED := simplatform.simulated()) is not None:
     # Before zerocopy's first import: see tests/simplatform.py.
     simplatform.apply(_SIMULATED)
 
+from timekit import scaled
 from zerocopy import _backend
 from zerocopy._pipes import default_pool
 
@@ -94,7 +95,8 @@ def stream_pair(kind: str) -> tuple[socket.socket, socket.socket]:
 
 @contextlib.contextmanager
 def hang_guard(seconds: float) -> Iterator[None]:
-    """Turn a hang into a failure: SIGALRM raises TimeoutError after *seconds*."""
+    """Turn a hang into a failure: SIGALRM raises TimeoutError after *seconds* (scaled)."""
+    seconds = scaled(seconds)
 
     def expire(signum: int, frame: FrameType | None) -> None:
         raise TimeoutError(f"did not finish within {seconds} s")
@@ -139,12 +141,12 @@ def describe_fd(fd: int) -> str:
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves fds (pooled idle pipes aside) or threads behind; end a hang.
 
-    A hang is the one failure an assertion cannot catch: after 120 s every
-    thread's stack is dumped and the run ends rather than wait for ever.
+    A hang is the one failure an assertion cannot catch: after 120 s (scaled)
+    every thread's stack is dumped and the run ends rather than wait for ever.
     """
     threads = set(threading.enumerate())
     before = open_fds()
-    faulthandler.dump_traceback_later(120, exit=True)
+    faulthandler.dump_traceback_later(scaled(120), exit=True)
     try:
         yield
     finally:

@@ -23,9 +23,11 @@ from clikit import (
 )
 from clikit import echo as echo
 from clikit import start_server as start_server
+from timekit import scaled
 
-#: How long past its timeout a server may take to drop a stalled client.
-SLACK = 10.0
+#: How long past its timeout a server may take to drop a stalled client
+#: (scaled: a loaded or instrumented run is slower to get there).
+SLACK = scaled(10.0)
 BIG = 256 << 20  # more than loopback's socket buffers hold, by far
 SMALL = b"small file\n" * 1000
 

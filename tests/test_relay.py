@@ -27,6 +27,7 @@ import pytest
 
 import zerocopy
 from conftest import stream_pair
+from timekit import Spinner, assert_waited, busy, scaled
 from zerocopy._pipes import PipePool, default_pool
 from zerocopy._relay.direction import Direction
 
@@ -318,26 +319,30 @@ class TestHalfClose:
         quiet, talker = (setup.C, setup.S) if first == "client" else (setup.S, setup.C)
         early, late = _payload(ODD, 9), _payload(2 * MiB + 3, 10)
         relay = Relay(setup.a, setup.b, timeout=20)
-        relay.start()
-        got_early = Reader(talker)
-        got_late = Reader(quiet)
-        got_early.start()
-        got_late.start()
-        quiet.sendall(early)
-        quiet.shutdown(socket.SHUT_WR)
-        # The talker sees end of stream while it still has everything to send.
-        got_early.join(10)
-        assert got_early.finish() == early
-        writer = Writer(talker, late, chunk=128 * KiB, pace=0.02, shutdown=False)
-        writer.start()
-        writer.finish()
-        talker.close()
-        assert got_late.finish() == late
-        counts = relay.outcome()
+        with Spinner() as spinner:  # the baseline: a busy loop beside the relay
+            relay.start()
+            got_early = Reader(talker)
+            got_late = Reader(quiet)
+            got_early.start()
+            got_late.start()
+            quiet.sendall(early)
+            quiet.shutdown(socket.SHUT_WR)
+            # The talker sees end of stream while it still has everything to send.
+            got_early.join(10)
+            assert got_early.finish() == early
+            # Paced so the relay waits most of the time (0.8 s in all): long
+            # enough for a spin to show on a loaded machine too.
+            writer = Writer(talker, late, chunk=128 * KiB, pace=0.05, shutdown=False)
+            writer.start()
+            writer.finish()
+            talker.close()
+            assert got_late.finish() == late
+            counts = relay.outcome()
         expected = (len(early), len(late)) if first == "client" else (len(late), len(early))
         assert counts == expected
-        # Waiting on one paced direction costs next to nothing.
-        assert relay.cpu < 0.1 + 0.1 * relay.seconds, (relay.cpu, relay.seconds)
+        # Waiting on one paced direction costs next to nothing: a spinning
+        # relay would have burnt what the busy loop got over its lifetime.
+        assert_waited(relay.cpu, spinner.usage, wall=relay.seconds, work=0.03, what="the relay")
 
     def test_both_shut_down_at_once(self, backend: ModuleType, setup: Setup) -> None:
         """Both peers shut down writing without sending: the relay returns (0, 0)."""
@@ -445,7 +450,9 @@ class TestReset:
         """A peer that half-closed, then resets, stops the relay (no wait for the idle timeout)."""
         s = Setup("tcp")
         try:
-            relay = Relay(s.a, s.b, timeout=3)
+            # The bound on how soon must stay below the timeout, or a relay
+            # that waited the timeout out would pass: both are scaled.
+            relay = Relay(s.a, s.b, timeout=scaled(3))
             relay.start()
             s.C.sendall(b"request")
             s.C.shutdown(socket.SHUT_WR)
@@ -457,7 +464,7 @@ class TestReset:
             _reset(s.C)  # the server stays silent: only the reset can end the relay
             exc = relay.failure()
             assert _is_reset(exc), repr(exc)
-            assert time.monotonic() - t0 < 2
+            assert time.monotonic() - t0 < scaled(2)
             assert (exc.a_to_b, exc.b_to_a) == (7, 0)
         finally:
             s.close()
@@ -474,7 +481,7 @@ class TestTimeout:
         exc = relay.failure()
         assert _is_timeout(exc)
         assert (exc.a_to_b, exc.b_to_a, exc.bytes_transferred) == (0, 0, (0, 0))
-        assert 0.25 <= relay.seconds < 3
+        assert 0.25 <= relay.seconds < scaled(3)
 
     def test_idle_after_traffic(self, backend: ModuleType, setup: Setup) -> None:
         """Traffic, then silence: TimeoutError with the counts delivered so far."""
@@ -536,11 +543,11 @@ class TestNoSpin:
         """Both sides idle for 0.5 s: the relay thread uses almost no CPU."""
         relay = Relay(setup.a, setup.b)
         relay.start()
-        time.sleep(0.5)
+        spun = busy(0.5)  # the baseline: what a spinning relay would have got
         setup.C.shutdown(socket.SHUT_WR)
         setup.S.shutdown(socket.SHUT_WR)
         assert relay.outcome() == (0, 0)
-        assert relay.cpu < 0.05, relay.cpu
+        assert_waited(relay.cpu, spun, work=0.02, what="the idle relay")
 
     def test_full_pipe_costs_no_cpu(self, backend: ModuleType, setup: Setup) -> None:
         """A receiver that stops reading (full socket, full pipe) does not make the relay spin."""
@@ -552,7 +559,9 @@ class TestNoSpin:
         relay.start()
         reader.start()
         writer.start()
-        time.sleep(0.7)  # every buffer on the way fills up, then nothing can move
+        # Every buffer on the way fills up, then nothing can move; meanwhile
+        # a busy loop measures what a spinning relay would have got.
+        spun = busy(0.7)
         gate.set()
         setup.S.shutdown(socket.SHUT_WR)
         assert relay.outcome() == (len(data), 0)
@@ -560,13 +569,13 @@ class TestNoSpin:
         assert reader.finish() == data
         # 24 MiB through splice takes a few hundredths of a second of CPU; a
         # spinning wait would add most of the 0.7 s stall.
-        assert relay.cpu < 0.25, relay.cpu
+        assert_waited(relay.cpu, spun, work=0.05, what="the stalled relay")
 
     def test_urgent_data_does_not_stall_or_spin(self, backend: ModuleType) -> None:
         """TCP urgent data (MSG_OOB) does not make the relay stall or spin."""
         s = Setup("tcp")
         try:
-            relay = Relay(s.a, s.b, timeout=2)
+            relay = Relay(s.a, s.b, timeout=scaled(10))  # outlasts busy() below
             relay.start()
             reader = Reader(s.S)
             reader.start()
@@ -574,14 +583,14 @@ class TestNoSpin:
             time.sleep(0.1)
             s.C.send(b"!", socket.MSG_OOB)
             s.C.sendall(b"world")
-            time.sleep(0.5)
+            spun = busy(0.5)  # what a relay spinning on the mark would have got
             s.C.shutdown(socket.SHUT_WR)
             s.S.shutdown(socket.SHUT_WR)
             relay.join(10)
             got = bytes(reader.data)
             assert relay.exc is None, (repr(relay.exc), got, relay.cpu)
             assert reader.finish() in (b"helloworld", b"hello!world")
-            assert relay.cpu < 0.1, relay.cpu
+            assert_waited(relay.cpu, spun, work=0.03, what="the relay past the mark")
         finally:
             s.close()
             relay.join(5)

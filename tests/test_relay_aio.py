@@ -18,6 +18,7 @@ from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak
 from netkit import run as run
 from netkit import sockets as sockets
+from timekit import scaled
 from zerocopy import aio
 
 
@@ -222,7 +223,8 @@ class TestRelay:
         r = Relayed("tcp", sockets)
 
         async def main() -> tuple[Any, float]:
-            task = asyncio.ensure_future(aio.relay(r.a, r.b, timeout=3))
+            # Scaled together, so the bound below stays under the timeout.
+            task = asyncio.ensure_future(aio.relay(r.a, r.b, timeout=scaled(3)))
             await send_and_shut(r.client, b"request")
             assert await recv_all(r.server) == b"request"
             t0 = time.monotonic()
@@ -235,7 +237,7 @@ class TestRelay:
 
         exc, elapsed = run(main())
         assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
-        assert elapsed < 2
+        assert elapsed < scaled(2)
         assert getattr(exc, "bytes_transferred", None) == (7, 0)  # (a_to_b, b_to_a)
 
     def test_idle_timeout(
@@ -259,7 +261,7 @@ class TestRelay:
         assert isinstance(exc, TimeoutError)
         assert (exc.a_to_b, exc.b_to_a) == (5, 0)
         assert got == b"hello"
-        assert 0.25 <= elapsed < 3
+        assert 0.25 <= elapsed < scaled(3)
 
     def test_timeout_is_idle_time(
         self, backend: ModuleType, run: Runner, sockets: list[socket.socket]

@@ -35,6 +35,7 @@ from netkit import MiB, payload, reset
 from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak
 from netkit import sockets as sockets
+from timekit import scaled
 from zerocopy import anyio as zc_anyio
 from zerocopy._pipes import default_pool
 
@@ -238,7 +239,8 @@ class TestEnds:
                     reset(client)
 
                 tg.start_soon(cut)
-                seen.append(await relay_error(a, b, timeout=20))
+                # Scaled together, so the bound below stays under the timeout.
+                seen.append(await relay_error(a, b, timeout=scaled(20)))
             return seen[0], time.monotonic() - t0
 
         exc, took = arun(main)
@@ -246,7 +248,7 @@ class TestEnds:
         # half-closed side's own shutdown met the reset.
         assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
         assert counts(exc) == (0, 0)
-        assert took < 5
+        assert took < scaled(5)
 
     def test_idle_timeout(
         self, no_fd_leak: None, backend: ModuleType, arun: Run, sockets: list[socket.socket]
@@ -268,7 +270,7 @@ class TestEnds:
         exc, took, got = arun(main)
         assert counts(exc) == (5, 0)
         assert got == b"hello"
-        assert 0.25 <= took < 3
+        assert 0.25 <= took < scaled(3)
 
     def test_cancel_with_bytes_in_flight(
         self, no_fd_leak: None, backend: ModuleType, arun: Run, sockets: list[socket.socket]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -18,6 +17,7 @@ from netkit import THRESHOLD, MiB, Runner, msg_zerocopy, sha, wait_pollerr
 from netkit import cffi_backend as cffi_backend
 from netkit import run as run
 from netkit import sender_payload as payload
+from timekit import Spinner, assert_waited, scaled
 from zerocopy.aio import AsyncZeroCopySender
 
 # --- helpers ------------------------------------------------------------------
@@ -128,7 +128,7 @@ class TestAsync:
             await task
             await s.flush(10)
             assert s.pending == 0
-            assert loop.time() - t0 < 5
+            assert loop.time() - t0 < scaled(5)
             a.shutdown(socket.SHUT_WR)
             assert sha(await rx) == sha(payload(16 * MiB))
 
@@ -141,8 +141,7 @@ class TestAsync:
         a, b = apair
         b.sendall(b"the peer talks too")  # keeps the sender's socket readable throughout
 
-        async def main() -> tuple[float, float]:
-            loop = asyncio.get_running_loop()
+        async def main() -> Spinner:
             s = AsyncZeroCopySender(a, threshold=0, stop_on_copied=False)
             task = asyncio.ensure_future(s.sendall(payload(64 * MiB)))
             await asyncio.sleep(0.3)
@@ -151,14 +150,13 @@ class TestAsync:
                 await task
             s.poll()
             assert s.pending > 0
-            cpu0, t0 = time.process_time(), loop.time()
-            with pytest.raises(TimeoutError):
+            with Spinner() as spinner, pytest.raises(TimeoutError):  # a busy loop beside it
                 await s.flush(timeout=1.0)
-            return time.process_time() - cpu0, loop.time() - t0
+            return spinner
 
-        cpu, wall = run(main())
-        assert 0.9 <= wall < 3
-        assert cpu < 0.25, f"flush used {cpu:.2f} s of CPU in {wall:.2f} s"
+        spinner = run(main())
+        assert 0.9 <= spinner.usage.wall < scaled(3)
+        assert_waited(spinner.rest, spinner.usage, work=0.02, what="flush")
 
     def test_flush_does_not_spin_on_hangup(
         self, cffi_backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...]
@@ -167,7 +165,7 @@ class TestAsync:
         a, b = apair
         b.shutdown(socket.SHUT_WR)
 
-        async def main() -> float:
+        async def main() -> Spinner:
             s = AsyncZeroCopySender(a, stop_on_copied=False)
             task = asyncio.ensure_future(s.sendall(payload(64 * MiB)))
             await asyncio.sleep(0.3)
@@ -177,13 +175,12 @@ class TestAsync:
             a.shutdown(socket.SHUT_WR)
             s.poll()
             assert s.pending > 0
-            cpu0 = time.process_time()
-            with pytest.raises(TimeoutError):
+            with Spinner() as spinner, pytest.raises(TimeoutError):  # a busy loop beside it
                 await s.flush(timeout=1.0)
-            return time.process_time() - cpu0
+            return spinner
 
-        cpu = run(main())
-        assert cpu < 0.25, f"flush used {cpu:.2f} s of CPU in 1 s"
+        spinner = run(main())
+        assert_waited(spinner.rest, spinner.usage, work=0.02, what="flush")
 
     def test_sendall_does_not_spin_on_foreign_error_queue_messages(
         self, backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...]
@@ -196,21 +193,20 @@ class TestAsync:
         a.send(b"stamp me")  # goes out and is acknowledged: its timestamps are queued
         assert wait_pollerr(a, 5), "no timestamp on the error queue"
 
-        async def main() -> float:
+        async def main() -> Spinner:
             s = AsyncZeroCopySender(a, threshold=1 << 30)  # plain sends: nothing pending
             task = asyncio.ensure_future(s.sendall(payload(64 * MiB)))
             await asyncio.sleep(0.1)
-            cpu0 = time.process_time()
-            await asyncio.sleep(1.0)
-            cpu = time.process_time() - cpu0
+            with Spinner() as spinner:  # a busy loop beside the waiting sendall
+                await asyncio.sleep(1.0)
             assert not task.done()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            return cpu
+            return spinner
 
-        cpu = run(main())
-        assert cpu < 0.25, f"sendall used {cpu:.2f} s of CPU waiting 1 s for room"
+        spinner = run(main())
+        assert_waited(spinner.rest, spinner.usage, work=0.02, what="sendall waiting for room")
 
     def test_cancel_carries_bytes_and_leaves_nothing_registered(
         self, backend: ModuleType, run: Runner, apair: tuple[socket.socket, ...], no_leaks: None

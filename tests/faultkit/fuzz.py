@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import zerocopy
+from timekit import scaled
 
 #: What a public call may raise for bad input.
 ALLOWED = (TypeError, ValueError, OSError, NotImplementedError)
@@ -64,13 +65,14 @@ def late_reader(a: socket.socket, b: socket.socket) -> Iterator[bytearray]:
 
 @contextlib.contextmanager
 def watchdog(seconds: float = 5.0) -> Iterator[None]:
-    """Turn a call that blocks for *seconds* into a :class:`Hang`.
+    """Turn a call that blocks for *seconds* (scaled) into a :class:`Hang`.
 
     The alarm repeats every second until the block ends, so that cleanup code
     which blocks too (asyncio.run cancelling a task that never finishes) is
     interrupted as well, rather than hanging the run.
     """
     armed = [True]
+    seconds = scaled(seconds)
 
     def fire(signum: int, frame: Any) -> None:
         if armed[0]:

@@ -22,6 +22,7 @@ import zerocopy
 from conftest import tcp_pair
 from faultkit import MiB
 from faultkit.peers import random_bytes
+from timekit import scaled
 
 THREADS = 16
 
@@ -221,8 +222,8 @@ def _count_for(seconds: float) -> int:
 
 
 def _blocked_in(t: threading.Thread, syscall: str, timeout: float = 5) -> None:
-    """Wait until thread *t* is asleep in *syscall*."""
-    deadline = time.monotonic() + timeout
+    """Wait (*timeout* seconds, scaled) until thread *t* is asleep in *syscall*."""
+    deadline = time.monotonic() + scaled(timeout)
     assert t.native_id is not None
     while time.monotonic() < deadline:
         if _syscall_of(t.native_id) == SYSCALLS[syscall]:
@@ -246,13 +247,13 @@ else:
 
 @contextlib.contextmanager
 def safety_net(action: str, fd: int, after: float = 3.0) -> Iterator[None]:
-    """A child process that unblocks the call after *after* s if this process cannot.
+    """A child process that unblocks the call after *after* s (scaled) if this process cannot.
 
     A call that held the GIL would stop every thread here, the unblocking one
     included: the test would hang instead of failing.  The child needs no GIL.
     """
     child = subprocess.Popen(
-        [sys.executable, "-c", _SAFETY_NET, action, str(after), str(fd)],
+        [sys.executable, "-c", _SAFETY_NET, action, str(scaled(after)), str(fd)],
         pass_fds=(fd,),
     )
     try:
