@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["MODEL", "Cost"]
+__all__ = ["MODEL", "ZERO_COPY", "Cost"]
 
 
 class Cost(NamedTuple):
@@ -35,3 +35,7 @@ MODEL: dict[str, Cost] = {
     "vmsplice+splice": Cost(0, 1, 2, "user pages mapped into a pipe, then spliced"),
     "MSG_ZEROCOPY": Cost(0, 1, 2, "user pages pinned for the NIC; a completion per send"),
 }
+
+#: The methods whose bytes never pass through a user-space buffer: the
+#: kernel moves them (or maps user pages) from source to destination.
+ZERO_COPY = frozenset({"sendfile", "splice", "copy_file_range", "vmsplice+splice", "MSG_ZEROCOPY"})

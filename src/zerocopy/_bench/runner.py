@@ -31,9 +31,16 @@ from .rounds import run_rounds, spread
 from .timing import Stopwatch
 from .units import GiB
 
-__all__ = ["SCENARIOS", "Result", "Run", "run_benchmark"]
+__all__ = ["SCENARIOS", "SCENARIO_HELP", "Result", "Run", "run_benchmark"]
 
 SCENARIOS = tuple(METHODS)
+#: What each scenario moves, for ``--help``.
+SCENARIO_HELP = {
+    "file-file": "a file into another file",
+    "file-socket": "a file to a local TCP peer",
+    "socket-socket": "from one local TCP peer to another",
+    "memory-socket": "a bytes object to a local TCP peer",
+}
 SCHEMA = "zerocopy-bench/1"
 
 
