@@ -131,8 +131,42 @@ class TestReadmeExamples:
         assert "copied 262144 bytes" in out
 
 
+QUICKSTART = ROOT / "docs" / "quickstart.md"
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 REFERENCE = ROOT / "benchmarks" / "reference.json"
+
+
+def _quickstart_python() -> list[str]:
+    return [body for lang, body in _fenced_blocks(QUICKSTART) if lang == "python"]
+
+
+class TestQuickstart:
+    def test_tour_is_the_readmes(self) -> None:
+        """The quickstart's tour is the README's, byte for byte."""
+        assert _quickstart_python()[0] == _readme_python()[0]
+
+    def test_every_python_block_runs(self, backend: ModuleType, tmp_path: Path) -> None:
+        """Every Python block of the quickstart runs, in a fresh directory, on each backend."""
+        blocks = _quickstart_python()
+        assert len(blocks) == 3
+        outputs = []
+        for n, code in enumerate(blocks):
+            workdir = tmp_path / str(n)
+            workdir.mkdir()
+            outputs.append(_run_snippet(code, backend, workdir))
+        size = 4 << 20
+        assert f"send_file: {size} bytes; relay: ({size}, {size})" in outputs[0], outputs[0]
+        assert "copytree: ['a.bin', 'sub']" in outputs[1], outputs[1]
+        assert "aio.send_file: 1048576 bytes; the server read 1048576" in outputs[2], outputs[2]
+
+    def test_install_lines_work_from_a_clone(self) -> None:
+        """No page tells a reader of the quickstart or README to install a release
+        that does not exist yet: their pip lines install the clone."""
+        for path in (README, QUICKSTART):
+            for lang, body in _fenced_blocks(path):
+                for line in body.splitlines():
+                    if lang == "sh" and "pip install" in line:
+                        assert "zerocopy-io" not in line, (path.name, line)
 
 
 def _load_readme_table() -> ModuleType:
@@ -226,7 +260,7 @@ class TestChangelog:
 class TestSphinxBuild:
     def test_docs_build_without_warnings(self, tmp_path: Path) -> None:
         """The Sphinx site builds with warnings as errors."""
-        missing = _missing("sphinx", "myst_parser")
+        missing = _missing("sphinx", "myst_parser", "furo")
         if missing:
             reason = (
                 f"cannot build the docs: {', '.join(missing)} not installed (pip install '.[docs]')"
