@@ -133,6 +133,122 @@ class TestReadmeExamples:
         assert "copied 262144 bytes" in out
 
 
+QUICKSTART = ROOT / "docs" / "quickstart.md"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+REFERENCE = ROOT / "benchmarks" / "reference.json"
+
+
+def _quickstart_python() -> list[str]:
+    return [body for lang, body in _fenced_blocks(QUICKSTART) if lang == "python"]
+
+
+class TestQuickstart:
+    def test_tour_is_the_readmes(self) -> None:
+        """The quickstart's tour is the README's, byte for byte."""
+        assert _quickstart_python()[0] == _readme_python()[0]
+
+    def test_every_python_block_runs(self, backend: ModuleType, tmp_path: Path) -> None:
+        """Every Python block of the quickstart runs, in a fresh directory, on each backend."""
+        blocks = _quickstart_python()
+        assert len(blocks) == 3
+        outputs = []
+        for n, code in enumerate(blocks):
+            workdir = tmp_path / str(n)
+            workdir.mkdir()
+            outputs.append(_run_snippet(code, backend, workdir))
+        size = 4 << 20
+        assert f"send_file: {size} bytes; relay: ({size}, {size})" in outputs[0], outputs[0]
+        assert "copytree: ['a.bin', 'sub']" in outputs[1], outputs[1]
+        assert "aio.send_file: 1048576 bytes; the server read 1048576" in outputs[2], outputs[2]
+
+    def test_install_lines_work_from_a_clone(self) -> None:
+        """No page tells a reader of the quickstart or README to install a release
+        that does not exist yet: their pip lines install the clone."""
+        for path in (README, QUICKSTART):
+            for lang, body in _fenced_blocks(path):
+                for line in body.splitlines():
+                    if lang == "sh" and "pip install" in line:
+                        assert "zerocopy-io" not in line, (path.name, line)
+
+
+def _load_readme_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "readme_table", ROOT / "benchmarks" / "readme_table.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Each heading of docs/benchmarks.md ('## A', or 'A / B' for '### B' under it)
+    and the text under it, up to the next heading of its level or above."""
+    sections: dict[str, str] = {}
+    heads = list(re.finditer(r"^(##|###) (.+)$", text, re.M))
+    parent = ""
+    for i, head in enumerate(heads):
+        level, title = head[1], head[2].strip()
+        if level == "##":
+            parent, key = title, title
+            ends = [h.start() for h in heads[i + 1 :] if h[1] == "##"]
+        else:
+            key = f"{parent} / {title}"
+            ends = [h.start() for h in heads[i + 1 :]]
+        sections[key] = text[head.end() : ends[0] if ends else len(text)]
+    return sections
+
+
+class TestMeasuredTable:
+    def test_readme_table_is_the_reference(self) -> None:
+        """The README's Measured table is what benchmarks/readme_table.py makes of
+        benchmarks/reference.json (fix: python benchmarks/readme_table.py --write)."""
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "readme_table.py"), "--check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_check_fails_when_they_differ(self, tmp_path: Path) -> None:
+        """--check exits 1 when one figure of the README differs from the JSON."""
+        table = _load_readme_table()
+        readme = tmp_path / "README.md"
+        text = README.read_text(encoding="utf-8")
+        row = table.load()["rows"][0]["result"]
+        assert text.count(row) >= 1
+        readme.write_text(text.replace(row, row + " (edited)", 1), encoding="utf-8")
+        assert table.main(["--check", "--readme", str(readme)]) == 1
+        assert table.main(["--write", "--readme", str(readme)]) == 0
+        assert readme.read_text(encoding="utf-8") == text
+
+    def test_every_figure_is_quoted_from_its_dated_section(self) -> None:
+        """Each row names a section of docs/benchmarks.md whose heading carries the
+        row's date, and every number of its result appears in that section."""
+        data = _load_readme_table().load()
+        sections = _sections(BENCHMARKS.read_text(encoding="utf-8"))
+        dates = set()
+        for row in data["rows"]:
+            assert row["section"] in sections, row["section"]
+            assert row["date"] in row["section"].split(" / ")[0], row
+            dates.add(row["date"])
+            for number in re.findall(r"\d[\d,]*(?:\.\d+)?", row["result"]):
+                assert number in sections[row["section"]], (number, row["section"])
+        assert data["updated"] == max(dates)
+
+    def test_every_benchmarks_section_with_figures_is_dated(self) -> None:
+        """docs/benchmarks.md: every top-level section holding a table of figures
+        names its day in its heading, apart from the machine and method notes."""
+        undated = {"Machine", "How to read the figures", "How CPU is counted"}
+        text = BENCHMARKS.read_text(encoding="utf-8")
+        for title, body in _sections(text).items():
+            if " / " in title or title in undated or "\n| " not in body:
+                continue
+            assert re.search(r"\b20\d\d-\d\d-\d\d\b", title), title
+
+
 class TestChangelog:
     def test_has_unreleased_section(self) -> None:
         """CHANGELOG.md keeps an Unreleased section, and the docs include it."""
@@ -146,7 +262,7 @@ class TestChangelog:
 class TestSphinxBuild:
     def test_docs_build_without_warnings(self, tmp_path: Path) -> None:
         """The Sphinx site builds with warnings as errors."""
-        missing = _missing("sphinx", "myst_parser")
+        missing = _missing("sphinx", "myst_parser", "furo")
         if missing:
             reason = (
                 f"cannot build the docs: {', '.join(missing)} not installed (pip install '.[docs]')"
@@ -173,5 +289,15 @@ class TestSphinxBuild:
             timeout=300,
         )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-        for page in ("index", "install", "guide", "backends", "api", "safety", "changelog"):
+        pages = (
+            "index",
+            "quickstart",
+            "install",
+            "guide",
+            "backends",
+            "api",
+            "safety",
+            "changelog",
+        )
+        for page in pages:
             assert (tmp_path / "html" / f"{page}.html").is_file(), page
