@@ -35,7 +35,8 @@ def pyplot() -> ModuleType:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    module: ModuleType = plt  # typed where matplotlib is not installed (Any) too
+    return module
 
 
 def _colour(method: str) -> str:
