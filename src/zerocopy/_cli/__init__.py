@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in (bench, info, copy, serve, proxy):
         module.add_parser(sub)
+    for command in sub.choices.values():
+        # So that main() reports an unknown option as the command's usage error.
+        command.set_defaults(parser=command)
     return parser
 
 
@@ -131,7 +134,9 @@ def _quiet_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m zerocopy`` with *argv* (default: ``sys.argv[1:]``); return the status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(name)s: %(levelname)s: %(message)s")
     try:
