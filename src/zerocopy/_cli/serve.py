@@ -136,7 +136,9 @@ def listen_error(host: str | None, port: int, exc: OSError) -> UserError:
     if isinstance(exc, socket.gaierror):
         return UserError(f"cannot resolve {host!r}: {exc.strerror or exc}")
     where = f"[{host}]" if host and ":" in host else host or "*"
-    return UserError(f"cannot listen on {where}:{port}: {exc.strerror or exc}")
+    # socket.create_server's strerror has the address appended: say it once.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return UserError(f"cannot listen on {where}:{port}: {reason}")
 
 
 def run(args: argparse.Namespace) -> int:
