@@ -186,7 +186,10 @@ class TestInterrupt:
                 assert proc.poll() is None, proc.communicate()
                 assert time.monotonic() < deadline, "the copy did not take the first bytes"
                 time.sleep(0.01)
-            proc.send_signal(signal.SIGINT)  # the copy now waits for more from the fifo
+            # Past the write, the copy reports its progress and waits in the
+            # next read from the fifo: let it get there first.
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=TIMEOUT)
         finally:
             os.close(writer)
