@@ -45,8 +45,8 @@ def _proc(name: str) -> str:
         return f.read().strip()
 
 
-def _limit(value: int) -> str:
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+def _limit(value: int) -> int | None:
+    return None if value == resource.RLIM_INFINITY else value
 
 
 def _shown(value: int) -> str:
@@ -127,8 +127,8 @@ class TestInfoJson:
         assert data["backend"] == backend.NAME
         assert data["features"] == {name: name in features for name in SIX}
         assert data["kernel"] == platform.release()
-        assert data["pipe_max_size"] == _proc("fs/pipe-max-size")
-        assert data["optmem_max"] == _proc("net/core/optmem_max")
+        assert data["pipe_max_size"] == int(_proc("fs/pipe-max-size"))
+        assert data["optmem_max"] == int(_proc("net/core/optmem_max"))
         assert data["memlock_limit"] == {"soft": _limit(soft), "hard": _limit(hard)}
         assert data["executable"] == sys.executable
 

@@ -775,7 +775,7 @@ class TestEntryPoints:
         """Without uvloop, new_uvloop is an ImportError naming the extra."""
         monkeypatch.setitem(sys.modules, "uvloop", None)
         monkeypatch.setattr(zerocopy.loops, "_uvloop_class", None)
-        with pytest.raises(ImportError, match=r"zerocopy-io\[uvloop\]"):
+        with pytest.raises(ImportError, match=r"pip install -e '\.\[uvloop\]'"):
             zerocopy.loops.new_uvloop()
 
 

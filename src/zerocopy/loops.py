@@ -105,7 +105,8 @@ def new_uvloop() -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError as exc:
             raise ImportError(
-                "zerocopy.loops.new_uvloop needs uvloop: pip install 'zerocopy-io[uvloop]'"
+                "zerocopy.loops.new_uvloop needs uvloop: pip install uvloop "
+                "(or, in a clone of zerocopy, pip install -e '.[uvloop]')"
             ) from exc
 
         class _UVLoop(SendfileMixin, uvloop.Loop):  # type: ignore[misc]

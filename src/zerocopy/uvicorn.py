@@ -13,7 +13,7 @@ those bodies with :func:`zerocopy.aio.send_file`, on asyncio and on uvloop.
 Everything else (parsing, keep-alive, HEAD, ``Content-Length`` and chunked
 framing, the access log) is uvicorn's own.
 
-Needs the ``uvicorn`` extra (``pip install 'zerocopy-io[uvicorn]'``; without
+Needs the ``uvicorn`` extra (``pip install -e '.[uvicorn]'`` in a clone; without
 httptools, importing this module raises ImportError naming it).  The
 classes subclass uvicorn internals, so importing this module checks every
 hook each needs, on every uvicorn: on a release outside :data:`SUPPORTED`

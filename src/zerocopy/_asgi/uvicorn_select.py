@@ -62,7 +62,7 @@ def protocols() -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
     if importlib.util.find_spec("httptools") is None:
         raise ImportError(
             "zerocopy.uvicorn needs httptools (No module named 'httptools'):"
-            " pip install 'zerocopy-io[uvicorn]'"
+            " pip install httptools (or, in a clone of zerocopy, pip install -e '.[uvicorn]')"
         )
     httptools_impl = _module("uvicorn.protocols.http.httptools_impl")
     h11_impl = _module("uvicorn.protocols.http.h11_impl")

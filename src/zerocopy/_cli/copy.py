@@ -4,11 +4,20 @@ The bytes move with :func:`zerocopy.copyfileobj`.  On a terminal a progress
 bar is drawn on stderr; otherwise one summary line is printed there at the
 end (the method comes from :func:`zerocopy.last_method`).  stdout stays free
 for the data when DST is ``-``.
+
+Errors are one line, ``zerocopy copy: ...``, and exit status 1.  A reader of
+stdout that goes away (``| head -c 10``) ends the copy quietly with status
+141, as ``cat`` killed by SIGPIPE.  Ctrl-C says how many bytes were copied,
+of how many, and what is left on disk: the partial destination is kept, as
+``cp`` keeps it (it may have been the user's file before the copy truncated
+it, and a partial copy of a slow source can be worth keeping); the status is
+130.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import stat
 import sys
@@ -17,6 +26,7 @@ from typing import IO, Any
 
 from .._bench.units import human
 from .._copy import copyfileobj, last_method
+from . import EXIT_INTERRUPTED, UserError, error
 
 __all__ = ["Progress", "add_parser", "run"]
 
@@ -27,11 +37,18 @@ SLICE = 64 << 20
 #: Least time between two redraws of the bar (at most 10 a second).
 REFRESH = 0.1
 
-_PROG = "zerocopy copy"
 
-
-class CopyError(Exception):
+class CopyError(UserError):
     """A failure worth one line on stderr and exit status 1."""
+
+
+class _Count:
+    """Bytes copied so far, kept up to date by the progress callback (read on Ctrl-C)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = 0
 
 
 def _clock(seconds: float) -> str:
@@ -140,18 +157,23 @@ def _open_target(src: str, dst: str, st: os.stat_result) -> IO[bytes]:
         raise CopyError(f"cannot create {dst!r}: {_describe(exc)}") from None
 
 
-def _copy(fsrc: IO[bytes], fdst: IO[bytes], bar: Progress | None) -> tuple[int, str]:
-    """Copy to end of input in slices; return (bytes, method that moved the bulk)."""
+def _copy(fsrc: IO[bytes], fdst: IO[bytes], bar: Progress | None, count: _Count) -> tuple[int, str]:
+    """Copy to end of input in slices; return (bytes, method that moved the bulk).
+
+    *count* follows the bytes copied as they go, for the message after Ctrl-C.
+    """
     done = 0
     method = "none"
 
     def progress(n: int) -> None:
+        count.done = done + n
         if bar is not None:
             bar.update(done + n)
 
     while True:
         n = copyfileobj(fsrc, fdst, count=SLICE, progress=progress)
         done += n
+        count.done = done
         if n:
             method = last_method() or method
         if n < SLICE:
@@ -160,32 +182,65 @@ def _copy(fsrc: IO[bytes], fdst: IO[bytes], bar: Progress | None) -> tuple[int, 
     return done, method
 
 
+def _copy_or_fail(
+    fsrc: IO[bytes], fdst: IO[bytes], bar: Progress | None, count: _Count, src: str, dst: str
+) -> tuple[int, str]:
+    """:func:`_copy`, its OSError made a :class:`CopyError`, or BrokenPipeError on stdout."""
+    try:
+        return _copy(fsrc, fdst, bar, count)
+    except OSError as exc:
+        if dst == "-" and exc.errno == errno.EPIPE:
+            # The reader went away (| head): main() exits quietly with 141.
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)) from None
+        raise CopyError(f"error copying {src!r} to {dst!r}: {_describe(exc)}") from None
+
+
 def _close(f: IO[bytes] | None, name: str) -> None:
-    if f is None or f is sys.stdin.buffer:
-        return
+    if f is None or f is sys.stdin.buffer or f is sys.stdout.buffer:
+        return  # the interpreter's own streams: _copy flushed stdout already
     try:
         f.close()  # a buffered writer's last flush can fail here (ENOSPC, EIO)
     except OSError as exc:
         raise CopyError(f"cannot close {name!r}: {_describe(exc)}") from None
 
 
+def _amount(done: int, total: int | None) -> str:
+    text = f"{human(done)} ({done} bytes)"
+    return text if total is None else f"{text} of {human(total)} ({total} bytes)"
+
+
+def _interrupted(done: int, total: int | None, dst: str, created: bool) -> str:
+    """The line for Ctrl-C: how far the copy got, and what is left on disk."""
+    text = f"interrupted after {_amount(done, total)}"
+    if dst == "-" or not created:
+        return text + ("" if dst == "-" else f"; nothing written to {dst!r}")
+    try:
+        size = os.stat(dst).st_size
+    except OSError:
+        return text
+    return f"{text}; partial copy left in {dst!r} ({size} bytes): remove it or copy again"
+
+
 def run(args: argparse.Namespace) -> int:
+    """Copy ``args.src`` to ``args.dst``; 0, or raise :class:`CopyError`; 130 after Ctrl-C."""
     src, dst, quiet = args.src, args.dst, args.quiet
-    fsrc = fdst = None
+    fsrc: IO[bytes] | None = None
+    fdst: IO[bytes] | None = None
     bar = None
+    count = _Count()
+    total: int | None = None
+    opened = False  # the destination has been opened (created or truncated)
     try:
         dst = _target(src, dst)
         fsrc, st = _open_source(src)
         fdst = _open_target(src, dst, st)
+        opened = True
         total = max(0, st.st_size - fsrc.tell()) if stat.S_ISREG(st.st_mode) else None
         if not quiet and sys.stderr.isatty():
             bar = Progress(sys.stderr, total)
             bar.update(0)
         start = time.monotonic()
-        try:
-            done, method = _copy(fsrc, fdst, bar)
-        except OSError as exc:
-            raise CopyError(f"error copying {src!r} to {dst!r}: {_describe(exc)}") from None
+        done, method = _copy_or_fail(fsrc, fdst, bar, count, src, dst)
         written, fdst = fdst, None
         _close(written, dst)
         seconds = time.monotonic() - start
@@ -200,15 +255,20 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 0
-    except CopyError as exc:
+    except (CopyError, BrokenPipeError):
         if bar is not None:
             sys.stderr.write("\n")  # keep the message off the bar's line
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return 1
+        raise  # main() prints the error with the prefix; a closed pipe, nothing
     except KeyboardInterrupt:
         if bar is not None:
             sys.stderr.write("\n")
-        raise
+        leftover, fdst = fdst, None
+        try:
+            _close(leftover, dst)  # flush what was copied, so its size is on disk
+        except CopyError:
+            pass
+        error("copy", _interrupted(count.done, total, dst, opened))
+        return EXIT_INTERRUPTED
     finally:
         for leftover in (fdst, fsrc):
             try:
@@ -223,9 +283,18 @@ def add_parser(sub: Any) -> None:
         help="copy a file through the kernel, with a progress bar",
         description="Copy SRC to DST with zerocopy.copyfileobj (copy_file_range, sendfile, "
         "splice where they work).  DST may be a directory.  '-' means stdin or stdout.  "
-        "A progress bar on a terminal, else one summary line, both on stderr.",
+        "A progress bar on a terminal, else one summary line, both on stderr.  "
+        "Ctrl-C stops the copy with status 130, saying how far it got; the partial "
+        "DST is left in place, as cp leaves it.  When stdout's reader goes away "
+        "(| head), the copy stops quietly with status 141, as cat does.",
     )
     parser.add_argument("src", metavar="SRC", help="file to copy, or - for standard input")
     parser.add_argument("dst", metavar="DST", help="file or directory, or - for standard output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (default: a progress bar on a terminal, "
+        "else a summary line)",
+    )
     parser.set_defaults(func=run)

@@ -1,4 +1,9 @@
-"""``python -m zerocopy info``: what a bug report needs to know about this machine."""
+"""``python -m zerocopy info``: what a bug report needs to know about this machine.
+
+``--json`` prints :func:`collect`'s dict, every value typed: numbers as JSON
+numbers, yes/no as booleans, ``null`` for what could not be read (and, in
+``memlock_limit``, for no limit).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 from typing import Any
 
 from .. import _backend, _constants, _extension
+from . import UserError
 
 __all__ = ["add_parser", "collect", "run"]
 
@@ -31,26 +37,32 @@ def paths(features: frozenset[str]) -> dict[str, str]:
     }
 
 
-def _read(path: str) -> str | None:
+def _read_int(path: str) -> int | None:
+    """The integer in a /proc file; None where it cannot be read (not Linux, no /proc)."""
     try:
         with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
+            return int(f.read().strip())
+    except (OSError, ValueError):
         return None
 
 
-def _limit(value: int) -> str:
-    if resource is None:
-        return "unknown"
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+def _limit(value: int) -> int | None:
+    """An rlimit in bytes; None for RLIM_INFINITY."""
+    return None if resource is None or value == resource.RLIM_INFINITY else int(value)
 
 
-def _bytes(value: str) -> str:
-    return value if not value.isdigit() else f"{value} bytes ({int(value) // 1024} KiB)"
+def _bytes(value: int | None) -> str:
+    return "unlimited" if value is None else f"{value} bytes ({value // 1024} KiB)"
 
 
 def collect() -> dict[str, Any]:
-    """Return every figure ``info`` prints, as plain data."""
+    """Return every figure ``info`` prints, as plain data with typed values.
+
+    ``pipe_max_size`` and ``optmem_max`` are ints (None: unreadable);
+    ``memlock_limit`` is ``{"soft": int | None, "hard": int | None}`` in
+    bytes, None meaning unlimited (the whole entry None where there are no
+    rlimits); ``features`` maps each name to a bool.
+    """
     import zerocopy
 
     backend = _backend.current()
@@ -79,13 +91,14 @@ def collect() -> dict[str, Any]:
         "kernel": platform.release(),
         "machine": platform.machine(),
         "features": {name: name in features for name in sorted(_constants.FEATURE_NAMES)},
-        "pipe_max_size": _read("/proc/sys/fs/pipe-max-size"),
-        "optmem_max": _read("/proc/sys/net/core/optmem_max"),
-        "memlock_limit": {"soft": _limit(soft), "hard": _limit(hard)},
+        "pipe_max_size": _read_int("/proc/sys/fs/pipe-max-size"),
+        "optmem_max": _read_int("/proc/sys/net/core/optmem_max"),
+        "memlock_limit": None if resource is None else {"soft": _limit(soft), "hard": _limit(hard)},
     }
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the figures (text or JSON); 1 when --require-extension is not met."""
     data = collect()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -94,12 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if args.require_extension and data["compiled_module"] != "loaded":
         # Exit status 1 lets an install script or a container build stop on a
         # copy that fell back to the os backend.
-        print(
-            "zerocopy info: --require-extension: the compiled module is not loaded; "
-            f"rebuild it with: {data['rebuild_command']}",
-            file=sys.stderr,
+        raise UserError(
+            "--require-extension: the compiled module is not loaded; "
+            f"rebuild it with: {data['rebuild_command']}"
         )
-        return 1
     return 0
 
 
@@ -115,12 +126,15 @@ def _print_text(data: dict[str, Any]) -> None:
     rows += [("platform", data["platform"])]
     rows += [(f"{k} uses", v) for k, v in data["paths"].items()]
     rows += [(f"  {k}", "yes" if v else "no") for k, v in data["features"].items()]
+    memlock = data["memlock_limit"]
     rows += [
-        ("pipe-max-size", data["pipe_max_size"] or "unknown"),
-        ("optmem_max", data["optmem_max"] or "unknown"),
+        ("pipe-max-size", _unknown(data["pipe_max_size"])),
+        ("optmem_max", _unknown(data["optmem_max"])),
         (
             "memlock limit",
-            "{} (hard {})".format(*map(_bytes, data["memlock_limit"].values())),
+            "unknown"
+            if memlock is None
+            else f"{_bytes(memlock['soft'])} (hard {_bytes(memlock['hard'])})",
         ),
     ]
     width = max(len(k) for k, _ in rows)
@@ -130,12 +144,29 @@ def _print_text(data: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+def _unknown(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("info", help="show backend, features and kernel limits")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser = sub.add_parser(
+        "info",
+        help="show backend, features and kernel limits",
+        description="Print what a bug report needs: zerocopy's version and backend, "
+        "whether the compiled module loads (and the command that rebuilds it), Python, "
+        "the kernel, which system call each function uses here, the features, "
+        "pipe-max-size, optmem_max and the memlock limit.",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON, every value typed: numbers, booleans, null for unknown "
+        "(default: aligned text)",
+    )
     parser.add_argument(
         "--require-extension",
         action="store_true",
-        help="exit with status 1 when the compiled module does not load",
+        help="exit with status 1 when the compiled module does not load, as an install "
+        "check (default: report it and exit 0)",
     )
     parser.set_defaults(func=run)

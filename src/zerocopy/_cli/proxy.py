@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import relay
 from .accepting import PAUSE_ERRNOS, AcceptGate, add_max_connections
+from .serve import listen_error
 
 __all__ = ["add_parser", "parse_address", "run", "serve"]
 
@@ -195,12 +196,12 @@ def _start(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Forward until Ctrl-C (status 0); :class:`UserError` when it cannot listen."""
     host, port = args.listen
     try:
         listener = _listen(host, port)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", host, port, exc)
-        return 1
+        raise listen_error(host, port, exc) from None
     with listener:
         bound = listener.getsockname()
         log.info("at most %s connections at once", args.max_connections or "unlimited")

@@ -20,14 +20,14 @@ import logging
 import mimetypes
 import os
 import socket
-import sys
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from ..http import ZeroCopyHTTPRequestHandler
+from . import UserError
 from .accepting import AcceptGate, add_max_connections
 
-__all__ = ["DEFAULT_TIMEOUT", "add_parser", "make_server", "run"]
+__all__ = ["DEFAULT_TIMEOUT", "add_parser", "listen_error", "make_server", "parse_port", "run"]
 
 log = logging.getLogger("zerocopy.serve")
 
@@ -131,19 +131,33 @@ def make_server(
     return Server(sockaddr, Handler)  # type: ignore[arg-type]  # an AF_INET(6) address
 
 
+def listen_error(host: str | None, port: int, exc: OSError) -> UserError:
+    """The one line for a listener that could not be made: unknown host, port in use, EACCES."""
+    if isinstance(exc, socket.gaierror):
+        return UserError(f"cannot resolve {host!r}: {exc.strerror or exc}")
+    where = f"[{host}]" if host and ":" in host else host or "*"
+    # socket.create_server's strerror has the address appended: say it once.
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return UserError(f"cannot listen on {where}:{port}: {reason}")
+
+
 def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (status 0); :class:`UserError` when it cannot start."""
     directory = args.directory if args.directory is not None else os.getcwd()
     if not os.path.isdir(directory):
-        print(f"python -m zerocopy serve: not a directory: {directory}", file=sys.stderr)
-        return 2
-    with make_server(
-        directory,
-        args.bind,
-        args.port,
-        args.protocol,
-        timeout=args.timeout or None,
-        max_connections=args.max_connections or None,
-    ) as httpd:
+        raise UserError(f"not a directory: {directory}", status=2)
+    try:
+        server = make_server(
+            directory,
+            args.bind,
+            args.port,
+            args.protocol,
+            timeout=args.timeout or None,
+            max_connections=args.max_connections or None,
+        )
+    except OSError as exc:
+        raise listen_error(args.bind, args.port, exc) from None
+    with server as httpd:
         log.info(
             "at most %s connections at once, timeout %s",
             args.max_connections or "unlimited",
@@ -164,7 +178,8 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="serve a directory over HTTP, file bodies with sendfile",
         description="Serve DIR over HTTP like 'python -m http.server', sending file bodies "
-        "with sendfile(2) and answering single byte ranges.",
+        "with sendfile(2) and answering single byte ranges.  Ctrl-C stops it (status 0); "
+        "a port in use, an unknown host or a missing permission exits with status 1.",
     )
     parser.add_argument(
         "directory", nargs="?", metavar="DIR", help="serve this directory (default: current)"
@@ -173,7 +188,11 @@ def add_parser(sub: Any) -> None:
         "-b", "--bind", metavar="ADDRESS", help="bind to this address (default: all interfaces)"
     )
     parser.add_argument(
-        "--port", type=int, default=8000, help="bind to this port (default: %(default)s)"
+        "--port",
+        type=parse_port,
+        default=8000,
+        metavar="PORT",
+        help="bind to this port, 0 to 65535; 0 picks a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--protocol",
@@ -193,6 +212,13 @@ def add_parser(sub: Any) -> None:
     )
     add_max_connections(parser, FDS_PER_CONNECTION, "a socket and the file it is sent")
     parser.set_defaults(func=run)
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, 0 to 65535, for argparse (the kernel would silently take 99999 modulo 65536)."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port from 0 to 65535: {text!r}")
+    return int(text)
 
 
 def _seconds(text: str) -> float:
