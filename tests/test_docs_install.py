@@ -12,12 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "docs" / "install.md"
 
-#: Files left out of the scan because another change owns their hint
-#: (bench's --plot message, issue 26's bench part): drop the entry once that
-#: change is merged.
-PENDING = {"src/zerocopy/_cli/bench.py"}
-
-
 def _extras() -> list[str]:
     with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
@@ -44,8 +38,6 @@ class TestInstallLines:
         found = {}
         for path in _scanned():
             rel = path.relative_to(ROOT).as_posix()
-            if rel in PENDING:
-                continue
             text = path.read_text(encoding="utf-8")
             lines = [n for n, line in enumerate(text.splitlines(), 1) if "zerocopy-io[" in line]
             if lines:
