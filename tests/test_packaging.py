@@ -120,13 +120,14 @@ class TestMetadata:
     def test_test_extra_holds_only_what_tests_need(self) -> None:
         """`test` has no docs or plotting tools; `docs`, `plot` and `dev` carry them.
 
-        `docs` also pulls in the integration extras: the API page's autodoc
-        imports zerocopy.aiohttp, zerocopy.uvicorn and zerocopy.anyio.
+        `docs` also pulls in the integration extras (the API page's autodoc
+        imports zerocopy.aiohttp, zerocopy.uvicorn and zerocopy.anyio) and the
+        furo theme.
         """
         extras = _project()["optional-dependencies"]
         test = _names(extras["test"])
-        assert not test & {"sphinx", "myst-parser", "matplotlib"}
-        assert _names(extras["docs"]) == {"sphinx", "myst-parser", "zerocopy-io"}
+        assert not test & {"sphinx", "myst-parser", "furo", "matplotlib"}
+        assert _names(extras["docs"]) == {"sphinx", "myst-parser", "furo", "zerocopy-io"}
         assert "zerocopy-io[aiohttp,uvicorn,anyio]" in extras["docs"]
         assert _names(extras["plot"]) == {"matplotlib"}
         assert extras["dev"] == ["zerocopy-io[test,docs,plot,lint]"]
