@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "docs" / "install.md"
 
+
 def _extras() -> list[str]:
     with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
