@@ -468,11 +468,65 @@ class TestRing:
             await asyncio.sleep(0)
             assert not parked.done()
             assert list(_fair._here.ring) == [b]
-            a.waited()
+            socket_ready = asyncio.get_running_loop().create_future()
+            waiting = asyncio.ensure_future(a.wait(socket_ready))
             await asyncio.wait_for(parked, 5)
             assert _fair._here.holder is b
             assert not _fair._here.ring
+            assert a.left == SLICE
+            socket_ready.set_result("ready")
             b.close()
+            assert await asyncio.wait_for(waiting, 5) == "ready"
+            assert _fair._here.holder is a
+            a.close()
+            assert _free()
+
+        run(main())
+
+    def test_back_from_waiting_gets_in_line(self, run: Runner) -> None:
+        """Its socket ready while another transfer holds the turn, a transfer parks behind it."""
+
+        async def main() -> None:
+            a, b, c = _turn(), _turn(), _turn()
+            socket_ready = asyncio.get_running_loop().create_future()
+            waiting = asyncio.ensure_future(a.wait(socket_ready))
+            await asyncio.sleep(0)
+            assert _free()  # nobody held the turn: nobody to pass it to
+            b.spend(SLICE)
+            await b.pause()  # b holds the turn
+            c.spend(SLICE)
+            c_parked = asyncio.ensure_future(c.pause())
+            await asyncio.sleep(0)
+            socket_ready.set_result(7)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert not waiting.done()  # in line behind c, not moving beside b
+            assert list(_fair._here.ring) == [c, a]
+            b.spend(SLICE)
+            b_parked = asyncio.ensure_future(b.pause())  # b's slice spent: c, then a
+            await asyncio.wait_for(c_parked, 5)
+            assert _fair._here.holder is c
+            assert not waiting.done()
+            c.close()
+            assert await asyncio.wait_for(waiting, 5) == 7
+            assert _fair._here.holder is a
+            a.close()
+            await asyncio.wait_for(b_parked, 5)
+            b.close()
+            assert _free()
+
+        run(main())
+
+    def test_lone_transfer_back_from_waiting_moves_at_once(self, run: Runner) -> None:
+        """Nobody holding the turn, a transfer back from waiting takes it without a checkpoint."""
+
+        async def main() -> None:
+            a = _turn()
+            ready = asyncio.get_running_loop().create_future()
+            ready.set_result(None)
+            await a.wait(ready)
+            assert _fair._here.holder is a
+            assert not _fair._here.ring
             a.close()
             assert _free()
 
@@ -492,19 +546,46 @@ class TestRing:
                 parked.append(asyncio.ensure_future(t.pause()))
             await asyncio.sleep(0)
             assert list(_fair._here.ring) == [b, c]
+            never = asyncio.get_running_loop().create_future()
             if woken:
-                a.waited()  # b is given the turn: cancelled before it runs
+                a_waits = asyncio.ensure_future(a.wait(never))
+                await asyncio.sleep(0)  # b is given the turn: cancelled before it runs
                 assert _fair._here.holder is b
             parked[0].cancel()
             with pytest.raises(asyncio.CancelledError):
                 await parked[0]
             if not woken:
-                a.waited()
+                a_waits = asyncio.ensure_future(a.wait(never))
             await asyncio.wait_for(parked[1], 5)  # c gets the turn either way
             assert _fair._here.holder is c
             assert not _fair._here.ring
+            a_waits.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await a_waits
             for t in (a, b, c):
                 t.close()
+            assert _free()
+
+        run(main())
+
+    def test_cancelled_back_in_line(self, run: Runner) -> None:
+        """Cancelled while parked after its wait: out of the line, the turn goes on."""
+
+        async def main() -> None:
+            a, b = _turn(), _turn()
+            b.spend(SLICE)
+            await b.pause()  # b holds the turn
+            ready = asyncio.get_running_loop().create_future()
+            ready.set_result(None)
+            waiting = asyncio.ensure_future(a.wait(ready))
+            await asyncio.sleep(0)
+            assert list(_fair._here.ring) == [a]
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert not _fair._here.ring
+            assert _fair._here.holder is b
+            b.close()
             assert _free()
 
         run(main())

@@ -15,15 +15,23 @@ MSG_ZEROCOPY sender; asyncio, uvloop and anyio alike):
   loop, the others wait in line (parked on an event of the loop, which
   costs nothing while they wait), and the next in line gets the turn when
   the one before spent its slice, waits for its socket or ends.  Alone, a
-  busy transfer lets the loop turn once (a checkpoint) and goes on.
+  busy transfer lets the loop turn once (a checkpoint) and goes on;
+* a transfer whose socket was full gives its turn up while it waits
+  (:meth:`Turn.wait`), and when its socket has room it moves at once only
+  if no other transfer holds the turn; otherwise it gets in line too.
 
 So one turn of the loop carries one slice of bulk work, however many bodies
-are busy, plus whatever transfers come back from waiting for their sockets.
+are busy or come back from waiting at once.
 A first version split one slice per turn among the busy transfers (1/n
 each): the same bytes per turn, but n calls and n task switches for them;
 taking turns made one call of each turn, and beside 32 downloads moved 1.5x
 the bytes at half the server's CPU per GiB, and the 4 KiB request's p50 went
-from 3 ms to 1 ms (docs/benchmarks.md, "Servers under load").
+from 3 ms to 1 ms (docs/benchmarks.md, "Servers under load").  A second
+version let transfers back from waiting move at once, beside the one whose
+turn it was: with 32 downloads whose sockets drain together, one turn could
+carry dozens of slices, and the 4 KiB request's p99 was 4.4-6.2 ms; getting
+in line brought it to 2.5-3.6 ms at the same or better throughput
+(docs/benchmarks.md, "Back from waiting, in line").
 Nothing else ready, a lone transfer moves a whole slice per call and the
 checkpoint costs one turn of the loop: throughput stays the kernel's.
 Blocking forms (a thread of their own) are not bound by the rule.  An event
@@ -41,8 +49,8 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ._constants import MAX_RW_COUNT
 
@@ -50,6 +58,8 @@ if TYPE_CHECKING:
     from ._loop import Loop
 
 __all__ = ["RELAY_SLICE", "SLICE", "Turn", "parse_slice"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("zerocopy")
 
@@ -115,8 +125,8 @@ class Turn:
 
     ``left`` is what the next kernel call may ask for.  After each call,
     ``spend(n)``; when it says the slice is spent, ``await pause()``.
-    Before waiting for a socket, ``waited()``; when the transfer ends, however
-    it ends, ``close()``.
+    Wait for a socket through ``await wait(...)``; when the transfer ends,
+    however it ends, ``close()``.
     """
 
     __slots__ = ("left", "loop", "size", "wake")
@@ -152,14 +162,7 @@ class Turn:
             return
         if here.holder is self:
             self._pass()
-        waited, self.wake = self.loop.event()
-        here.ring.append(self)
-        try:
-            await waited
-        except BaseException:
-            # Cancelled: parked still, or given the turn it will not take.
-            self.close()
-            raise
+        await self._park()
 
     def _pass(self) -> None:
         here = _here
@@ -170,11 +173,36 @@ class Turn:
             assert wake is not None
             wake()
 
-    def waited(self) -> None:
-        """About to wait for a socket: the turn goes on to the next in line."""
+    async def wait(self, waiting: Awaitable[T]) -> T:
+        """Await *waiting* (a socket's readiness) with the turn given up; then get in line.
+
+        The turn goes on to the next in line while this transfer waits.  Back
+        from the wait, it moves at once if no other transfer holds the turn,
+        and parks behind the busy ones otherwise.
+        """
         self.left = self.size
-        if _here.holder is self:
+        here = _here
+        if here.holder is self:
             self._pass()
+        result = await waiting
+        if self.loop.shares_thread is False:
+            return result
+        if here.holder is None:
+            here.holder = self
+            return result
+        await self._park()
+        return result
+
+    async def _park(self) -> None:
+        """Wait in line until :meth:`_pass` gives this transfer the turn."""
+        waited, self.wake = self.loop.event()
+        _here.ring.append(self)
+        try:
+            await waited
+        except BaseException:
+            # Cancelled: parked still, or given the turn it will not take.
+            self.close()
+            raise
 
     def close(self) -> None:
         """The transfer ended: it is no longer in line."""

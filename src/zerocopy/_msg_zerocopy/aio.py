@@ -215,9 +215,9 @@ class AsyncZeroCopySender:
                         # message that is not a completion (a timestamp, say)
                         # wakes writers too and stays up.  Back off, not spin.
                         await loop.sleep(_TICK_TIMER_ONLY)
-                    if turn is not None:
-                        turn.waited()  # the loop's turn goes on while this one waits
-                    woken = await ready.wait(writable=True, timeout=None)
+                    waiting = ready.wait(writable=True, timeout=None)
+                    # The loop's turn goes on while this one waits (zerocopy._fair).
+                    woken = await (waiting if turn is None else turn.wait(waiting))
                     continue
                 if relay is not None:
                     relay.sent()

@@ -111,8 +111,7 @@ async def _rounds(
             left = timeout - (loop.now() - last_progress)
             if left <= 0:
                 raise TimeoutError(errno.ETIMEDOUT, "relay: idle timeout")
-        turn.waited()
-        await waiter.wait(left)
+        await turn.wait(waiter.wait(left))  # the turn given up meanwhile
 
 
 def _check_idle_side(sock: socket.socket, hung_up: set[int]) -> None:

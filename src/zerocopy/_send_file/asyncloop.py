@@ -43,9 +43,8 @@ class _Sender:
         self.turn = Turn(loop)  # the fairness rule: see zerocopy._fair
 
     async def writable(self) -> None:
-        """Wait for room in the socket, the turn given up meanwhile."""
-        self.turn.waited()
-        await wait_key(self.waiter, (self.sock.fileno(), select.POLLOUT))
+        """Wait for room in the socket, the turn given up meanwhile (see zerocopy._fair)."""
+        await self.turn.wait(wait_key(self.waiter, (self.sock.fileno(), select.POLLOUT)))
 
     async def send_all(self, data: memoryview) -> None:
         self.tally.fold()
