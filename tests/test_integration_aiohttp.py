@@ -12,6 +12,7 @@ loop.  Evidence that the kernel carried the body: the current backend's
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import importlib
@@ -34,6 +35,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+import zerocopy._compat
+import zerocopy._localfs
 import zerocopy.aiohttp
 from netkit import Runner, record_sendfile
 
@@ -70,6 +73,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["open-in-thread", "open-on-loop"])
+def where_opened(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every test twice: files opened in a worker thread (aiohttp's way), and on the loop."""
+    monkeypatch.setattr(FileResponse, "open_on_loop", request.param)
+    return bool(request.param)
 
 
 # --- counting what the kernel moved -------------------------------------------------
@@ -722,3 +732,90 @@ class TestModule:
         resp = FileResponse("x.bin", chunk_size=1024, status=201, reason="R", headers={"A": "b"})
         assert isinstance(resp, web.FileResponse)
         assert (resp.status, resp.reason, resp.headers["A"]) == (201, "R", "b")
+
+
+# --- where the file is opened --------------------------------------------------------
+
+
+class RecordingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, noting the name of every function it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.calls: list[str] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(getattr(fn, "__name__", repr(fn)))
+        return super().submit(fn, *args, **kwargs)
+
+
+class TestWhereOpened:
+    """A file's stat, open and close: in a thread until known local, then on the loop."""
+
+    def _twice(self, run: Runner, root: Path, name: str) -> tuple[list[list[str]], list[bytes]]:
+        """Two GETs of *name*: the executor's calls during each, and the bodies."""
+
+        async def main() -> tuple[list[list[str]], list[bytes]]:
+            executor = RecordingExecutor()
+            asyncio.get_running_loop().set_default_executor(executor)
+            calls, bodies = [], []
+            async with serving(root) as base, _session() as session:
+                for _ in range(2):
+                    executor.calls.clear()
+                    status, _, body = await fetch(session, f"{base}/{name}")
+                    assert status == 200
+                    await asyncio.sleep(0.05)  # aiohttp's close is not awaited
+                    calls.append([c for c in executor.calls if c in ("_make_response", "close")])
+                    bodies.append(body)
+            return calls, bodies
+
+        return run(main())
+
+    def test_learned_local(
+        self, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Default: the first request opens in a thread, the next (a local file) on the loop."""
+        monkeypatch.setattr(FileResponse, "open_on_loop", None)
+        data = random.Random(5).randbytes(70_001)
+        (tmp_path / "f.bin").write_bytes(data)
+        dev = (tmp_path / "f.bin").stat().st_dev
+        assert zerocopy._localfs.fs_type(dev) in zerocopy._localfs.LOCAL_TYPES, "tmp is not local"
+        calls, bodies = self._twice(run, tmp_path, "f.bin")
+        assert calls == [["_make_response", "close"], []]
+        assert bodies == [data, data]
+
+    def test_unknown_filesystem_stays_in_thread(
+        self, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file on a filesystem not known local (NFS, say): every request opens in a thread."""
+        monkeypatch.setattr(FileResponse, "open_on_loop", None)
+        monkeypatch.setattr(zerocopy._localfs, "LOCAL_TYPES", frozenset({"no-such-fs"}))
+        (tmp_path / "f.bin").write_bytes(b"x" * 5000)
+        calls, bodies = self._twice(run, tmp_path, "f.bin")
+        assert calls == [["_make_response", "close"]] * 2
+        assert bodies == [b"x" * 5000] * 2
+
+    @pytest.mark.parametrize("setting", [False, True])
+    def test_setting(
+        self, tmp_path: Path, run: Runner, monkeypatch: pytest.MonkeyPatch, setting: bool
+    ) -> None:
+        """open_on_loop False: always a thread (aiohttp's way); True: never."""
+        monkeypatch.setattr(FileResponse, "open_on_loop", setting)
+        (tmp_path / "f.bin").write_bytes(b"y" * 5000)
+        calls, bodies = self._twice(run, tmp_path, "f.bin")
+        assert calls == ([[]] * 2 if setting else [["_make_response", "close"]] * 2)
+        assert bodies == [b"y" * 5000] * 2
+
+    def test_older_aiohttp_keeps_its_prepare(self) -> None:
+        """A prepare that is not the one repeated (other names in its code): aiohttp's own runs."""
+
+        class Other(web.FileResponse):
+            async def prepare(self, request: web.BaseRequest) -> Any:
+                return await self.something_else(request)  # type: ignore[attr-defined]
+
+        missing = zerocopy._compat.aiohttp_prepare_missing(Other, aiohttp.web_fileresponse)
+        assert missing == ["FileResponse.prepare as in aiohttp 3.11.18 to 3.14"]
+        assert (
+            zerocopy._compat.aiohttp_prepare_missing(web.FileResponse, aiohttp.web_fileresponse)
+            == []
+        )

@@ -39,6 +39,8 @@ __all__ = [
     "BUFFERED_SIZEOF_BASE",
     "aiohttp_hook_sendfile",
     "aiohttp_missing_hooks",
+    "aiohttp_prepare",
+    "aiohttp_prepare_missing",
     "aiohttp_response_path",
     "aiohttp_sendfile_fallback",
     "anyio_is_asyncio_tcp",
@@ -325,6 +327,121 @@ async def aiohttp_sendfile_fallback(
     """
     done: _Writer = await response._sendfile_fallback(writer, fobj, offset, count)
     return done  # aiohttp returns the writer it was given
+
+
+#: The names aiohttp's ``FileResponse.prepare`` uses, 3.11.18 to 3.14.5 (the
+#: same body in all of them): :func:`aiohttp_prepare` is that body with the
+#: open and close on the loop, so it runs only where prepare still is it.
+_AIOHTTP_PREPARE_NAMES = frozenset(
+    {
+        *("ACCEPT_ENCODING", "HTTPForbidden", "HTTPNotFound", "NOT_ACCEPTABLE", "NOT_MODIFIED"),
+        *("OSError", "PRE_CONDITION_FAILED", "PermissionError", "_CLOSE_FUTURES"),
+        *("_FileResponseResult", "_make_response", "_not_modified", "_precondition_failed"),
+        *("_prepare_open_file", "add", "add_done_callback", "asyncio", "close", "get"),
+        *("get_running_loop", "hdrs", "headers", "lower", "prepare", "remove"),
+        *("run_in_executor", "set_status", "st_mtime", "st_mtime_ns", "st_size", "status_code"),
+        "super",
+    }
+)
+
+
+def aiohttp_prepare_missing(file_response: type, fileresponse: Any) -> list[str]:
+    """What :func:`aiohttp_prepare` needs of aiohttp and this aiohttp lacks; [] if none.
+
+    aiohttp 3.11.18 to 3.14 have it all: ``FileResponse.prepare`` with the
+    body :func:`aiohttp_prepare` repeats (checked by the names its code
+    uses), the private ``_make_response(request, accept_encoding)`` (stat and
+    open, which aiohttp runs in a worker thread), the coroutines
+    ``_prepare_open_file``, ``_not_modified``, ``_precondition_failed``, the
+    ``_FileResponseResult`` members and the ``_path`` set in ``__init__``.
+    Older ones (3.10, 3.11.0) open in more steps; there the caller keeps
+    aiohttp's own prepare.
+    """
+    missing = []
+    prepare = getattr(getattr(file_response, "prepare", None), "__code__", None)
+    if prepare is None or frozenset(prepare.co_names) != _AIOHTTP_PREPARE_NAMES:
+        missing.append("FileResponse.prepare as in aiohttp 3.11.18 to 3.14")
+    if _method_missing(file_response, "_make_response", ["self", "request", "accept_encoding"]):
+        missing.append("FileResponse._make_response(self, request, accept_encoding)")
+    for name, params in (
+        ("_prepare_open_file", ["self", "request", "fobj", "st", "file_encoding"]),
+        ("_not_modified", ["self", "request", "etag_value", "last_modified"]),
+        ("_precondition_failed", ["self", "request"]),
+    ):
+        method = getattr(file_response, name, None)
+        if _parameters(method) != params or not inspect.iscoroutinefunction(method):
+            missing.append(f"async FileResponse.{name}({', '.join(params)})")
+    result = getattr(fileresponse, "_FileResponseResult", None)
+    members = ("SEND_FILE", "NOT_ACCEPTABLE", "PRE_CONDITION_FAILED", "NOT_MODIFIED")
+    if result is None or not all(hasattr(result, m) for m in members):
+        missing.append(f"web_fileresponse._FileResponseResult.{{{','.join(members)}}}")
+    if "_path" not in _stored_attributes(getattr(file_response, "__init__", None)):
+        missing.append("FileResponse._path")
+    return missing
+
+
+_CLOSING: set[Any] = set()  # closes in worker threads, held until done (as aiohttp holds them)
+
+
+async def aiohttp_prepare(
+    response: Any,
+    request: Any,
+    file_response: type,
+    fileresponse: Any,
+    on_loop: Callable[[str], bool],
+    learn: Callable[[str, int], object],
+) -> Any:
+    """aiohttp's ``FileResponse.prepare`` (3.11.18 to 3.14), the file opened where *on_loop* says.
+
+    *on_loop(path)* says whether the stat and open of the response's path
+    may run on the event loop (a file known to live on a local filesystem);
+    otherwise they run in the loop's default executor, as aiohttp's, and
+    *learn(path, st_dev)* is told where the file turned out to be.  The
+    file is closed the same way.  Everything else is aiohttp's code, step
+    for step: 403 and 404, preconditions, 304, then ``_prepare_open_file``.
+    Only where :func:`aiohttp_prepare_missing` found nothing missing.
+    """
+    import asyncio
+
+    stream_prepare = super(file_response, response).prepare  # type: ignore[arg-type]
+    accept_encoding = request.headers.get("Accept-Encoding", "").lower()
+    path = str(response._path)
+    inline = on_loop(path)
+    loop = asyncio.get_running_loop()
+    try:
+        if inline:
+            result, fobj, st, file_encoding = response._make_response(request, accept_encoding)
+        else:
+            result, fobj, st, file_encoding = await loop.run_in_executor(
+                None, response._make_response, request, accept_encoding
+            )
+            learn(path, st.st_dev)
+    except PermissionError:
+        response.set_status(403)
+        return await stream_prepare(request)
+    except OSError:
+        # FileNotFoundError, or a loop of symlinks: aiohttp's 404.
+        response.set_status(404)
+        return await stream_prepare(request)
+    results = fileresponse._FileResponseResult
+    if result is results.NOT_ACCEPTABLE:  # not a regular file
+        response.set_status(403)
+        return await stream_prepare(request)
+    if result is results.PRE_CONDITION_FAILED:
+        return await response._precondition_failed(request)
+    if result is results.NOT_MODIFIED:
+        etag_value = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+        return await response._not_modified(request, etag_value, st.st_mtime)
+    try:
+        return await response._prepare_open_file(request, fobj, st, file_encoding)
+    finally:
+        if inline:
+            fobj.close()
+        else:
+            # Not awaited, as aiohttp's: the connection goes on meanwhile.
+            closing = loop.run_in_executor(None, fobj.close)
+            _CLOSING.add(closing)
+            closing.add_done_callback(_CLOSING.discard)
 
 
 def aiohttp_response_path(response: Any) -> object:
