@@ -146,9 +146,14 @@ TARGETS = [
 # --- the servers' applications (run in the server processes) ------------------------
 
 
-def starlette_app() -> Any:
+def starlette_app(stat_on_loop: bool = False) -> Any:
     """The ASGI servers' ``--factory``: a Starlette app, ``/NAME``: FileResponse of
-    $ZEROCOPY_BENCH_DIR/NAME (bench_serve.py serves more than one file)."""
+    $ZEROCOPY_BENCH_DIR/NAME (bench_serve.py serves more than one file).
+
+    Starlette's ``FileResponse(path)`` stats the file in a worker thread
+    (``anyio.to_thread``); with *stat_on_loop* the app stats it on the loop
+    and passes ``stat_result``, as an app serving local files can.
+    """
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, PlainTextResponse
     from starlette.routing import Route
@@ -157,12 +162,20 @@ def starlette_app() -> Any:
 
     async def file(request: Any) -> FileResponse:
         # The router's "/{name}" matches no "/": a name in the directory.
-        return FileResponse(os.path.join(directory, request.path_params["name"]))
+        path = os.path.join(directory, request.path_params["name"])
+        if stat_on_loop:
+            return FileResponse(path, stat_result=os.stat(path))
+        return FileResponse(path)
 
     async def loop(request: Any) -> PlainTextResponse:
         return PlainTextResponse(_loop_name())
 
     return Starlette(routes=[Route(LOOP_PATH, loop), Route("/{name}", file)])
+
+
+def starlette_app_stat_on_loop() -> Any:
+    """:func:`starlette_app`, stat on the loop (``--factory`` takes no arguments)."""
+    return starlette_app(stat_on_loop=True)
 
 
 def _loop_name() -> str:
@@ -227,12 +240,12 @@ class Variant:
     argv: Callable[[int, str], list[str]] | None
 
 
-def uvicorn_argv(http: str) -> Callable[[int, str], list[str]]:
-    """uvicorn serving ``starlette_app`` (its directory in $ZEROCOPY_BENCH_DIR) with *http*."""
+def uvicorn_argv(http: str, app: str = "starlette_app") -> Callable[[int, str], list[str]]:
+    """uvicorn serving *app* (its directory in $ZEROCOPY_BENCH_DIR) with *http*."""
     here = os.path.dirname(os.path.abspath(__file__))
     return lambda port, directory: [
         *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", here),
-        *("bench_frameworks:starlette_app", "--http", http, "--loop", "asyncio"),
+        *(f"bench_frameworks:{app}", "--http", http, "--loop", "asyncio"),
         *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
         *("--log-level", "warning", "--lifespan", "off", "--ws", "none"),
     ]

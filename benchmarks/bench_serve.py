@@ -12,6 +12,10 @@ directory: a big file (100 MiB), a small one (4 KiB) and a keep-alive one
 3. ``uvicorn``: the same app under stock uvicorn (``--http httptools --loop
    asyncio``);
 4. ``uvicorn+zerocopy``: under ``--http zerocopy.uvicorn:HttpToolsProtocol``;
+   and both again with the app's ``stat`` on the loop (``uvicorn (stat on
+   loop)``, ``uvicorn+zerocopy (stat on loop)``): Starlette's
+   ``FileResponse(path)`` stats the file in a worker thread, which on busy
+   cores waits for a CPU; an app can pass ``stat_result`` instead;
 5. ``aiohttp asyncio`` / 6. ``aiohttp asyncio+zerocopy``: aiohttp's
    ``web.FileResponse`` / ``zerocopy.aiohttp.FileResponse`` on asyncio;
 7. ``aiohttp uvloop`` / 8. ``aiohttp uvloop+zerocopy``: the same on uvloop;
@@ -108,6 +112,7 @@ ISSUE_FIGURES = [
 #: The targets' candidates, and the same framework's stock path.
 STOCK = {
     "uvicorn+zerocopy": "uvicorn",
+    "uvicorn+zerocopy (stat on loop)": "uvicorn (stat on loop)",
     "aiohttp asyncio+zerocopy": "aiohttp asyncio",
     "aiohttp uvloop+zerocopy": "aiohttp uvloop",
 }
@@ -177,6 +182,26 @@ VARIANTS = [
     ),
     _framework(_FRAMEWORKS["uvicorn"]),
     _framework(_FRAMEWORKS["uvicorn+zerocopy"]),
+    _framework(
+        bf.Variant(
+            "uvicorn (stat on loop)",
+            "asyncio",
+            ("uvicorn", "httptools", "starlette"),
+            None,
+            bf.uvicorn_argv("httptools", "starlette_app_stat_on_loop"),
+        ),
+        "the app passes stat_result",
+    ),
+    _framework(
+        bf.Variant(
+            "uvicorn+zerocopy (stat on loop)",
+            "asyncio",
+            ("uvicorn", "httptools", "starlette"),
+            "zerocopy.uvicorn:HttpToolsProtocol",
+            bf.uvicorn_argv("zerocopy.uvicorn:HttpToolsProtocol", "starlette_app_stat_on_loop"),
+        ),
+        "the app passes stat_result",
+    ),
     _framework(_FRAMEWORKS["aiohttp asyncio"]),
     _framework(
         bf.Variant(

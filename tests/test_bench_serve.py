@@ -31,6 +31,8 @@ ORDER = [
     "granian",
     "uvicorn",
     "uvicorn+zerocopy",
+    "uvicorn (stat on loop)",
+    "uvicorn+zerocopy (stat on loop)",
     "aiohttp asyncio",
     "aiohttp asyncio+zerocopy",
     "aiohttp uvloop",
@@ -40,11 +42,13 @@ ORDER = [
 ]
 ZEROCOPY = {
     "uvicorn+zerocopy": "zerocopy.uvicorn:HttpToolsProtocol",
+    "uvicorn+zerocopy (stat on loop)": "zerocopy.uvicorn:HttpToolsProtocol",
     "aiohttp asyncio+zerocopy": "zerocopy.aiohttp:FileResponse",
     "aiohttp uvloop+zerocopy": "zerocopy.aiohttp:FileResponse",
 }
 STOCK = {
     "uvicorn+zerocopy": "uvicorn",
+    "uvicorn+zerocopy (stat on loop)": "uvicorn (stat on loop)",
     "aiohttp asyncio+zerocopy": "aiohttp asyncio",
     "aiohttp uvloop+zerocopy": "aiohttp uvloop",
 }
