@@ -191,6 +191,31 @@ def role_proxy_zerocopy(targets: list[int]) -> None:
     _serve_routes_threads(targets, handle)
 
 
+def role_proxy_hub(targets: list[int], hubs: int = 1) -> None:
+    """zerocopy's relay hub (issue 27): *hubs* hub threads, relays handed out in turn.
+
+    A thread per connection makes the upstream connection and waits; the
+    hub's thread moves the bytes, one C call per batch of wake-ups.
+    """
+    import itertools
+
+    from zerocopy._relay.hub import Hub, relay_on_hub
+
+    pool = itertools.cycle([Hub() for _ in range(hubs)])
+    lock = threading.Lock()
+
+    def handle(conn: socket.socket, target: int) -> None:
+        with lock:
+            hub = next(pool)
+        with conn, socket.create_connection(("127.0.0.1", target)) as up:
+            try:
+                relay_on_hub(hub, conn, up)
+            except OSError as exc:
+                print(f"relay: {exc!r}", file=sys.stderr, flush=True)
+
+    _serve_routes_threads(targets, handle)
+
+
 def role_proxy_python(targets: list[int]) -> None:
     """recv_into a 1 MiB buffer and sendall, a thread per direction."""
 
@@ -656,6 +681,7 @@ def _run_role(role: list[str]) -> int:
         targets, *more = rest
         {
             "zerocopy": role_proxy_zerocopy,
+            "hub": role_proxy_hub,
             "python": role_proxy_python,
             "asyncio": role_proxy_asyncio,
             "aio": role_proxy_aio,
@@ -669,6 +695,8 @@ def _run_role(role: list[str]) -> int:
 _ROLES: dict[str, tuple[str, ...]] = {
     "zerocopy.relay": ("zerocopy",),
     "zerocopy.relay (threads)": ("zerocopy",),
+    "zerocopy hub": ("hub",),
+    "zerocopy hub (2 threads)": ("hub", "2"),
     "python relay 1M": ("python",),
     "asyncio streams": ("asyncio",),
     "zerocopy.aio.relay": ("aio",),
@@ -688,6 +716,8 @@ def _start_proxies(
     if concurrent:
         wanted = [
             "zerocopy.relay (threads)",
+            "zerocopy hub",
+            "zerocopy hub (2 threads)",
             "python relay 1M",
             "asyncio streams",
             "asyncio raw 1M",
@@ -702,7 +732,7 @@ def _start_proxies(
                 "zerocopy.aio.relay (uvloop 2 processes)",
             ]
     else:
-        wanted = ["zerocopy.relay", "python relay 1M", "zerocopy.aio.relay"]
+        wanted = ["zerocopy.relay", "zerocopy hub", "python relay 1M", "zerocopy.aio.relay"]
     proxies: dict[str, Any] = {}
     for name in wanted:
         role, *extra = _ROLES[name]

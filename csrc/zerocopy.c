@@ -14,14 +14,17 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <linux/errqueue.h>
 
-#define ZC_ABI_VERSION 3
+#define ZC_ABI_VERSION 4
 
 #ifndef SO_ZEROCOPY
 #define SO_ZEROCOPY 60
@@ -52,6 +55,49 @@ struct zc_relay_state {
     int64_t in_pipe;
     int64_t delivered;
     int32_t err;
+};
+
+#ifndef SIOCATMARK
+#define SIOCATMARK 0x8905
+#endif
+
+/* What a hub direction waits for before zc_hub_run steps it. */
+#define ZC_WANT_NONE 0 /* nothing: Python holds it; errors on its sockets are reported */
+#define ZC_WANT_SRC 1  /* src readable */
+#define ZC_WANT_DST 2  /* dst writable */
+#define ZC_WANT_RUN 3  /* nothing: step it in the next round */
+
+/* zc_hub_dir.flags */
+#define ZC_HUB_STEP 1 /* zc_hub_run steps it; without, it reports the wait as ZC_HUB_READY */
+
+/* zc_hub_dir.ready: readiness seen by epoll and not yet used up by a step. */
+#define ZC_READY_SRC 1
+#define ZC_READY_DST 2
+#define ZC_READY_REPORTED 4 /* internal: reported in this call already */
+
+/* Why zc_hub_run reports a direction (zerocopy._constants repeats these values). */
+#define ZC_HUB_READY 1     /* a direction without ZC_HUB_STEP: what it waited for came */
+#define ZC_HUB_STOPPED 2   /* a step stopped for a decision: ZC_STEP_* in status */
+#define ZC_HUB_EVENT 3     /* an error or hang-up on a socket of a ZC_WANT_NONE direction */
+#define ZC_HUB_NEED_PIPE 4 /* due for a step, and no pipe */
+#define ZC_HUB_WOKEN 5     /* the wake-up descriptor (index -1) */
+
+struct zc_hub_dir {
+    int32_t src;
+    int32_t dst;
+    int32_t pipe_r;
+    int32_t pipe_w;
+    int64_t pipe_size;
+    struct zc_relay_state *state;
+    int32_t want;
+    int32_t flags;
+    int32_t ready;
+    int32_t status;
+};
+
+struct zc_hub_report {
+    int32_t index;
+    int32_t reason;
 };
 
 struct zc_completion {
@@ -182,6 +228,223 @@ static int zc_relay_step(int src, int pipe_r, int pipe_w, int dst,
         }
         state->in_pipe += n;
     }
+}
+
+/*
+ * Register `fd` in hub epoll set `epfd` (op EPOLL_CTL_ADD, _MOD or _DEL)
+ * with `events`, tagged with the hub directions it is the source of
+ * (`src_of`) and the destination of (`dst_of`), -1 for none.  Both -1 tags
+ * the hub's wake-up descriptor.  One system call.
+ */
+static int zc_hub_ctl(int epfd, int op, int fd, uint32_t events, int32_t src_of,
+                      int32_t dst_of)
+{
+    struct epoll_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = (uint64_t)(uint32_t)(src_of + 1) |
+                  ((uint64_t)(uint32_t)(dst_of + 1) << 32);
+    return epoll_ctl(epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &ev);
+}
+
+static int zc_hub_due(const struct zc_hub_dir *d)
+{
+    if (d->state == NULL) {
+        return 0; /* a free slot */
+    }
+    return d->want == ZC_WANT_RUN ||
+           (d->want == ZC_WANT_SRC && (d->ready & ZC_READY_SRC)) ||
+           (d->want == ZC_WANT_DST && (d->ready & ZC_READY_DST));
+}
+
+static void zc_hub_report_one(struct zc_hub_dir *dirs, int index, int reason,
+                              struct zc_hub_report *out, int *n_out)
+{
+    if (index >= 0) {
+        if (dirs[index].ready & ZC_READY_REPORTED) {
+            return;
+        }
+        dirs[index].ready |= ZC_READY_REPORTED;
+    }
+    out[*n_out].index = index;
+    out[*n_out].reason = reason;
+    (*n_out)++;
+}
+
+static int zc_hub_at_mark(int fd)
+{
+    int at = 0;
+    if (ioctl(fd, SIOCATMARK, &at) < 0) {
+        return 0; /* not TCP (a Unix socket): there is no mark */
+    }
+    return at != 0;
+}
+
+/* Milliseconds from now to `deadline`, 0 if it passed. */
+static int zc_ms_left(const struct timespec *deadline)
+{
+    struct timespec now;
+    int64_t ms;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (int64_t)(deadline->tv_sec - now.tv_sec) * 1000 +
+         (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    if (ms <= 0) {
+        return 0;
+    }
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/*
+ * The relay hub's pump: wait on `epfd` (edge-triggered registrations made
+ * with zc_hub_ctl) and run zc_relay_step for every direction of `dirs`
+ * that is due, round after round, until a direction needs a decision.
+ *
+ * A round: one epoll_wait (without waiting when a direction is due
+ * already), readiness noted in each direction's `ready`, then one step of
+ * at most `budget` bytes for every due direction, in index order (so one
+ * busy direction cannot starve the others: the fairness rule, per
+ * direction).  After a step, the direction waits for what stopped it:
+ * ZC_STEP_SRC_EMPTY -> ZC_WANT_SRC, ZC_STEP_DST_FULL -> ZC_WANT_DST,
+ * ZC_STEP_SPENT -> ZC_WANT_RUN.  Everything else is reported
+ * (ZC_HUB_STOPPED, the status in `status`, the direction left at
+ * ZC_WANT_NONE): end of stream, an error (EINTR included, so the caller's
+ * signal handlers run), a destination that took 0 bytes, and a source that
+ * gave nothing at its TCP urgent mark.  A direction without a pipe
+ * (pipe_r < 0) is reported ZC_HUB_NEED_PIPE instead of stepped, one without
+ * ZC_HUB_STEP ZC_HUB_READY; both are left at ZC_WANT_NONE.
+ *
+ * Returns the number of reports written to `out` (at most one per
+ * direction, plus the wake-up): after the first round that has any, after
+ * `max_rounds` rounds, when an epoll_wait of `timeout_ms` in all (-1: no
+ * limit) found nothing, or 0 on EINTR from epoll_wait.  -1 with errno on
+ * an epoll_wait failure, or EINVAL for arguments that cannot make a round
+ * (`max_out` below `ndirs` + 1, a budget or max_rounds below 1).  Counts are
+ * the directions' own `state`, exact however the call ends; no allocation.
+ * A slot whose `state` is NULL is free: never stepped nor reported.
+ */
+static int zc_hub_run(int epfd, struct zc_hub_dir *dirs, int ndirs, int64_t budget,
+                      int timeout_ms, int max_rounds, struct zc_hub_report *out,
+                      int max_out)
+{
+    struct epoll_event ev[64];
+    struct timespec deadline;
+    int n_out = 0;
+    int round, i, k, n;
+
+    if (ndirs < 0 || (ndirs > 0 && dirs == NULL) || out == NULL ||
+        max_out < ndirs + 1 || budget <= 0 || max_rounds <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (i = 0; i < ndirs; i++) {
+        dirs[i].ready &= ~ZC_READY_REPORTED;
+    }
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000L;
+        }
+    }
+    for (round = 0; round < max_rounds; round++) {
+        int wait_ms = 0;
+        int due = 0;
+
+        for (i = 0; i < ndirs && !due; i++) {
+            due = zc_hub_due(&dirs[i]);
+        }
+        if (!due) {
+            wait_ms = timeout_ms < 0 ? -1 : timeout_ms == 0 ? 0 : zc_ms_left(&deadline);
+        }
+        n = epoll_wait(epfd, ev, (int)(sizeof(ev) / sizeof(ev[0])), wait_ms);
+        if (n < 0) {
+            return errno == EINTR ? n_out : -1;
+        }
+        for (k = 0; k < n; k++) {
+            uint64_t tag = ev[k].data.u64;
+            uint32_t e = ev[k].events;
+            uint32_t s = (uint32_t)(tag & 0xffffffffu);
+            uint32_t t = (uint32_t)(tag >> 32);
+
+            if (tag == 0) {
+                zc_hub_report_one(dirs, -1, ZC_HUB_WOKEN, out, &n_out);
+                continue;
+            }
+            if (s > 0 && s <= (uint32_t)ndirs) {
+                struct zc_hub_dir *d = &dirs[s - 1];
+                if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+                    d->ready |= ZC_READY_SRC;
+                }
+                if (d->state != NULL && d->want == ZC_WANT_NONE && (e & (EPOLLERR | EPOLLHUP))) {
+                    zc_hub_report_one(dirs, (int)s - 1, ZC_HUB_EVENT, out, &n_out);
+                }
+            }
+            if (t > 0 && t <= (uint32_t)ndirs) {
+                struct zc_hub_dir *d = &dirs[t - 1];
+                if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+                    d->ready |= ZC_READY_DST;
+                }
+                if (d->state != NULL && d->want == ZC_WANT_NONE && (e & (EPOLLERR | EPOLLHUP))) {
+                    zc_hub_report_one(dirs, (int)t - 1, ZC_HUB_EVENT, out, &n_out);
+                }
+            }
+        }
+        for (i = 0; i < ndirs; i++) {
+            struct zc_hub_dir *d = &dirs[i];
+            int64_t before;
+            int status;
+
+            if (!zc_hub_due(d)) {
+                continue;
+            }
+            if (!(d->flags & ZC_HUB_STEP) || d->pipe_r < 0) {
+                d->want = ZC_WANT_NONE;
+                zc_hub_report_one(dirs, i, (d->flags & ZC_HUB_STEP) ? ZC_HUB_NEED_PIPE : ZC_HUB_READY,
+                                  out, &n_out);
+                continue;
+            }
+            before = d->state->delivered + d->state->in_pipe;
+            status = zc_relay_step(d->src, d->pipe_r, d->pipe_w, d->dst,
+                                   (size_t)d->pipe_size, budget, d->state);
+            d->status = status;
+            if (status == ZC_STEP_SRC_EMPTY) {
+                d->ready &= ~ZC_READY_SRC;
+                d->want = ZC_WANT_SRC;
+                if (d->state->delivered + d->state->in_pipe == before && zc_hub_at_mark(d->src)) {
+                    d->want = ZC_WANT_NONE; /* stopped at the urgent mark: Python reads past it */
+                    zc_hub_report_one(dirs, i, ZC_HUB_STOPPED, out, &n_out);
+                }
+            } else if (status == ZC_STEP_DST_FULL) {
+                d->ready &= ~ZC_READY_DST;
+                d->want = ZC_WANT_DST;
+            } else if (status == ZC_STEP_SPENT) {
+                d->want = ZC_WANT_RUN;
+            } else {
+                d->want = ZC_WANT_NONE;
+                zc_hub_report_one(dirs, i, ZC_HUB_STOPPED, out, &n_out);
+            }
+        }
+        if (n_out > 0) {
+            return n_out;
+        }
+        if (n == 0 && wait_ms != 0) {
+            return 0; /* waited the whole timeout: nothing due, nothing came */
+        }
+        if (timeout_ms == 0 && n == 0) {
+            int any = 0;
+            for (i = 0; i < ndirs && !any; i++) {
+                any = zc_hub_due(&dirs[i]);
+            }
+            if (!any) {
+                return 0;
+            }
+        }
+    }
+    return n_out;
 }
 
 /*

@@ -60,6 +60,38 @@ def backend(request: pytest.FixtureRequest) -> Iterator[ModuleType]:
         yield module
 
 
+@pytest.fixture(params=["thread", "hub"])
+def relay_engine(
+    request: pytest.FixtureRequest, backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Each relay test twice: ``zerocopy.relay`` in the caller's thread, and on a relay hub.
+
+    For "hub", ``zerocopy.relay`` (and a test module's own ``relay`` name)
+    runs the relay on a fresh :class:`~zerocopy._relay.hub.Hub`, closed (its
+    thread joined, its descriptors closed) when the test ends.
+    """
+    if request.param == "thread":
+        yield "thread"
+        return
+    import zerocopy
+    from zerocopy._relay.hub import Hub, relay_on_hub
+
+    hub = Hub()
+
+    def on_hub(
+        a: socket.socket, b: socket.socket, *, timeout: float | None = None
+    ) -> tuple[int, int]:
+        return relay_on_hub(hub, a, b, timeout)
+
+    monkeypatch.setattr(zerocopy, "relay", on_hub)
+    if getattr(request.module, "relay", None) is not None:
+        monkeypatch.setattr(request.module, "relay", on_hub)
+    try:
+        yield "hub"
+    finally:
+        hub.close()
+
+
 def only_backend(name: str) -> Iterator[ModuleType]:
     """Make backend *name* current, for behaviour that exists on one backend only.
 

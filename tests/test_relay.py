@@ -39,7 +39,7 @@ ODD = 64 * KiB + 17
 
 
 # Every test here fails if it leaves fds (pooled idle pipes aside) or threads.
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks", "relay_engine")
 
 
 # --- helpers ------------------------------------------------------------------

@@ -44,7 +44,7 @@ from faultkit.fuzz import (
     watchdog,
 )
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks", "relay_engine")
 
 
 class TestNet:

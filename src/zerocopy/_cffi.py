@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the no-compiler te
 
 __all__ = [
     "NAME",
+    "HubCore",
     "copy_file_range",
     "copy_file_range_at_positions",
     "parse_completions",
@@ -47,7 +49,7 @@ __all__ = [
 NAME = "cffi"
 
 #: Must equal ZC_ABI_VERSION in csrc/zerocopy.c; see the note in zerocopy.h.
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 
 if lib.zc_abi_version() != _ABI_VERSION:
     raise ImportError(
@@ -189,6 +191,66 @@ def relay_step(
         lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, _NULL)
         raise oserror(ffi.errno, "relay_step")
     return int(lib.zc_relay_step(src, pipe_r, pipe_w, dst, pipe_size, budget, state))
+
+
+class HubCore:
+    """A relay hub's epoll set and direction slots, stepped by ``zc_hub_run`` (csrc/zerocopy.c).
+
+    Slots are ``struct zc_hub_dir``: ``src``, ``dst``, ``pipe_r``, ``pipe_w``,
+    ``pipe_size``, ``state`` (a :func:`relay_state`, kept alive by its
+    owner), ``want``, ``flags``, ``ready``, ``status``.  Only the thread that
+    calls :meth:`run` touches them, between calls.  A free slot's ``state``
+    is :attr:`NULL`.
+    """
+
+    NULL = _NULL
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._epoll = select.epoll()
+        self.capacity = 0
+        self.slots: Any = None
+        self._out: Any = None
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Room for at least *capacity* slots; those in use keep their values."""
+        if capacity <= self.capacity:
+            return
+        slots = ffi.new("struct zc_hub_dir[]", capacity)
+        if self.capacity:
+            ffi.memmove(slots, self.slots, ffi.sizeof("struct zc_hub_dir") * self.capacity)
+        self.slots, self.capacity = slots, capacity
+        self._out = ffi.new("struct zc_hub_report[]", capacity + 1)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def register(
+        self, fd: int, events: int, src_of: int, dst_of: int, *, modify: bool = False
+    ) -> None:
+        """Watch *fd* for *events*, tagged with the slots it is the source and destination of."""
+        op = lib.EPOLL_CTL_MOD if modify else lib.EPOLL_CTL_ADD
+        if lib.zc_hub_ctl(self._epoll.fileno(), op, fd, events, src_of, dst_of) < 0:
+            raise oserror(ffi.errno, "epoll_ctl")
+
+    def unregister(self, fd: int) -> None:
+        if lib.zc_hub_ctl(self._epoll.fileno(), lib.EPOLL_CTL_DEL, fd, 0, -1, -1) < 0:
+            raise oserror(ffi.errno, "epoll_ctl")
+
+    def run(
+        self, used: int, budget: int, timeout_ms: int, max_rounds: int
+    ) -> list[tuple[int, int]]:
+        """One ``zc_hub_run`` over slots ``0..used-1``: ``(slot, HUB_*)`` needing a decision."""
+        out = self._out
+        n = lib.zc_hub_run(
+            self._epoll.fileno(), self.slots, used, budget, timeout_ms, max_rounds, out, used + 1
+        )
+        if n < 0:
+            raise oserror(ffi.errno, "zc_hub_run")
+        return [(r.index, r.reason) for r in out[0:n]]
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 def _records(out: Any, n: int) -> list[Completion]:

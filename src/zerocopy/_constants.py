@@ -10,9 +10,17 @@ import select
 
 __all__ = [
     "FEATURE_NAMES",
+    "HUB_EVENT",
+    "HUB_NEED_PIPE",
+    "HUB_READY",
+    "HUB_STEP",
+    "HUB_STOPPED",
+    "HUB_WOKEN",
     "MSG_ZEROCOPY",
     "POLLIN",
     "POLLOUT",
+    "READY_DST",
+    "READY_SRC",
     "SO_EE_CODE_ZEROCOPY_COPIED",
     "SO_EE_ORIGIN_ZEROCOPY",
     "SO_ZEROCOPY",
@@ -27,6 +35,10 @@ __all__ = [
     "STEP_SPENT",
     "STEP_SRC_EMPTY",
     "STEP_SRC_END",
+    "WANT_DST",
+    "WANT_NONE",
+    "WANT_RUN",
+    "WANT_SRC",
 ]
 
 SPLICE_F_MOVE = 0x01  #: A no-op since Linux 2.6.21; accepted for completeness.
@@ -66,3 +78,19 @@ STEP_SRC_END = 2  #: the source returned 0 (end of stream, or an urgent mark), p
 STEP_DST_FULL = 3  #: the destination would block; ``in_pipe`` bytes wait in the pipe
 STEP_SPENT = 4  #: the call delivered its whole byte budget
 STEP_DST_ZERO = 5  #: the destination took 0 bytes (never from a stream socket)
+
+# A relay hub's directions (csrc/zerocopy.c's ZC_WANT_*, ZC_HUB_*, ZC_READY_*,
+# checked against the compiled values by the tests): what each waits for ...
+WANT_NONE = 0  #: nothing: Python holds it (errors on its sockets are reported)
+WANT_SRC = 1  #: its source readable
+WANT_DST = 2  #: its destination writable
+WANT_RUN = 3  #: nothing: step it in the next round
+HUB_STEP = 1  #: flag: the hub's pump steps it (else it reports the wait)
+READY_SRC = 1  #: readiness seen and not used up: the source
+READY_DST = 2  #: ... the destination
+# ... and why the pump hands one back.
+HUB_READY = 1  #: a direction without HUB_STEP: what it waited for came
+HUB_STOPPED = 2  #: a step stopped for a decision: its STEP_* status in ``status``
+HUB_EVENT = 3  #: an error or hang-up on a socket of a WANT_NONE direction
+HUB_NEED_PIPE = 4  #: due for a step, and no pipe
+HUB_WOKEN = 5  #: the wake-up descriptor (index -1)

@@ -22,10 +22,19 @@ import os
 import select
 import socket
 import stat
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from ._constants import (
+    HUB_EVENT,
+    HUB_NEED_PIPE,
+    HUB_READY,
+    HUB_STEP,
+    HUB_STOPPED,
+    HUB_WOKEN,
+    READY_DST,
+    READY_SRC,
     SPLICE_F_NONBLOCK,
     STEP_DST_FULL,
     STEP_DST_ZERO,
@@ -33,12 +42,17 @@ from ._constants import (
     STEP_SPENT,
     STEP_SRC_EMPTY,
     STEP_SRC_END,
+    WANT_DST,
+    WANT_NONE,
+    WANT_RUN,
+    WANT_SRC,
 )
 from ._errors import UnsupportedOperation, oserror, reraise_as
 from ._tally import Tally
 
 __all__ = [
     "NAME",
+    "HubCore",
     "copy_file_range",
     "copy_file_range_at_positions",
     "probe",
@@ -272,6 +286,190 @@ def relay_step(
     except OSError as exc:
         state.err = exc.errno or 0
         return STEP_ERROR
+
+
+class HubSlot:
+    """The os backend's ``struct zc_hub_dir``: one relay direction of a hub."""
+
+    __slots__ = (
+        "dst",
+        "flags",
+        "pipe_r",
+        "pipe_size",
+        "pipe_w",
+        "ready",
+        "src",
+        "state",
+        "status",
+        "want",
+    )
+
+    def __init__(self) -> None:
+        self.src = self.dst = self.pipe_r = self.pipe_w = -1
+        self.pipe_size = 0
+        self.state: RelayState | None = None
+        self.want = WANT_NONE
+        self.flags = self.ready = self.status = 0
+
+
+_READY_REPORTED = 4
+_EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+_SIOCATMARK = 0x8905
+
+
+def _at_mark(fd: int) -> bool:
+    try:
+        import fcntl
+
+        return bool(int.from_bytes(fcntl.ioctl(fd, _SIOCATMARK, b"\0\0\0\0"), "little"))
+    except OSError:
+        return False  # not TCP: there is no mark
+
+
+def _report(slots: list[HubSlot], index: int, reason: int, out: list[tuple[int, int]]) -> None:
+    """One report per slot per call, as zc_hub_report_one."""
+    if index >= 0:
+        if slots[index].ready & _READY_REPORTED:
+            return
+        slots[index].ready |= _READY_REPORTED
+    out.append((index, reason))
+
+
+class HubCore:
+    """The cffi backend's ``HubCore`` over :mod:`select` and :func:`relay_step`.
+
+    :meth:`run` is ``zc_hub_run`` (csrc/zerocopy.c) written in Python, round
+    for round: the same steps, waits, reports and counts.  A free slot's
+    ``state`` is :attr:`NULL` (None).
+    """
+
+    NULL = None
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._epoll = select.epoll()
+        self._tags: dict[int, tuple[int, int]] = {}
+        self.slots: list[HubSlot] = []
+        self.capacity = 0
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Room for at least *capacity* slots; those in use keep their values."""
+        while len(self.slots) < capacity:
+            self.slots.append(HubSlot())
+        self.capacity = len(self.slots)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def register(
+        self, fd: int, events: int, src_of: int, dst_of: int, *, modify: bool = False
+    ) -> None:
+        """Watch *fd* for *events*, tagged with the slots it is the source and destination of."""
+        if modify:
+            self._epoll.modify(fd, events)
+        else:
+            self._epoll.register(fd, events)
+        self._tags[fd] = (src_of, dst_of)
+
+    def unregister(self, fd: int) -> None:
+        self._epoll.unregister(fd)
+        self._tags.pop(fd, None)
+
+    @staticmethod
+    def _due(d: HubSlot) -> bool:
+        if d.state is None:
+            return False
+        return (
+            d.want == WANT_RUN
+            or (
+                (d.want == WANT_SRC and d.ready & READY_SRC)
+                or (d.want == WANT_DST and d.ready & READY_DST)
+            )
+            != 0
+        )
+
+    def run(
+        self, used: int, budget: int, timeout_ms: int, max_rounds: int
+    ) -> list[tuple[int, int]]:
+        """``zc_hub_run`` over slots ``0..used-1``: the ``(slot, HUB_*)`` that need a decision."""
+        if used < 0 or used > len(self.slots) or budget <= 0 or max_rounds <= 0:
+            raise oserror(errno.EINVAL, "hub_run")
+        slots = self.slots[:used]
+        out: list[tuple[int, int]] = []
+        for d in slots:
+            d.ready &= ~_READY_REPORTED
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms > 0 else 0.0
+        for _ in range(max_rounds):
+            wait: float | None = 0
+            if not any(self._due(d) for d in slots):
+                if timeout_ms < 0:
+                    wait = None
+                elif timeout_ms > 0:
+                    wait = max(deadline - time.monotonic(), 0.0)
+            events = self._epoll.poll(wait, 64)
+            self._note(events, slots, out)
+            self._step_due(slots, budget, out)
+            if out:
+                return out
+            if not events and wait != 0:
+                return out  # waited the whole timeout: nothing due, nothing came
+            if timeout_ms == 0 and not events and not any(self._due(d) for d in slots):
+                return out
+        return out
+
+    def _note(
+        self, events: list[tuple[int, int]], slots: list[HubSlot], out: list[tuple[int, int]]
+    ) -> None:
+        """A round's readiness into each slot; wake-ups and errors on parked slots reported."""
+        used = len(slots)
+        for fd, e in events:
+            src_of, dst_of = self._tags.get(fd, (-1, -1))
+            if src_of < 0 and dst_of < 0:
+                _report(slots, -1, HUB_WOKEN, out)
+                continue
+            for index, bits, mask in (
+                (src_of, READY_SRC, select.EPOLLIN | select.EPOLLRDHUP | _EPOLLERR_HUP),
+                (dst_of, READY_DST, select.EPOLLOUT | _EPOLLERR_HUP),
+            ):
+                if not 0 <= index < used:
+                    continue
+                d = slots[index]
+                if e & mask:
+                    d.ready |= bits
+                if d.state is not None and d.want == WANT_NONE and e & _EPOLLERR_HUP:
+                    _report(slots, index, HUB_EVENT, out)
+
+    def _step_due(self, slots: list[HubSlot], budget: int, out: list[tuple[int, int]]) -> None:
+        """One step of every due slot, as a round of ``zc_hub_run`` makes them."""
+        for i, d in enumerate(slots):
+            if not self._due(d):
+                continue
+            if not d.flags & HUB_STEP or d.pipe_r < 0:
+                d.want = WANT_NONE
+                _report(slots, i, HUB_NEED_PIPE if d.flags & HUB_STEP else HUB_READY, out)
+                continue
+            state = d.state
+            assert state is not None
+            before = state.delivered + state.in_pipe
+            status = relay_step(d.src, d.pipe_r, d.pipe_w, d.dst, d.pipe_size, budget, state)
+            d.status = status
+            if status == STEP_SRC_EMPTY:
+                d.ready &= ~READY_SRC
+                d.want = WANT_SRC
+                if state.delivered + state.in_pipe == before and _at_mark(d.src):
+                    d.want = WANT_NONE
+                    _report(slots, i, HUB_STOPPED, out)
+            elif status == STEP_DST_FULL:
+                d.ready &= ~READY_DST
+                d.want = WANT_DST
+            elif status == STEP_SPENT:
+                d.want = WANT_RUN
+            else:
+                d.want = WANT_NONE
+                _report(slots, i, HUB_STOPPED, out)
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 def _exists(call: Any, *args: Any) -> bool:

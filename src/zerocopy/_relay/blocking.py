@@ -9,7 +9,7 @@ from .._loop import BlockingLoop, run_blocking
 from .asyncloop import relay_sockets
 from .sides import check_distinct
 
-__all__ = ["relay"]
+__all__ = ["check_relay_args", "relay"]
 
 
 def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -> tuple[int, int]:
@@ -31,6 +31,20 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     ``b_to_a`` (and the pair as ``bytes_transferred``).  The sockets are left
     open, their blocking mode restored; the caller closes them.
     """
+    check_relay_args(a, b, timeout)
+    saved = (a.gettimeout(), b.gettimeout())
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        # The async relay's rounds, waiting with poll() in this thread.
+        return run_blocking(relay_sockets(BlockingLoop(), a, b, timeout))
+    finally:
+        a.settimeout(saved[0])
+        b.settimeout(saved[1])
+
+
+def check_relay_args(a: socket.socket, b: socket.socket, timeout: float | None) -> None:
+    """What :func:`relay` refuses before anything moves (TypeError, ValueError)."""
     for name, sock in (("a", a), ("b", b)):
         if not isinstance(sock, socket.socket):
             raise TypeError(f"{name} must be a socket.socket, not {type(sock).__name__}")
@@ -41,12 +55,3 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
             raise ValueError(f"{name} must be a SOCK_STREAM socket")
     check_timeout(timeout, negative=False)
     check_distinct(a, b)
-    saved = (a.gettimeout(), b.gettimeout())
-    try:
-        a.setblocking(False)
-        b.setblocking(False)
-        # The async relay's rounds, waiting with poll() in this thread.
-        return run_blocking(relay_sockets(BlockingLoop(), a, b, timeout))
-    finally:
-        a.settimeout(saved[0])
-        b.settimeout(saved[1])
