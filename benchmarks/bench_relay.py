@@ -927,7 +927,7 @@ def _measure(
 #: The reference: one HAProxy thread splicing from the first byte through 1 MiB pipes.
 LATENCY_REF = "haproxy forced splice 1M (1 thread)"
 #: The relays whose interactive p99 the issue holds to 1.5x the reference's.
-LATENCY_CANDIDATES = ("zerocopy.aio.relay", "zerocopy.aio.relay (uvloop)")
+LATENCY_CANDIDATES = ("zerocopy.aio.relay", "zerocopy.aio.relay (uvloop)", "zerocopy hub")
 #: Each candidate's run on the --before checkout's package ("today's").
 BEFORE = {
     name: name[:-1] + ", before)" if name.endswith(")") else name + " (before)"
@@ -953,7 +953,7 @@ def _start_latency_proxies(
     wanted = ["zerocopy.aio.relay"]
     if importlib.util.find_spec("uvloop") is not None:
         wanted.append("zerocopy.aio.relay (uvloop)")
-    wanted += ["zerocopy.relay (threads)", "python relay 1M"]
+    wanted += ["zerocopy hub", "zerocopy.relay (threads)", "python relay 1M"]
     routes = f"{sink},{echo}"
     for name in wanted:
         role, *extra = _ROLES[name]

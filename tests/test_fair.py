@@ -489,6 +489,7 @@ class TestRing:
         async def main() -> None:
             a, b, c = _turn(), _turn(), _turn()
             socket_ready = asyncio.get_running_loop().create_future()
+            a.spend(_fair.LIGHT)  # bulk: it moved LIGHT bytes or more before it waited
             waiting = asyncio.ensure_future(a.wait(socket_ready))
             await asyncio.sleep(0)
             assert _free()  # nobody held the turn: nobody to pass it to
@@ -512,6 +513,25 @@ class TestRing:
             assert _fair._here.holder is a
             a.close()
             await asyncio.wait_for(b_parked, 5)
+            b.close()
+            assert _free()
+
+        run(main())
+
+    def test_interactive_back_from_waiting_moves_at_once(self, run: Runner) -> None:
+        """One that moved less than LIGHT before it waited does not queue behind bulk transfers."""
+
+        async def main() -> None:
+            a, b = _turn(), _turn()
+            b.spend(SLICE)
+            await b.pause()  # b holds the turn
+            a.spend(_fair.LIGHT - 1)
+            ready = asyncio.get_running_loop().create_future()
+            ready.set_result("echo")
+            assert await asyncio.wait_for(a.wait(ready), 5) == "echo"
+            assert _fair._here.holder is b  # a moved beside it, b keeps the turn
+            assert not _fair._here.ring
+            a.close()
             b.close()
             assert _free()
 
@@ -577,6 +597,7 @@ class TestRing:
             await b.pause()  # b holds the turn
             ready = asyncio.get_running_loop().create_future()
             ready.set_result(None)
+            a.spend(SLICE)
             waiting = asyncio.ensure_future(a.wait(ready))
             await asyncio.sleep(0)
             assert list(_fair._here.ring) == [a]

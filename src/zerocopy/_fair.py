@@ -18,7 +18,9 @@ MSG_ZEROCOPY sender; asyncio, uvloop and anyio alike):
   busy transfer lets the loop turn once (a checkpoint) and goes on;
 * a transfer whose socket was full gives its turn up while it waits
   (:meth:`Turn.wait`), and when its socket has room it moves at once only
-  if no other transfer holds the turn; otherwise it gets in line too.
+  if no other transfer holds the turn, or if it is interactive (it moved
+  less than :data:`LIGHT`, 64 KiB, before it waited); otherwise it gets in
+  line too.
 
 So one turn of the loop carries one slice of bulk work, however many bodies
 are busy or come back from waiting at once.
@@ -66,6 +68,10 @@ log = logging.getLogger("zerocopy")
 #: The default slice: measured with benchmarks/bench_serve.py against 256 KiB
 #: and 512 KiB (docs/benchmarks.md, "Servers under load").
 DEFAULT_SLICE = 1024 * 1024
+#: A transfer that moved less than this before waiting for its socket is
+#: interactive: back from the wait, it moves at once instead of getting in
+#: line behind the bulk ones (see :meth:`Turn.wait`).
+LIGHT = 64 * 1024
 #: Smaller slices cost a turn of the loop per few microseconds of copying.
 _MIN_SLICE = 16 * 1024
 _UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
@@ -178,8 +184,11 @@ class Turn:
 
         The turn goes on to the next in line while this transfer waits.  Back
         from the wait, it moves at once if no other transfer holds the turn,
-        and parks behind the busy ones otherwise.
+        or if it moved less than :data:`LIGHT` bytes before it waited (an
+        interactive connection: a request, an echo); otherwise it parks
+        behind the busy ones.
         """
+        light = self.size - self.left < LIGHT
         self.left = self.size
         here = _here
         if here.holder is self:
@@ -190,6 +199,8 @@ class Turn:
         if here.holder is None:
             here.holder = self
             return result
+        if light:
+            return result  # interactive: it moved little before it waited, it moves little now
         await self._park()
         return result
 
