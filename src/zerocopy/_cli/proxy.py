@@ -1,10 +1,13 @@
-"""``python -m zerocopy proxy LISTEN TARGET``: an example TCP forwarder on :func:`zerocopy.relay`.
+"""``python -m zerocopy proxy LISTEN TARGET``: an example TCP forwarder on zerocopy's relay hub.
 
-An example of ``relay`` in a threaded server, not a product: one thread per
-connection, no TLS, no access control.  Each accepted connection gets a
-connection to TARGET; ``relay`` splices both directions until both have
-ended (half-closes are passed on), and then both sockets are closed, whether
-``relay`` returned or raised.  Connections are logged with :mod:`logging`
+An example of the relay in a server, not a product: no TLS, no access
+control.  Each accepted connection gets a thread that makes the connection
+to TARGET and hands both sockets to the process's relay hub
+(:mod:`zerocopy._relay.hub`): one thread that splices every connection's
+both directions, one C call per batch of wake-ups, with the relay's
+contract (half-closes passed on, exact counts, idle timeout).  When both
+directions have ended, the connection's thread closes both sockets, whether
+the relay returned or raised.  Connections are logged with :mod:`logging`
 (``-v`` for each connection, warnings always).
 
 Connections are admitted through an :class:`~.accepting.AcceptGate`: at most
@@ -23,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from .. import relay
+from .._relay.hub import Hub, relay_on_hub
 from .accepting import PAUSE_ERRNOS, AcceptGate, add_max_connections
 from .serve import listen_error
 
@@ -94,6 +97,7 @@ def _forward(
     connect_timeout: float,
     idle_timeout: float | None,
     gate: AcceptGate,
+    hub: Hub,
 ) -> None:
     upstream: socket.socket | None = None
     try:
@@ -105,7 +109,7 @@ def _forward(
         upstream.settimeout(None)
         log.info("%s: connected to %s:%d", peer, *target)
         try:
-            sent, received = relay(client, upstream, timeout=idle_timeout)
+            sent, received = relay_on_hub(hub, client, upstream, idle_timeout)
         except OSError as exc:
             log.warning(
                 "%s: %s after %d bytes up, %d down",
@@ -133,7 +137,7 @@ def serve(
     idle_timeout: float | None = None,
     max_connections: int | None = None,
 ) -> None:
-    """Accept on *listener* forever, forwarding each connection to *target* in its own thread.
+    """Accept on *listener* forever, forwarding each connection to *target* on a relay hub.
 
     At most *max_connections* connections are open at once (``None``: no
     cap); at the cap the listener is left alone and clients wait in its
@@ -151,6 +155,7 @@ def serve(
     return until the next client.
     """
     gate = AcceptGate(log, max_connections)
+    hub = Hub()
     waiter = select.poll()
     waiter.register(listener, select.POLLIN)
     try:
@@ -166,9 +171,10 @@ def serve(
                     continue
                 raise
             gate.opened()
-            _start(client, f"{peer[0]}:{peer[1]}", target, connect_timeout, idle_timeout, gate)
+            _start(client, f"{peer[0]}:{peer[1]}", target, connect_timeout, idle_timeout, gate, hub)
     finally:
         gate.close()
+        hub.close()  # ends the relays still running: their threads close their sockets
 
 
 def _start(
@@ -178,11 +184,12 @@ def _start(
     connect_timeout: float,
     idle_timeout: float | None,
     gate: AcceptGate,
+    hub: Hub,
 ) -> None:
-    """Forward *client* in a thread of its own; close it if no thread can be started."""
+    """Forward *client* from a thread of its own; close it if no thread can be started."""
     thread = threading.Thread(
         target=_forward,
-        args=(client, name, target, connect_timeout, idle_timeout, gate),
+        args=(client, name, target, connect_timeout, idle_timeout, gate, hub),
         name=f"proxy {name}",
         daemon=True,
     )
@@ -225,10 +232,10 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "proxy",
-        help="example TCP forwarder built on zerocopy.relay",
+        help="example TCP forwarder built on zerocopy's relay",
         description="Forward every TCP connection accepted on LISTEN to TARGET, splicing "
-        "both directions with zerocopy.relay, one thread per connection.  An example, "
-        "not a product.",
+        "both directions of every connection in one relay thread (zerocopy's relay hub: one "
+        "C call per batch of wake-ups).  An example, not a product.",
     )
     parser.add_argument(
         "listen",
