@@ -97,6 +97,7 @@ from kit.toolkit import (
     MiB,
     Sample,
     machine,
+    machine_cpu,
     print_machine,
     print_round,
     process_tree_cpu,
@@ -783,9 +784,14 @@ def _concurrent_targets(results: dict[str, list[Sample]]) -> list[c.Target]:
 
 
 def _memory_notes(s: dict[str, Any]) -> str:
+    machine = ""
+    if "machine_s_per_gib" in s:
+        machine = (
+            f"machine {s['machine_s_per_gib']:.3f} s/GiB (softirq {s['softirq_s_per_gib']:.3f}); "
+        )
     if "peak_rss_mib" not in s:
-        return ""
-    return (
+        return machine.rstrip("; ")
+    return machine + (
         f"RSS {s['peak_rss_mib']:.0f} MiB, {s['peak_pipe_fds']:.0f} pipe fds, "
         f"{s.get('peak_pipe_mib', 0):.1f} MiB in pipes (peaks)"
     )
@@ -883,15 +889,23 @@ def _measure(
     def variant(name: str, port: int, pid: int | None) -> Callable[[], Sample]:
         def run() -> Sample:
             cpu0 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
+            machine0 = machine_cpu()
             with MemoryWatch(pid) as mem:
                 if n:
                     request = {"op": "many", "port": port, "n": n, "duration": args.duration}
                 else:
                     request = {"op": "one", "port": port, "size": args.size, "verify": args.verify}
                 answer = client.ask(request)
+            machine1 = machine_cpu()
             cpu1 = process_tree_cpu(pid) if pid else CpuTimes(0.0, 0.0)
             cpu = cpu1.minus(cpu0)
-            return Sample(answer["seconds"], cpu.user, cpu.sys, answer["bytes"], mem.info())
+            gib = answer["bytes"] / GiB
+            info = mem.info()
+            # The whole machine's CPU per GiB (proxy, load generator, sink,
+            # softirq wherever it ran) beside the proxy's own (issue 27).
+            info["machine_s_per_gib"] = (machine1[0] - machine0[0]) / gib
+            info["softirq_s_per_gib"] = (machine1[1] - machine0[1]) / gib
+            return Sample(answer["seconds"], cpu.user, cpu.sys, answer["bytes"], info)
 
         return run
 

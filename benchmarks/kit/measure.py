@@ -143,6 +143,19 @@ def _cpu_counters() -> tuple[float, float, float]:
     return busy / tick, v[7] / tick, process_cpu().total
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy seconds of all CPUs: user, nice, system, irq, softirq; softirq seconds alone).
+
+    The whole machine's CPU, for a figure that does not depend on which
+    process the kernel charged (on loopback the receive work lands on the
+    sender's, the proxy's or the receiver's CPU, and softirq may land on any).
+    """
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / tick, v[6] / tick
+
+
 class LoadMeter:
     """How busy the machine was with other work while the benchmark ran.
 
