@@ -51,7 +51,7 @@ class TestQuickRun:
         expected = [REF] if HAPROXY else []
         expected += ["zerocopy.aio.relay"]
         expected += ["zerocopy.aio.relay (uvloop)"] if UVLOOP else []
-        expected += ["zerocopy.relay (threads)", "python relay 1M"]
+        expected += ["zerocopy hub", "zerocopy.relay (threads)", "python relay 1M"]
         assert list(report["results"]) == expected
         assert report["machine"]["bulk_connections"] == 2
         assert report["args"]["duration"] == 0.5
@@ -66,6 +66,7 @@ class TestQuickRun:
         # throughput target without --before and 32 bulk connections.
         targets = [t["target"] for t in report["targets"]]
         candidates = ["zerocopy.aio.relay"] + (["zerocopy.aio.relay (uvloop)"] if UVLOOP else [])
+        candidates.append("zerocopy hub")
         assert targets == ([f"{n} p99_ms <= 1.5x {REF}" for n in candidates] if HAPROXY else [])
         assert "p99 ms" in proc.stdout
 

@@ -313,7 +313,11 @@ class HubSlot:
 
 
 _READY_REPORTED = 4
-_EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+# Linux's values where select has no epoll (HubCore is refused there).
+_EPOLLIN = getattr(select, "EPOLLIN", 0x001)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0x004)
+_EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
+_EPOLLERR_HUP = getattr(select, "EPOLLERR", 0x008) | getattr(select, "EPOLLHUP", 0x010)
 _SIOCATMARK = 0x8905
 
 
@@ -346,6 +350,8 @@ class HubCore:
     NULL = None
 
     def __init__(self, capacity: int = 64) -> None:
+        if not hasattr(select, "epoll"):
+            raise UnsupportedOperation("relay hub", "it needs epoll (Linux)")
         self._epoll = select.epoll()
         self._tags: dict[int, tuple[int, int]] = {}
         self.slots: list[HubSlot] = []
@@ -428,8 +434,8 @@ class HubCore:
                 _report(slots, -1, HUB_WOKEN, out)
                 continue
             for index, bits, mask in (
-                (src_of, READY_SRC, select.EPOLLIN | select.EPOLLRDHUP | _EPOLLERR_HUP),
-                (dst_of, READY_DST, select.EPOLLOUT | _EPOLLERR_HUP),
+                (src_of, READY_SRC, _EPOLLIN | _EPOLLRDHUP | _EPOLLERR_HUP),
+                (dst_of, READY_DST, _EPOLLOUT | _EPOLLERR_HUP),
             ):
                 if not 0 <= index < used:
                     continue

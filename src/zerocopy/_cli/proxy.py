@@ -5,7 +5,9 @@ control.  Each accepted connection gets a thread that makes the connection
 to TARGET and hands both sockets to the process's relay hub
 (:mod:`zerocopy._relay.hub`): one thread that splices every connection's
 both directions, one C call per batch of wake-ups, with the relay's
-contract (half-closes passed on, exact counts, idle timeout).  When both
+contract (half-closes passed on, exact counts, idle timeout).  Where there
+is no epoll (off Linux), each connection's thread runs :func:`zerocopy.relay`
+itself.  When both
 directions have ended, the connection's thread closes both sockets, whether
 the relay returned or raised.  Connections are logged with :mod:`logging`
 (``-v`` for each connection, warnings always).
@@ -26,7 +28,8 @@ import threading
 import time
 from typing import Any
 
-from .._relay.hub import Hub, relay_on_hub
+from .. import relay
+from .._relay import hub as _hub
 from .accepting import PAUSE_ERRNOS, AcceptGate, add_max_connections
 from .serve import listen_error
 
@@ -97,7 +100,7 @@ def _forward(
     connect_timeout: float,
     idle_timeout: float | None,
     gate: AcceptGate,
-    hub: Hub,
+    hub: _hub.Hub | None,
 ) -> None:
     upstream: socket.socket | None = None
     try:
@@ -109,7 +112,10 @@ def _forward(
         upstream.settimeout(None)
         log.info("%s: connected to %s:%d", peer, *target)
         try:
-            sent, received = relay_on_hub(hub, client, upstream, idle_timeout)
+            if hub is None:  # no epoll here: relay() in this thread
+                sent, received = relay(client, upstream, timeout=idle_timeout)
+            else:
+                sent, received = _hub.relay_on_hub(hub, client, upstream, idle_timeout)
         except OSError as exc:
             log.warning(
                 "%s: %s after %d bytes up, %d down",
@@ -155,7 +161,7 @@ def serve(
     return until the next client.
     """
     gate = AcceptGate(log, max_connections)
-    hub = Hub()
+    hub = _hub.Hub() if _hub.available() else None
     waiter = select.poll()
     waiter.register(listener, select.POLLIN)
     try:
@@ -174,7 +180,8 @@ def serve(
             _start(client, f"{peer[0]}:{peer[1]}", target, connect_timeout, idle_timeout, gate, hub)
     finally:
         gate.close()
-        hub.close()  # ends the relays still running: their threads close their sockets
+        if hub is not None:
+            hub.close()  # ends the relays still running: their threads close their sockets
 
 
 def _start(
@@ -184,7 +191,7 @@ def _start(
     connect_timeout: float,
     idle_timeout: float | None,
     gate: AcceptGate,
-    hub: Hub,
+    hub: _hub.Hub | None,
 ) -> None:
     """Forward *client* from a thread of its own; close it if no thread can be started."""
     thread = threading.Thread(

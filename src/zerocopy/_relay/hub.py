@@ -62,7 +62,7 @@ from .._errors import oserror
 from .._pipes import PipePool
 from .direction import Direction, annotate
 
-__all__ = ["BUDGET", "IDLE_TICK", "Hub", "HubRelay"]
+__all__ = ["BUDGET", "IDLE_TICK", "Hub", "HubRelay", "available", "default_hub", "relay_on_hub"]
 
 log = logging.getLogger("zerocopy")
 
@@ -72,7 +72,21 @@ BUDGET = 1024 * 1024
 IDLE_TICK = 0.05
 #: Rounds of the pump per C call when nothing needs a decision.
 MAX_ROUNDS = 4096
-_EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+#: Each socket's registration: both ways, hang-ups, edge-triggered (Linux's
+#: values where select has no epoll: no hub runs there, see available()).
+_EVENTS = (
+    getattr(select, "EPOLLIN", 0x001)
+    | getattr(select, "EPOLLOUT", 0x004)
+    | getattr(select, "EPOLLRDHUP", 0x2000)
+    | getattr(select, "EPOLLET", 1 << 31)
+)
+_EPOLLIN = getattr(select, "EPOLLIN", 0x001)
+
+
+def available() -> bool:
+    """Whether a hub can run here: it waits with epoll (Linux)."""
+    return hasattr(select, "epoll")
+
 
 Done = Callable[[tuple[int, int] | None, BaseException | None], object]
 
@@ -191,14 +205,25 @@ class Hub:
     # -- the hub's thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        self._core = _backend.current().HubCore()
+        try:
+            self._core = _backend.current().HubCore()
+        except BaseException as exc:  # noqa: BLE001 - every waiting relay is told
+            with self._lock:
+                self._closed = self._stopped = True
+                incoming, self._incoming = self._incoming, []
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+            for r in incoming:
+                r.finished = True
+                r.done(None, annotate(exc, None, None))
+            return
         self._relays: list[HubRelay | None] = []  # by slot: the relay each slot belongs to
         self._free: list[int] = []
         self._used = 0
         self._live: set[HubRelay] = set()
         self._idle_seen: dict[int, int] = {}  # slot -> delivered when last seen idle with a pipe
         last_tick = time.monotonic()
-        self._core.register(self._wake_r, select.EPOLLIN, -1, -1)
+        self._core.register(self._wake_r, _EPOLLIN, -1, -1)
         try:
             while self._take_requests():
                 now = time.monotonic()
