@@ -135,6 +135,18 @@ def _relay_pairs(
     return pairs, threads, results
 
 
+def _check_copied(
+    pairs: list[tuple[Peer, Peer]], threads: list[threading.Thread], results: list[object]
+) -> None:
+    """Every relay ended, each peer received what the other sent, and the counts say so."""
+    for t in threads:
+        t.join(scaled(30))
+    for (client, server), result in zip(pairs, results, strict=True):
+        assert bytes(server.received) == bytes(client.sent)
+        assert bytes(client.received) == bytes(server.sent)
+        assert result == (len(client.sent), len(server.sent))
+
+
 def _close(pairs: list[tuple[Peer, Peer]]) -> None:
     for a, b in pairs:
         a.sock.close()
@@ -151,12 +163,7 @@ def test_many_relays_one_hub(backend: ModuleType, kind: str) -> None:
         plan = [(rng.randrange(32), rng.randrange(2), rng.choice([1, 100, 70 * KiB, 300 * KiB]))
                 for _ in range(200)]  # fmt: skip
         _run_peers(pairs, plan, rng)
-        for t in threads:
-            t.join(scaled(30))
-        for (client, server), result in zip(pairs, results, strict=True):
-            assert bytes(server.received) == bytes(client.sent)
-            assert bytes(client.received) == bytes(server.sent)
-            assert result == (len(client.sent), len(server.sent))
+        _check_copied(pairs, threads, results)
     finally:
         _close(pairs)
         hub.close()
@@ -184,12 +191,7 @@ def test_fuzz_event_orders(
         plan = [(rng.randrange(n), rng.randrange(2), rng.choice([1, 7, 4 * KiB, 20 * KiB + 1]))
                 for _ in range(steps)]  # fmt: skip
         _run_peers(pairs, plan, rng)
-        for t in threads:
-            t.join(scaled(30))
-        for (client, server), result in zip(pairs, results, strict=True):
-            assert bytes(server.received) == bytes(client.sent)
-            assert bytes(client.received) == bytes(server.sent)
-            assert result == (len(client.sent), len(server.sent))
+        _check_copied(pairs, threads, results)
     finally:
         _close(pairs)
         hub.close()
