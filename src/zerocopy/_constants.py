@@ -9,6 +9,12 @@ from __future__ import annotations
 import select
 
 __all__ = [
+    "EPOLLERR",
+    "EPOLLET",
+    "EPOLLHUP",
+    "EPOLLIN",
+    "EPOLLOUT",
+    "EPOLLRDHUP",
     "FEATURE_NAMES",
     "HUB_EVENT",
     "HUB_NEED_PIPE",
@@ -59,6 +65,14 @@ FEATURE_NAMES = frozenset(
 #: poll, and zerocopy's select() waiter there (_loop.SelectWaiter) takes these.
 POLLIN: int = getattr(select, "POLLIN", 1)
 POLLOUT: int = getattr(select, "POLLOUT", 4)
+# The relay hub's epoll events: Linux's values where select has no epoll
+# (no hub runs there; the names stay importable).
+EPOLLIN: int = getattr(select, "EPOLLIN", 0x001)
+EPOLLOUT: int = getattr(select, "EPOLLOUT", 0x004)
+EPOLLERR: int = getattr(select, "EPOLLERR", 0x008)
+EPOLLHUP: int = getattr(select, "EPOLLHUP", 0x010)
+EPOLLRDHUP: int = getattr(select, "EPOLLRDHUP", 0x2000)
+EPOLLET: int = getattr(select, "EPOLLET", 1 << 31)
 
 # Largest count one sendfile/splice call moves (MAX_RW_COUNT); asking for more
 # is fine, it is simply clamped by the kernel.  We clamp first so the value

@@ -27,6 +27,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._constants import (
+    EPOLLERR,
+    EPOLLHUP,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
     HUB_EVENT,
     HUB_NEED_PIPE,
     HUB_READY,
@@ -313,11 +318,7 @@ class HubSlot:
 
 
 _READY_REPORTED = 4
-# Linux's values where select has no epoll (HubCore is refused there).
-_EPOLLIN = getattr(select, "EPOLLIN", 0x001)
-_EPOLLOUT = getattr(select, "EPOLLOUT", 0x004)
-_EPOLLRDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
-_EPOLLERR_HUP = getattr(select, "EPOLLERR", 0x008) | getattr(select, "EPOLLHUP", 0x010)
+_EPOLLERR_HUP = EPOLLERR | EPOLLHUP
 _SIOCATMARK = 0x8905
 
 
@@ -434,8 +435,8 @@ class HubCore:
                 _report(slots, -1, HUB_WOKEN, out)
                 continue
             for index, bits, mask in (
-                (src_of, READY_SRC, _EPOLLIN | _EPOLLRDHUP | _EPOLLERR_HUP),
-                (dst_of, READY_DST, _EPOLLOUT | _EPOLLERR_HUP),
+                (src_of, READY_SRC, EPOLLIN | EPOLLRDHUP | _EPOLLERR_HUP),
+                (dst_of, READY_DST, EPOLLOUT | _EPOLLERR_HUP),
             ):
                 if not 0 <= index < used:
                     continue

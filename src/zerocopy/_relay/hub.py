@@ -42,6 +42,10 @@ from typing import Any
 
 from .. import _backend
 from .._constants import (
+    EPOLLET,
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
     HUB_EVENT,
     HUB_NEED_PIPE,
     HUB_READY,
@@ -72,15 +76,8 @@ BUDGET = 1024 * 1024
 IDLE_TICK = 0.05
 #: Rounds of the pump per C call when nothing needs a decision.
 MAX_ROUNDS = 4096
-#: Each socket's registration: both ways, hang-ups, edge-triggered (Linux's
-#: values where select has no epoll: no hub runs there, see available()).
-_EVENTS = (
-    getattr(select, "EPOLLIN", 0x001)
-    | getattr(select, "EPOLLOUT", 0x004)
-    | getattr(select, "EPOLLRDHUP", 0x2000)
-    | getattr(select, "EPOLLET", 1 << 31)
-)
-_EPOLLIN = getattr(select, "EPOLLIN", 0x001)
+#: Each socket's registration: both ways, hang-ups, edge-triggered.
+_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
 
 
 def available() -> bool:
@@ -223,7 +220,7 @@ class Hub:
         self._live: set[HubRelay] = set()
         self._idle_seen: dict[int, int] = {}  # slot -> delivered when last seen idle with a pipe
         last_tick = time.monotonic()
-        self._core.register(self._wake_r, _EPOLLIN, -1, -1)
+        self._core.register(self._wake_r, EPOLLIN, -1, -1)
         try:
             while self._take_requests():
                 now = time.monotonic()
