@@ -24,7 +24,7 @@
 #include <netinet/in.h>
 #include <linux/errqueue.h>
 
-#define ZC_ABI_VERSION 4
+#define ZC_ABI_VERSION 5
 
 #ifndef SO_ZEROCOPY
 #define SO_ZEROCOPY 60
@@ -74,6 +74,7 @@ struct zc_relay_state {
 #define ZC_READY_SRC 1
 #define ZC_READY_DST 2
 #define ZC_READY_REPORTED 4 /* internal: reported in this call already */
+#define ZC_READY_URG 8      /* the source showed urgent data (EPOLLPRI): look for the mark */
 
 /* Why zc_hub_run reports a direction (zerocopy._constants repeats these values). */
 #define ZC_HUB_READY 1     /* a direction without ZC_HUB_STEP: what it waited for came */
@@ -379,6 +380,9 @@ static int zc_hub_run(int epfd, struct zc_hub_dir *dirs, int ndirs, int64_t budg
                 if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
                     d->ready |= ZC_READY_SRC;
                 }
+                if (e & EPOLLPRI) {
+                    d->ready |= ZC_READY_SRC | ZC_READY_URG;
+                }
                 if (d->state != NULL && d->want == ZC_WANT_NONE && (e & (EPOLLERR | EPOLLHUP))) {
                     zc_hub_report_one(dirs, (int)s - 1, ZC_HUB_EVENT, out, &n_out);
                 }
@@ -412,9 +416,14 @@ static int zc_hub_run(int epfd, struct zc_hub_dir *dirs, int ndirs, int64_t budg
                                    (size_t)d->pipe_size, budget, d->state);
             d->status = status;
             if (status == ZC_STEP_SRC_EMPTY) {
-                d->ready &= ~ZC_READY_SRC;
+                /* EAGAIN at the urgent mark is not an empty socket, and with
+                 * every byte arrived no edge comes again: a step that read
+                 * nothing, or one after urgent data showed, looks for it. */
+                int look = d->state->delivered + d->state->in_pipe == before ||
+                           (d->ready & ZC_READY_URG);
+                d->ready &= ~(ZC_READY_SRC | ZC_READY_URG);
                 d->want = ZC_WANT_SRC;
-                if (d->state->delivered + d->state->in_pipe == before && zc_hub_at_mark(d->src)) {
+                if (look && zc_hub_at_mark(d->src)) {
                     d->want = ZC_WANT_NONE; /* stopped at the urgent mark: Python reads past it */
                     zc_hub_report_one(dirs, i, ZC_HUB_STOPPED, out, &n_out);
                 }

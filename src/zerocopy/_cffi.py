@@ -49,7 +49,7 @@ __all__ = [
 NAME = "cffi"
 
 #: Must equal ZC_ABI_VERSION in csrc/zerocopy.c; see the note in zerocopy.h.
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 
 if lib.zc_abi_version() != _ABI_VERSION:
     raise ImportError(

@@ -14,6 +14,7 @@ __all__ = [
     "EPOLLHUP",
     "EPOLLIN",
     "EPOLLOUT",
+    "EPOLLPRI",
     "EPOLLRDHUP",
     "FEATURE_NAMES",
     "HUB_EVENT",
@@ -27,6 +28,7 @@ __all__ = [
     "POLLOUT",
     "READY_DST",
     "READY_SRC",
+    "READY_URG",
     "SO_EE_CODE_ZEROCOPY_COPIED",
     "SO_EE_ORIGIN_ZEROCOPY",
     "SO_ZEROCOPY",
@@ -69,6 +71,7 @@ POLLOUT: int = getattr(select, "POLLOUT", 4)
 # (no hub runs there; the names stay importable).
 EPOLLIN: int = getattr(select, "EPOLLIN", 0x001)
 EPOLLOUT: int = getattr(select, "EPOLLOUT", 0x004)
+EPOLLPRI: int = getattr(select, "EPOLLPRI", 0x002)
 EPOLLERR: int = getattr(select, "EPOLLERR", 0x008)
 EPOLLHUP: int = getattr(select, "EPOLLHUP", 0x010)
 EPOLLRDHUP: int = getattr(select, "EPOLLRDHUP", 0x2000)
@@ -102,6 +105,7 @@ WANT_RUN = 3  #: nothing: step it in the next round
 HUB_STEP = 1  #: flag: the hub's pump steps it (else it reports the wait)
 READY_SRC = 1  #: readiness seen and not used up: the source
 READY_DST = 2  #: ... the destination
+READY_URG = 8  #: ... and urgent data (EPOLLPRI) on the source: the pump looks for the mark
 # ... and why the pump hands one back.
 HUB_READY = 1  #: a direction without HUB_STEP: what it waited for came
 HUB_STOPPED = 2  #: a step stopped for a decision: its STEP_* status in ``status``

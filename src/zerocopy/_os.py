@@ -31,6 +31,7 @@ from ._constants import (
     EPOLLHUP,
     EPOLLIN,
     EPOLLOUT,
+    EPOLLPRI,
     EPOLLRDHUP,
     HUB_EVENT,
     HUB_NEED_PIPE,
@@ -40,6 +41,7 @@ from ._constants import (
     HUB_WOKEN,
     READY_DST,
     READY_SRC,
+    READY_URG,
     SPLICE_F_NONBLOCK,
     STEP_DST_FULL,
     STEP_DST_ZERO,
@@ -443,6 +445,8 @@ class HubCore:
                 d = slots[index]
                 if e & mask:
                     d.ready |= bits
+                if bits == READY_SRC and e & EPOLLPRI:
+                    d.ready |= READY_SRC | READY_URG
                 if d.state is not None and d.want == WANT_NONE and e & _EPOLLERR_HUP:
                     _report(slots, index, HUB_EVENT, out)
 
@@ -461,9 +465,11 @@ class HubCore:
             status = relay_step(d.src, d.pipe_r, d.pipe_w, d.dst, d.pipe_size, budget, state)
             d.status = status
             if status == STEP_SRC_EMPTY:
-                d.ready &= ~READY_SRC
+                # EAGAIN at the urgent mark is not an empty socket (see zc_hub_run).
+                look = state.delivered + state.in_pipe == before or d.ready & READY_URG
+                d.ready &= ~(READY_SRC | READY_URG)
                 d.want = WANT_SRC
-                if state.delivered + state.in_pipe == before and _at_mark(d.src):
+                if look and _at_mark(d.src):
                     d.want = WANT_NONE
                     _report(slots, i, HUB_STOPPED, out)
             elif status == STEP_DST_FULL:
