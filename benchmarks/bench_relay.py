@@ -217,6 +217,18 @@ def role_proxy_hub(targets: list[int], hubs: int = 1) -> None:
     _serve_routes_threads(targets, handle)
 
 
+def own_rounds(role: Callable[..., None]) -> Callable[..., None]:
+    """*role* with each relay stepping its own rounds (the engine before the hub, and off Linux)."""
+
+    def run(*args: Any) -> None:
+        from zerocopy._relay import hub
+
+        hub.ENGINE = "rounds"
+        role(*args)
+
+    return run
+
+
 def role_proxy_python(targets: list[int]) -> None:
     """recv_into a 1 MiB buffer and sendall, a thread per direction."""
 
@@ -682,10 +694,12 @@ def _run_role(role: list[str]) -> int:
         targets, *more = rest
         {
             "zerocopy": role_proxy_zerocopy,
+            "zerocopy-rounds": own_rounds(role_proxy_zerocopy),
             "hub": role_proxy_hub,
             "python": role_proxy_python,
             "asyncio": role_proxy_asyncio,
             "aio": role_proxy_aio,
+            "aio-rounds": own_rounds(role_proxy_aio),
             "aio-uvloop": role_proxy_aio_uvloop,
             "asyncio-raw": role_proxy_asyncio_raw,
         }[name]([int(t) for t in targets.split(",")], *map(int, more))
@@ -696,11 +710,13 @@ def _run_role(role: list[str]) -> int:
 _ROLES: dict[str, tuple[str, ...]] = {
     "zerocopy.relay": ("zerocopy",),
     "zerocopy.relay (threads)": ("zerocopy",),
+    "zerocopy.relay (own rounds)": ("zerocopy-rounds",),
     "zerocopy hub": ("hub",),
     "zerocopy hub (2 threads)": ("hub", "2"),
     "python relay 1M": ("python",),
     "asyncio streams": ("asyncio",),
     "zerocopy.aio.relay": ("aio",),
+    "zerocopy.aio.relay (own rounds)": ("aio-rounds",),
     "zerocopy.aio.relay (uvloop)": ("aio-uvloop",),
     "zerocopy.aio.relay (2 loops)": ("aio", "2"),
     "zerocopy.aio.relay (uvloop 2 loops)": ("aio-uvloop", "2"),
@@ -723,6 +739,7 @@ def _start_proxies(
             "asyncio streams",
             "asyncio raw 1M",
             "zerocopy.aio.relay",
+            "zerocopy.aio.relay (own rounds)",
             "zerocopy.aio.relay (2 loops)",
             "zerocopy.aio.relay (2 processes)",
         ]
@@ -733,7 +750,14 @@ def _start_proxies(
                 "zerocopy.aio.relay (uvloop 2 processes)",
             ]
     else:
-        wanted = ["zerocopy.relay", "zerocopy hub", "python relay 1M", "zerocopy.aio.relay"]
+        wanted = [
+            "zerocopy.relay",
+            "zerocopy.relay (own rounds)",
+            "zerocopy hub",
+            "python relay 1M",
+            "zerocopy.aio.relay",
+            "zerocopy.aio.relay (own rounds)",
+        ]
     proxies: dict[str, Any] = {}
     for name in wanted:
         role, *extra = _ROLES[name]
@@ -941,7 +965,12 @@ def _measure(
 #: The reference: one HAProxy thread splicing from the first byte through 1 MiB pipes.
 LATENCY_REF = "haproxy forced splice 1M (1 thread)"
 #: The relays whose interactive p99 the issue holds to 1.5x the reference's.
-LATENCY_CANDIDATES = ("zerocopy.aio.relay", "zerocopy.aio.relay (uvloop)", "zerocopy hub")
+LATENCY_CANDIDATES = (
+    "zerocopy.aio.relay",
+    "zerocopy.aio.relay (own rounds)",
+    "zerocopy.aio.relay (uvloop)",
+    "zerocopy hub",
+)
 #: Each candidate's run on the --before checkout's package ("today's").
 BEFORE = {
     name: name[:-1] + ", before)" if name.endswith(")") else name + " (before)"
@@ -964,7 +993,7 @@ def _start_latency_proxies(
             sink, workdir, forced=True, pipesize=MiB, threads=1, echo=echo
         )
         peers.append(proxies[LATENCY_REF])
-    wanted = ["zerocopy.aio.relay"]
+    wanted = ["zerocopy.aio.relay", "zerocopy.aio.relay (own rounds)"]
     if importlib.util.find_spec("uvloop") is not None:
         wanted.append("zerocopy.aio.relay (uvloop)")
     wanted += ["zerocopy hub", "zerocopy.relay (threads)", "python relay 1M"]

@@ -30,6 +30,7 @@ if (_SIMULATED := simplatform.simulated()) is not None:
 from timekit import scaled
 from zerocopy import _backend
 from zerocopy._pipes import default_pool
+from zerocopy._relay.hub import close_default_hubs
 
 hypothesis.settings.register_profile("ci", max_examples=60, deadline=None, print_blob=True)
 hypothesis.settings.register_profile("dev", max_examples=25, deadline=None)
@@ -71,11 +72,16 @@ def relay_engine(
 ) -> Iterator[str]:
     """Each relay test twice: ``zerocopy.relay`` in the caller's thread, and on a relay hub.
 
-    For "hub", ``zerocopy.relay`` (and a test module's own ``relay`` name)
-    runs the relay on a fresh :class:`~zerocopy._relay.hub.Hub`, closed (its
-    thread joined, its descriptors closed) when the test ends.
+    For "thread", relays run their own rounds in the caller's thread (the
+    engine off Linux).  For "hub", ``zerocopy.relay`` (and a test module's
+    own ``relay`` name) runs the relay on a fresh
+    :class:`~zerocopy._relay.hub.Hub`, closed (its thread joined, its
+    descriptors closed) when the test ends.
     """
     if request.param == "thread":
+        from zerocopy._relay import hub
+
+        monkeypatch.setattr(hub, "ENGINE", "rounds")
         yield "thread"
         return
     import zerocopy
@@ -188,6 +194,9 @@ def no_leaks() -> Iterator[None]:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        # A relay hub's thread and descriptors live as long as the process:
+        # closed here, they are checked like everything else.
+        close_default_hubs()
     leaked = open_fds() - before
     assert not leaked, f"leaked fds: {sorted(leaked)} -> {[describe_fd(fd) for fd in leaked]}"
     extra = [t for t in threading.enumerate() if t not in threads and t.is_alive()]

@@ -38,6 +38,7 @@ from zerocopy import _fair, aio
 from zerocopy._aiowait import AsyncioLoop
 from zerocopy._anyiowait import AnyioLoop
 from zerocopy._loop import Loop
+from zerocopy._relay import hub
 
 SLICE = 128 * 1024
 SIZE = 24 * MiB
@@ -328,7 +329,56 @@ class Relayed:
 
 
 class TestRelay:
-    """aio.relay and zerocopy.anyio.relay keep to the slice, both directions together."""
+    """aio.relay and zerocopy.anyio.relay keep to the slice, both directions together.
+
+    That is the rule of a relay that steps on its loop: off Linux, or where
+    no relay hub can be had (``hub.ENGINE = "rounds"`` here).  On the hub the
+    loop steps nothing at all: :meth:`test_aio_on_the_hub`.
+    """
+
+    @pytest.fixture(autouse=True)
+    def own_rounds(self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        if request.function.__name__ != "test_aio_on_the_hub":
+            monkeypatch.setattr(hub, "ENGINE", "rounds")
+
+    def test_aio_on_the_hub(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """On the hub, no relay step runs in the loop's thread: bytes exact, the loop free."""
+        threads: set[int] = set()
+        real = backend.relay_step
+
+        def noting(*args: Any) -> int:
+            threads.add(threading.get_ident())
+            return int(real(*args))
+
+        monkeypatch.setattr(backend, "relay_step", noting)
+        r = Relayed(sockets, 8)
+
+        async def main() -> tuple[tuple[int, int], int]:
+            ticks = 0
+            task = asyncio.ensure_future(aio.relay(r.a, r.b))
+            while not task.done():
+                ticks += 1
+                await asyncio.sleep(0.001)
+            return task.result(), ticks
+
+        result, ticks = run(main())
+        self.feed_and_drain_exact(r, result)
+        assert threading.get_ident() not in threads
+        assert ticks > 1  # the loop turned while the hub relayed
+
+    @staticmethod
+    def feed_and_drain_exact(r: Relayed, result: tuple[int, int]) -> None:
+        r.feed.join(30)
+        r.drain.join(30)
+        assert result == (SIZE, 0)
+        assert r.drain.count == len(r.data)
+        assert r.drain.sha.hexdigest() == hashlib.sha256(r.data).hexdigest()
 
     def test_aio(
         self,

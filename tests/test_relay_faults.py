@@ -304,16 +304,21 @@ class TestFdLimit:
         assert out["copy"] == [MiB, "readinto"]  # the pipe pool failed; the copy fell back
         assert out["copy_exact"]
         assert out["acquire"] == errno.EMFILE
-        # No fd, or one (a pipe takes two): relay raises EMFILE before moving a byte.
+        # No fd, or one: the relay hub (its epoll set and wake-up eventfd: two)
+        # cannot be made, so the relay runs its own rounds, and a pipe takes
+        # two: EMFILE before moving a byte.
         for free in (0, 1):
             assert out[f"relay{free}"] == ["OSError", errno.EMFILE, [0, 0]], out
-        # Two fds make one pipe: a direction holds it only while bytes are in
-        # flight, so the idle one gives it back and one pipe serves both.  The
-        # relay works: the 1,000 bytes go over, and it ends on its idle timeout.
-        assert out["relay2"] == ["TimeoutError", errno.ETIMEDOUT, [0, 1000]], out
-        # Four: the bytes went over already; only the end of stream is left.
-        assert out["relay4"] == ["TimeoutError", errno.ETIMEDOUT, [0, 0]], out
-        for free in (0, 1, 2, 4):
+        # Two: the hub is made with them, and no pipe is left: EMFILE again,
+        # before a byte moves.  The 1,000 bytes sent meanwhile wait in the socket.
+        assert out["relay2"] == ["OSError", errno.EMFILE, [0, 0]], out
+        # Four: with the hub kept, two make one pipe.  A direction holds it
+        # only while bytes are in flight, so one pipe serves both: the 1,000
+        # bytes go over, and the relay ends on its idle timeout.
+        assert out["relay4"] == ["TimeoutError", errno.ETIMEDOUT, [0, 1000]], out
+        # Six: the bytes went over already; only the end of stream is left.
+        assert out["relay6"] == ["TimeoutError", errno.ETIMEDOUT, [0, 0]], out
+        for free in (0, 1, 2, 4, 6):
             assert out[f"relay{free}_leak"] == []
             assert out[f"relay{free}_blocking"] == [None, None]
         assert out["copyfile"] == errno.EMFILE

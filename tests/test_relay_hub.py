@@ -13,11 +13,15 @@ which run every case on a hub too (the ``relay_engine`` fixture).
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 import socket
 import threading
 import time
+import warnings
 from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,7 +30,9 @@ from hypothesis import strategies as st
 from conftest import stream_pair
 from timekit import scaled
 from zerocopy import _constants
-from zerocopy._relay.hub import IDLE_TICK, Hub, relay_on_hub
+from zerocopy._aiowait import AsyncioLoop
+from zerocopy._errors import relay_counts, set_relay_counts
+from zerocopy._relay.hub import IDLE_TICK, Hub, relay_on_hub, relay_via_hub
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -38,7 +44,7 @@ def test_constants_are_the_compiled_ones() -> None:
     from zerocopy._zerocopy_cffi import lib
 
     for name in ("WANT_NONE", "WANT_SRC", "WANT_DST", "WANT_RUN", "HUB_STEP", "READY_SRC",
-                 "READY_DST", "HUB_READY", "HUB_STOPPED", "HUB_EVENT", "HUB_NEED_PIPE",
+                 "READY_URG", "READY_DST", "HUB_READY", "HUB_STOPPED", "HUB_EVENT", "HUB_NEED_PIPE",
                  "HUB_WOKEN"):  # fmt: skip
         assert getattr(_constants, name) == getattr(lib, "ZC_" + name), name
 
@@ -312,3 +318,208 @@ def test_close_ends_running_relays(backend: ModuleType) -> None:
     finally:
         _close(pairs)
         hub.close()
+
+
+# --- the hub as every relay form's engine -------------------------------------------
+
+
+def test_the_pump_splices_every_byte(backend: ModuleType) -> None:
+    """Without urgent data or a stream's read-ahead, every byte went through relay_step's pipe:
+    the directions' splice counts (``state.delivered``) are the whole relay, nothing was sent
+    from Python, and the relay ran on the backend the hub was made with."""
+    hub = Hub()
+    c, a = socket.socketpair()
+    b, s = socket.socketpair()
+    up, down = random.randbytes(3 << 20), random.randbytes(1 << 20)
+    ended = threading.Event()
+    box: list[object] = []
+    try:
+        for sock in (a, b):
+            sock.setblocking(False)
+        handle = hub.start(a, b, None, lambda counts, exc: (box.append((counts, exc)), ended.set()))
+        writers = [
+            threading.Thread(target=lambda: (c.sendall(up), c.shutdown(socket.SHUT_WR))),
+            threading.Thread(target=lambda: (s.sendall(down), s.shutdown(socket.SHUT_WR))),
+        ]
+        got: dict[str, bytes] = {}
+        readers = [
+            threading.Thread(target=lambda: got.__setitem__("s", _read_all(s))),
+            threading.Thread(target=lambda: got.__setitem__("c", _read_all(c))),
+        ]
+        for t in writers + readers:
+            t.start()
+        assert ended.wait(scaled(30))
+        for t in writers + readers:
+            t.join(scaled(10))
+        assert box == [((len(up), len(down)), None)]
+        assert got == {"s": up, "c": down}
+        assert handle.ab is not None
+        assert handle.ba is not None
+        assert handle.ab.backend is backend
+        assert handle.ba.backend is backend
+        assert int(handle.ab.state.delivered) == len(up)
+        assert int(handle.ba.state.delivered) == len(down)
+        assert handle.ab.head_sent.total() == handle.ba.head_sent.total() == 0
+    finally:
+        hub.close()
+        for sock in (a, b, c, s):
+            sock.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    out = bytearray()
+    while chunk := sock.recv(1 << 20):
+        out += chunk
+    return bytes(out)
+
+
+class _EndsOnCancel:
+    """A stand-in hub whose relay ends (with *counts*, or *error*) just as it is cancelled."""
+
+    def __init__(self, counts: tuple[int, int] | None, error: BaseException | None) -> None:
+        self.counts, self.error = counts, error
+        self.done: Any = None
+        self.cancelled: BaseException | None = None
+
+    def start(self, a: object, b: object, timeout: object, done: Any, heads: object) -> object:
+        self.done = done
+        return self
+
+    def cancel(self, relay: object, exc: BaseException) -> None:
+        self.cancelled = exc
+        self.done(self.counts, self.error)  # the end won the race: the cancel comes too late
+
+
+@pytest.mark.parametrize("how", ["ended", "failed"])
+def test_cancel_racing_the_end_keeps_its_counts(how: str) -> None:
+    """A cancellation that arrives as the relay ends carries the counts the relay ended with."""
+    error = ConnectionResetError(104, "reset")
+    if how == "failed":
+        set_relay_counts(error, 5, 7)
+    hub = _EndsOnCancel((5, 7) if how == "ended" else None, error if how == "failed" else None)
+
+    async def main() -> None:
+        a, b = socket.socketpair()
+        try:
+            task = asyncio.ensure_future(
+                relay_via_hub(AsyncioLoop(), hub, a, b, None)  # type: ignore[arg-type]
+            )
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+            assert hub.cancelled is not None
+            assert relay_counts(info.value) == (5, 7)
+            assert info.value.bytes_transferred == (5, 7)  # type: ignore[attr-defined]
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
+def test_default_hub_per_backend_and_relays_on_it(backend: ModuleType) -> None:
+    """zerocopy.relay and aio.relay run on the current backend's default hub (one thread)."""
+    import zerocopy
+    import zerocopy.aio
+    from zerocopy._relay import hub as hub_module
+
+    assert hub_module.ENGINE == "hub"
+    hub = hub_module.chosen_hub()
+    assert hub is not None
+    assert hub is hub_module.default_hub()
+    assert hub.backend is backend
+
+    c, a = socket.socketpair()
+    b, s = socket.socketpair()
+    try:
+        c.sendall(b"up")
+        c.shutdown(socket.SHUT_WR)
+        s.shutdown(socket.SHUT_WR)
+        assert zerocopy.relay(a, b, timeout=scaled(10)) == (2, 0)
+        assert s.recv(10) == b"up"
+        threads = [t.name for t in threading.enumerate()]
+        assert threads.count("zerocopy-relay-hub") == 1
+    finally:
+        for sock in (a, b, c, s):
+            sock.close()
+
+    c, a = socket.socketpair()
+    b, s = socket.socketpair()
+    try:
+        s.sendall(b"down!")
+        c.shutdown(socket.SHUT_WR)
+        s.shutdown(socket.SHUT_WR)
+        a.setblocking(False)
+        b.setblocking(False)
+        assert asyncio.run(zerocopy.aio.relay(a, b, timeout=scaled(10))) == (0, 5)
+        assert c.recv(10) == b"down!"
+    finally:
+        for sock in (a, b, c, s):
+            sock.close()
+
+
+def test_a_forked_child_relays_on_a_hub_of_its_own(backend: ModuleType) -> None:
+    """After fork the parent's hub thread is gone: the child's relays start a hub of their own."""
+    import zerocopy
+    from zerocopy._relay import hub as hub_module
+
+    parent_hub = hub_module.default_hub()
+    c, a = socket.socketpair()
+    b, s = socket.socketpair()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if the relay worked on a new hub
+            code = 1
+            try:
+                c.sendall(b"child")
+                c.shutdown(socket.SHUT_WR)
+                s.shutdown(socket.SHUT_WR)
+                ok = zerocopy.relay(a, b, timeout=5) == (5, 0) and s.recv(10) == b"child"
+                code = 0 if ok and hub_module.default_hub() is not parent_hub else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        for sock in (a, b, c, s):
+            sock.close()
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_idle_relay_whose_fd_is_replaced_ends(backend: ModuleType, which: str) -> None:
+    """dup2 over an idle relayed socket's fd (epoll forgets it silently): the relay ends with
+    the kernel's error for the new file within the fd check, not at its idle timeout."""
+    hub = Hub()
+    c, a = socket.socketpair()
+    b, s = socket.socketpair()
+    try:
+        for sock in (a, b):
+            sock.setblocking(False)
+        result: list[BaseException | tuple[int, int]] = []
+
+        def run() -> None:
+            try:
+                result.append(relay_on_hub(hub, a, b, timeout=scaled(30)))
+            except BaseException as exc:
+                result.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, (a if which == "a" else b).fileno())
+        os.close(null)
+        started = time.monotonic()
+        t.join(scaled(10))
+        assert not t.is_alive()
+        assert time.monotonic() - started < scaled(3)
+        (exc,) = result
+        assert isinstance(exc, OSError), exc
+        assert relay_counts(exc) == (0, 0)
+    finally:
+        hub.close()
+        for sock in (a, b, c, s):
+            sock.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, ValuesView
 from types import ModuleType
 from typing import Any
 
@@ -17,25 +17,28 @@ from netkit import empty_pool as empty_pool
 from netkit import no_fd_leak as no_fd_leak
 from netkit import run as run
 from zerocopy import aio
+from zerocopy._relay.direction import Direction
 
 Pair = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @pytest.fixture
-def steps(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The bytes each relay_step of the current backend delivered (kernel-moved bytes)."""
-    moved: list[int] = []
-    real = backend.relay_step
+def steps(backend: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ValuesView[int]:
+    """The bytes each relay direction's splices delivered (kernel-moved bytes), live.
 
-    def relay_step(*args: Any) -> int:
-        state = args[-1]
-        before = int(state.delivered)
-        status: int = real(*args)
-        moved.append(int(state.delivered) - before)
-        return status
+    Read from each direction's ``state`` whenever it gives its pipe back or
+    ends, so it counts what ``relay_step`` moved whichever engine stepped it:
+    the relay's own rounds, or a hub's C pump.
+    """
+    moved: dict[Direction, int] = {}  # the directions kept: no id reused
+    real = Direction.close
 
-    monkeypatch.setattr(backend, "relay_step", relay_step)
-    return moved
+    def close(self: Direction) -> None:
+        moved[self] = int(self.state.delivered)
+        real(self)
+
+    monkeypatch.setattr(Direction, "close", close)
+    return moved.values()
 
 
 async def echo_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -124,7 +127,7 @@ class TestPairs:
         self,
         backend: ModuleType,
         run: Any,
-        steps: list[int],
+        steps: ValuesView[int],
         size: int,
         form: str,
         no_fd_leak: None,
@@ -141,7 +144,7 @@ class TestPairs:
             assert sum(steps) > len(body)
 
     def test_reader_buffer_delivered_first(
-        self, backend: ModuleType, run: Any, steps: list[int], no_fd_leak: None
+        self, backend: ModuleType, run: Any, steps: ValuesView[int], no_fd_leak: None
     ) -> None:
         """Bytes the StreamReader read ahead come before those spliced later, in order."""
         first = payload(40_000, seed=3)

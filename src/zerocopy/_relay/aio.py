@@ -27,8 +27,11 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
     The asyncio twin of :func:`zerocopy.relay`: ``splice`` through pooled
     pipes (held only while bytes are in flight), an end of stream from one
     side becomes ``shutdown(SHUT_WR)`` on the other while the other direction
-    carries on, and the result is ``(a_to_b, b_to_a)``.  Readiness comes from
-    the running loop.
+    carries on, and the result is ``(a_to_b, b_to_a)``.  On Linux the bytes
+    move in the process's relay hub thread (one C call per batch of
+    wake-ups, the GIL released) and the loop hears from it once, when the
+    relay ends, through an eventfd: a busy relay costs the loop nothing.
+    Elsewhere the relay steps on the loop, its readiness from the loop.
 
     Each side is a non-blocking socket or a ``(StreamReader, StreamWriter)``
     pair from :func:`asyncio.open_connection` or :func:`asyncio.start_server`

@@ -30,6 +30,8 @@ async def relay(a: End, b: End, *, timeout: float | None = None) -> tuple[int, i
     ``bytes_transferred``.  Bytes a stream received but did not hand out yet
     (anyio's asyncio streams read ahead) go first.  Nothing is closed: the
     caller closes the sockets or streams; no other task may use them meanwhile.
+    As there, on Linux the relay hub's thread moves the bytes and the task
+    waits for the end.
     """
     ends: list[StreamSocket] = []
     try:

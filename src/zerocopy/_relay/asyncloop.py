@@ -1,4 +1,4 @@
-"""The async relay's rounds, on any event loop (see :mod:`zerocopy._loop`).
+"""The async relay's rounds, on any event loop (see :mod:`zerocopy._loop`), or on a hub.
 
 The asyncio relay (:mod:`.aio`) and the anyio one (:mod:`.anyio_`) differ
 only in the :class:`~zerocopy._loop.Loop` they pass to :func:`relay_rounds`,
@@ -17,6 +17,7 @@ from .._errors import oserror
 from .._fair import Turn
 from .._loop import Key, KeyWaiter, Loop
 from .direction import Direction, annotate
+from .hub import chosen_hub, relay_via_hub, waker
 
 __all__ = ["relay_rounds", "relay_sockets"]
 
@@ -33,7 +34,18 @@ async def relay_sockets(
     *heads* are bytes each side's stream read before the relay began, which
     go out first.  The sides are checked and any stream's buffered output
     drained by the caller; every exception carries both counts.
+
+    Where a relay hub can run (see :func:`.hub.chosen_hub`), the hub's
+    thread moves the bytes and *loop* only waits for the end; elsewhere
+    *loop* runs the rounds below.
     """
+    hub = chosen_hub()
+    if hub is not None:
+        if not loop.shares_thread:  # a blocking caller: it waits, no descriptor needed
+            return await relay_via_hub(loop, hub, a, b, timeout, heads)
+        efd = waker()  # an event loop hears the end through it
+        if efd is not None:
+            return await relay_via_hub(loop, hub, a, b, timeout, heads, efd=efd)
     ab: Direction | None = None
     ba: Direction | None = None
     try:

@@ -1,4 +1,4 @@
-"""The threaded relay: the async relay's rounds on two blocking sockets, waiting with poll()."""
+"""The blocking relay: on the relay hub (Linux), else the async relay's rounds with poll()."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     direction while it has bytes in flight (an idle relay holds none).  An end
     of stream from one side becomes ``shutdown(SHUT_WR)`` on the other, and
     the other direction carries on.  Returns ``(a_to_b, b_to_a)``.
+
+    On Linux the splices run in the process's relay hub, one thread that
+    steps every relay in one C call per batch of wake-ups; this thread waits
+    for the end (a signal handler's exception ends the relay first, counts
+    final).  Elsewhere, or when no descriptor is left for the hub, the relay
+    steps in this thread, waiting with ``poll()``.
 
     *timeout* is an idle timeout in seconds: if neither direction moves for
     that long, :class:`TimeoutError` is raised (``inf``, like None, never

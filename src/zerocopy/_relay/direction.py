@@ -80,6 +80,7 @@ class Direction:
         pool: PipePool | None = None,
         *,
         head: bytes = b"",
+        backend: Any = None,
     ):
         self.src = src
         self.dst = dst
@@ -88,8 +89,9 @@ class Direction:
         self.dst_fd = dst.fileno()
         self.pool = pool if pool is not None else default_pool()
         self.pipe: Pipe | None = None
-        #: The backend of every step: the one whose relay_step understands state.
-        self.backend = _backend.current()
+        #: The backend of every step: the one whose relay_step understands state
+        #: (a relay hub's own, which may not be the current one).
+        self.backend = _backend.current() if backend is None else backend
         #: Without splice (macOS, the BSDs, Windows): a plain relay through a
         #: buffer, the same steps and counts (see .buffered).
         self.buffered = "splice" not in _backend.features(self.backend)

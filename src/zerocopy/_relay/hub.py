@@ -30,6 +30,7 @@ or with the exception that ended it carrying ``a_to_b``, ``b_to_a`` and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -45,6 +46,7 @@ from .._constants import (
     EPOLLET,
     EPOLLIN,
     EPOLLOUT,
+    EPOLLPRI,
     EPOLLRDHUP,
     HUB_EVENT,
     HUB_NEED_PIPE,
@@ -55,6 +57,7 @@ from .._constants import (
     POLLIN,
     READY_DST,
     READY_SRC,
+    READY_URG,
     STEP_DST_ZERO,
     STEP_ERROR,
     WANT_DST,
@@ -62,11 +65,25 @@ from .._constants import (
     WANT_RUN,
     WANT_SRC,
 )
-from .._errors import oserror
+from .._errors import oserror, relay_counts, set_relay_counts
+from .._loop import BlockingLoop, Loop, run_blocking, wait_key
 from .._pipes import PipePool
 from .direction import Direction, annotate
 
-__all__ = ["BUDGET", "IDLE_TICK", "Hub", "HubRelay", "available", "default_hub", "relay_on_hub"]
+__all__ = [
+    "BUDGET",
+    "ENGINE",
+    "IDLE_TICK",
+    "Hub",
+    "HubRelay",
+    "available",
+    "chosen_hub",
+    "close_default_hubs",
+    "default_hub",
+    "relay_on_hub",
+    "relay_via_hub",
+    "waker",
+]
 
 log = logging.getLogger("zerocopy")
 
@@ -74,10 +91,12 @@ log = logging.getLogger("zerocopy")
 BUDGET = 1024 * 1024
 #: A direction that moved nothing for this long with its pipe empty gives the pipe back.
 IDLE_TICK = 0.05
+#: How often each relay's descriptors are checked to still name its sockets.
+FD_CHECK = 0.5
 #: Rounds of the pump per C call when nothing needs a decision.
 MAX_ROUNDS = 4096
-#: Each socket's registration: both ways, hang-ups, edge-triggered.
-_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+#: Each socket's registration: both ways, hang-ups, urgent data, edge-triggered.
+_EVENTS = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET
 
 
 def available() -> bool:
@@ -99,6 +118,8 @@ class HubRelay:
         "cancelled",
         "done",
         "finished",
+        "heads",
+        "ids",
         "last_moved",
         "last_progress",
         "slots",
@@ -106,9 +127,16 @@ class HubRelay:
     )
 
     def __init__(
-        self, a: socket.socket, b: socket.socket, timeout: float | None, done: Done
+        self,
+        a: socket.socket,
+        b: socket.socket,
+        timeout: float | None,
+        done: Done,
+        heads: tuple[bytes, bytes] = (b"", b""),
     ) -> None:
         self.a, self.b, self.timeout, self.done = a, b, timeout, done
+        self.heads = heads
+        self.ids: tuple[tuple[int, int], ...] = ()
         self.ab: Direction | None = None
         self.ba: Direction | None = None
         self.slots = (-1, -1)
@@ -131,27 +159,46 @@ class Hub:
     hub; the callback gets ``(counts, None)`` or ``(None, exc)``, in the
     hub's thread.  :meth:`cancel` ends a relay early (its callback gets the
     exception given, with the counts on it).
+
+    A hub keeps the backend current when it was made: its pump and every
+    relay state belong to that backend, whatever ``_backend.use()`` says later.
     """
 
     def __init__(self, pool: PipePool | None = None, *, budget: int = BUDGET) -> None:
         self.pool = pool
         self.budget = budget
+        self.backend = _backend.current()
         self._lock = threading.Lock()
         self._incoming: list[HubRelay] = []
         self._cancels: list[HubRelay] = []
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._core: Any = None
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            # Made here, not in the thread: a hub that cannot run (no epoll,
+            # no descriptor left) says so to whoever makes it.
+            self._core: Any = self.backend.HubCore()
+        except BaseException:
+            os.close(self._wake_fd)
+            raise
         self._closed = False
-        self._stopped = False  # the wake-up pipe is closed
+        self._stopped = False  # the wake-up eventfd is closed
 
     # -- the caller's side (any thread) --------------------------------------------------
 
     def start(
-        self, a: socket.socket, b: socket.socket, timeout: float | None, done: Done
+        self,
+        a: socket.socket,
+        b: socket.socket,
+        timeout: float | None,
+        done: Done,
+        heads: tuple[bytes, bytes] = (b"", b""),
     ) -> HubRelay:
-        """Relay *a* and *b* on the hub; *done* is called once when the relay ends."""
-        relay = HubRelay(a, b, timeout, done)
+        """Relay *a* and *b* on the hub; *done* is called once when the relay ends.
+
+        *heads* are bytes each side's stream read before the relay began,
+        delivered first (and counted).
+        """
+        relay = HubRelay(a, b, timeout, done, heads)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the relay hub is closed")
@@ -182,45 +229,45 @@ class Hub:
             thread = self._thread
             if thread is None and not self._stopped:
                 self._stopped = True
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                os.close(self._wake_fd)
+                self._core.close()
         if thread is None:
             return
         self._wake()
         if thread is not threading.current_thread():
             thread.join()
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: close what the parent's hub held; this copy never runs."""
+        with self._lock:
+            self._closed = True
+            if self._stopped:
+                return
+            self._stopped = True
+            with contextlib.suppress(OSError):
+                os.close(self._wake_fd)
+        with contextlib.suppress(OSError):
+            self._core.close()
+
     def _wake(self) -> None:
         with self._lock:
             if self._stopped:
                 return  # its descriptors are closed (their numbers may be reused)
             try:
-                os.write(self._wake_w, b"\0")
+                os.eventfd_write(self._wake_fd, 1)
             except BlockingIOError:
                 pass  # a wake-up is pending already
 
     # -- the hub's thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._core = _backend.current().HubCore()
-        except BaseException as exc:  # noqa: BLE001 - every waiting relay is told
-            with self._lock:
-                self._closed = self._stopped = True
-                incoming, self._incoming = self._incoming, []
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-            for r in incoming:
-                r.finished = True
-                r.done(None, annotate(exc, None, None))
-            return
         self._relays: list[HubRelay | None] = []  # by slot: the relay each slot belongs to
         self._free: list[int] = []
         self._used = 0
         self._live: set[HubRelay] = set()
         self._idle_seen: dict[int, int] = {}  # slot -> delivered when last seen idle with a pipe
-        last_tick = time.monotonic()
-        self._core.register(self._wake_r, EPOLLIN, -1, -1)
+        last_tick = self._fds_checked = time.monotonic()
+        self._core.register(self._wake_fd, EPOLLIN, -1, -1)
         try:
             while self._take_requests():
                 now = time.monotonic()
@@ -244,8 +291,7 @@ class Hub:
             self._core.close()
             with self._lock:
                 self._stopped = True
-                os.close(self._wake_r)
-                os.close(self._wake_w)
+                os.close(self._wake_fd)
 
     def _take_requests(self) -> bool:
         """Add the relays started, end those cancelled; False once the hub is closed."""
@@ -286,29 +332,48 @@ class Hub:
                 self._end(r, None)
 
     def _tick(self, now: float) -> None:
-        """Every IDLE_TICK: idle pipes back to the pool, idle timeouts."""
+        """Every IDLE_TICK: idle pipes back to the pool, idle timeouts; every FD_CHECK, fds."""
         self._reclaim()
         for r in list(self._live):
             if self._timed_out(r, now):
                 self._end(r, TimeoutError(errno.ETIMEDOUT, "relay: idle timeout"))
+        if now - self._fds_checked >= FD_CHECK:
+            self._fds_checked = now
+            self._check_fds()
+
+    def _check_fds(self) -> None:
+        """End the relays whose descriptors were closed or now name another file.
+
+        ``dup2`` over a relayed socket's fd (or closing it) takes the socket
+        out of the epoll set without a word: nothing would wake its
+        directions again.  The threaded and asyncio relays meet the new file
+        at their next wait; here each direction is stepped once more, so the
+        relay ends with the kernel's own error for that file, as theirs do.
+        """
+        for r in list(self._live):
+            try:
+                if _identities(r.a, r.b) == r.ids:
+                    continue
+                for d in (r.ab, r.ba):
+                    if d is not None and not d.done:
+                        d.step(self.budget)
+                raise OSError(errno.EBADF, "relay: a socket's descriptor names another file now")
+            except BaseException as exc:  # noqa: BLE001 - it goes to the relay's caller
+                self._end(r, exc)
 
     def _drain_wake(self) -> None:
         try:
-            while os.read(self._wake_r, 4096):
-                pass
+            os.eventfd_read(self._wake_fd)
         except BlockingIOError:
             pass
 
     def _holding(self) -> bool:
-        """Whether a direction waits for its source with a pipe (to give back when idle)."""
+        """Whether a direction holds a pipe (to give back once idle, perhaps within the wait)."""
         core = self._core
-        return any(
-            s.state != core.NULL and s.want == WANT_SRC and s.pipe_r >= 0
-            for s in core.slots[0 : self._used]
-        )
+        return any(s.state != core.NULL and s.pipe_r >= 0 for s in core.slots[0 : self._used])
 
     def _timeout_ms(self, now: float, pipes_held: bool) -> int:
-        wait = IDLE_TICK if pipes_held else None
+        wait = IDLE_TICK if pipes_held else FD_CHECK if self._live else None
         for r in self._live:
             if r.timeout is not None and r.timeout != float("inf"):
                 left = max(r.last_progress + r.timeout - now, 0.0)
@@ -327,8 +392,8 @@ class Hub:
 
     def _add(self, r: HubRelay) -> None:
         core, relays, free, used = self._core, self._relays, self._free, self._used
-        r.ab = Direction(r.a, r.b, self.pool)
-        r.ba = Direction(r.b, r.a, self.pool)
+        r.ab = Direction(r.a, r.b, self.pool, head=r.heads[0], backend=self.backend)
+        r.ba = Direction(r.b, r.a, self.pool, head=r.heads[1], backend=self.backend)
         slots = []
         for _ in range(2):
             if free:
@@ -349,9 +414,10 @@ class Hub:
             s.pipe_r = s.pipe_w = -1
             s.pipe_size = 0
             s.state = d.state
-            s.flags = 0 if d.buffered else HUB_STEP
+            s.flags = self._flags(d)
             s.want, s.ready, s.status = WANT_RUN, 0, 0
         r.slots = (slots[0], slots[1])
+        r.ids = _identities(r.a, r.b)
         r.last_progress = time.monotonic()
         core.register(r.a.fileno(), _EVENTS, slots[0], slots[1])
         try:
@@ -397,17 +463,29 @@ class Hub:
             s.pipe_r = s.pipe_w = -1
         else:
             s.pipe_r, s.pipe_w, s.pipe_size = pipe.r, pipe.w, pipe.size
-        s.flags = HUB_STEP if (not d.buffered and d.head is None) else 0
+        s.flags = Hub._flags(d)
         if d.done:
             s.want = WANT_NONE
         elif d.waiting is None:
             s.want = WANT_RUN
         elif d.waiting[1] == POLLIN:
             s.want = WANT_SRC
-            s.ready &= ~READY_SRC
+            if s.ready & READY_URG:
+                # Urgent data showed, and a step that read bytes stopped with
+                # EAGAIN, perhaps at the mark (no edge comes again once every
+                # byte is here): one more step, which reads nothing there and
+                # so looks for the mark.  Once: the hint is used up.
+                s.ready = (s.ready & ~READY_URG) | READY_SRC
+            else:
+                s.ready &= ~READY_SRC
         else:
             s.want = WANT_DST
             s.ready &= ~READY_DST
+
+    @staticmethod
+    def _flags(d: Direction) -> int:
+        """Whether the pump may step *d*: not while a head waits to go out, nor without splice."""
+        return HUB_STEP if (not d.buffered and d.head is None) else 0
 
     def _reclaim(self) -> None:
         """Give back the pipes of directions idle with an empty pipe since the last tick."""
@@ -469,17 +547,185 @@ class Hub:
         s.src = s.dst = -1
 
 
-_default: Hub | None = None
+def _identities(*socks: socket.socket) -> tuple[tuple[int, int], ...]:
+    """What each socket's fd names: (device, inode); OSError (EBADF) once it is closed."""
+    out = []
+    for sock in socks:
+        st = os.fstat(sock.fileno())
+        out.append((st.st_dev, st.st_ino))
+    return tuple(out)
+
+
+_defaults: dict[str, Hub] = {}
 _default_lock = threading.Lock()
+
+#: Where relays run when no hub is named: "hub" (the backend's default hub,
+#: where one can run) or "rounds" (each relay waits in its own thread or task).
+ENGINE = "hub"
 
 
 def default_hub() -> Hub:
-    """The process's hub (one thread), made on first use."""
-    global _default
+    """The process's hub for the current backend (one thread each), made on first use."""
+    backend = _backend.current()
     with _default_lock:
-        if _default is None:
-            _default = Hub()
-        return _default
+        hub = _defaults.get(backend.NAME)
+        if hub is None:
+            hub = _defaults[backend.NAME] = Hub()
+        return hub
+
+
+def chosen_hub() -> Hub | None:
+    """The hub a relay runs on when none is named; None: the relay runs its own rounds.
+
+    That is the way off Linux (no epoll), with ``ENGINE = "rounds"``, and
+    when the descriptors run out: a hub needs two (its epoll set and wake-up
+    eventfd), while the rounds need none until bytes flow.  The next relay
+    tries again.
+    """
+    if ENGINE != "hub" or not available():
+        return None
+    try:
+        return default_hub()
+    except OSError as exc:
+        log.debug("zerocopy: no relay hub (%s); this relay runs its own rounds", exc)
+        return None
+
+
+def waker() -> int | None:
+    """An eventfd for an event loop to hear a hub relay's end on; None if none can be had."""
+    try:
+        return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    except OSError as exc:
+        log.debug("zerocopy: no eventfd for a hub relay (%s); it runs its own rounds", exc)
+        return None
+
+
+def close_default_hubs() -> None:
+    """Close every default hub (their relays end with ConnectionAbortedError); tests use it.
+
+    The next relay starts a new one.
+    """
+    with _default_lock:
+        hubs = list(_defaults.values())
+        _defaults.clear()
+    for hub in hubs:
+        hub.close()
+
+
+def _forget_hubs_after_fork() -> None:
+    # A child has the hubs' objects but not their threads: relays started
+    # there would wait forever.  It starts hubs of its own instead; the
+    # parent's descriptors are closed here, in the child only.
+    global _default_lock
+    _default_lock = threading.Lock()
+    for hub in _defaults.values():
+        hub.forget_after_fork()
+    _defaults.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hubs_after_fork)
+
+
+class _Ending:
+    """How the caller of :func:`relay_via_hub` hears a hub relay's end.
+
+    The hub calls :meth:`done` in its thread; the caller awaits :meth:`wait`:
+    on an event loop, an eventfd it watches through its ``Loop``; on
+    :class:`~zerocopy._loop.BlockingLoop`, a plain wait (the thread has
+    nothing else to do, and a signal handler's exception interrupts it).
+    """
+
+    def __init__(self, loop: Loop, efd: int | None) -> None:
+        self.box: list[tuple[tuple[int, int] | None, BaseException | None]] = []
+        self.finished = threading.Event()
+        if efd is None and loop.shares_thread:
+            efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.efd = efd
+        self.waiter = None if efd is None else loop.waiter()
+
+    def done(self, counts: tuple[int, int] | None, exc: BaseException | None) -> None:
+        # In this order: the waiter wakes only with the result in the box, and
+        # closes the eventfd only once `finished` says this call is past it.
+        self.box.append((counts, exc))
+        if self.efd is not None:
+            os.eventfd_write(self.efd, 1)
+        self.finished.set()
+
+    async def wait(self) -> None:
+        if self.waiter is not None and self.efd is not None:
+            while not self.box:
+                await wait_key(self.waiter, (self.efd, POLLIN))
+        # The result may be in the box before the eventfd is written: wait
+        # (microseconds) until done() is past it.
+        self.finished.wait()
+
+    def settle(self, exc: BaseException) -> None:
+        """After a cancel: wait for the relay's end and put its final counts on *exc*."""
+        while not self.finished.wait(1.0):
+            pass
+        counts, error = self.box[0]
+        if error is None:  # it had ended just before: its counts are final
+            assert counts is not None
+            set_relay_counts(exc, *counts)
+        elif error is not exc and (moved := relay_counts(error)) is not None:
+            set_relay_counts(exc, *moved)  # it had failed just before: its counts
+
+    def result(self) -> tuple[int, int]:
+        counts, error = self.box[0]
+        if error is not None:
+            raise error
+        assert counts is not None
+        return counts
+
+    def close(self) -> None:
+        if self.waiter is not None:
+            self.waiter.close()
+        if self.efd is not None:
+            os.close(self.efd)
+
+
+async def relay_via_hub(
+    loop: Loop,
+    hub: Hub,
+    a: socket.socket,
+    b: socket.socket,
+    timeout: float | None,
+    heads: tuple[bytes, bytes] = (b"", b""),
+    *,
+    efd: int | None = None,
+) -> tuple[int, int]:
+    """Relay non-blocking sockets *a* and *b* on *hub*, waiting for its end on *loop*.
+
+    On an event loop (``loop.shares_thread``) the loop hears from the hub
+    once, when the relay ends, through *efd*, an eventfd it watches like any
+    socket (made here if not given; this call closes it).  On
+    :class:`~zerocopy._loop.BlockingLoop` the caller's thread has nothing
+    else to do and simply waits.  An exception raised while it waits (a
+    cancellation, a signal handler's) ends the relay on the hub first, so
+    the counts on it are final; every exception carries ``a_to_b``,
+    ``b_to_a`` and ``bytes_transferred``.
+    """
+    try:
+        ending = _Ending(loop, efd)
+        try:
+            handle = hub.start(a, b, timeout, ending.done, heads)
+        except BaseException:
+            ending.close()
+            raise
+    except BaseException as exc:
+        annotate(exc, None, None)  # nothing moved
+        raise
+    try:
+        try:
+            await ending.wait()
+        except BaseException as exc:
+            hub.cancel(handle, exc)
+            ending.settle(exc)
+            raise
+    finally:
+        ending.close()
+    return ending.result()
 
 
 def relay_on_hub(
@@ -496,30 +742,11 @@ def relay_on_hub(
     from .blocking import check_relay_args
 
     check_relay_args(a, b, timeout)
-    finished = threading.Event()
-    box: list[tuple[tuple[int, int] | None, BaseException | None]] = []
-
-    def done(counts: tuple[int, int] | None, exc: BaseException | None) -> None:
-        box.append((counts, exc))
-        finished.set()
-
     saved = (a.gettimeout(), b.gettimeout())
     try:
         a.setblocking(False)
         b.setblocking(False)
-        handle = hub.start(a, b, timeout, done)
-        try:
-            finished.wait()
-        except BaseException as exc:
-            hub.cancel(handle, exc)
-            while not finished.wait(1.0):
-                pass
-            raise
-        counts, error = box[0]
-        if error is not None:
-            raise error
-        assert counts is not None
-        return counts
+        return run_blocking(relay_via_hub(BlockingLoop(), hub, a, b, timeout))
     finally:
         a.settimeout(saved[0])
         b.settimeout(saved[1])
