@@ -94,6 +94,7 @@ def choices(features: frozenset[str] | None = None) -> list[Choice]:
     those functions consults at call time.
     """
     from .._fd import FILE, SOCKET
+    from .._relay import hub as _hub
     from .._send_file.blocking import _no_sendfile
 
     found = _backend.features() if features is None else features
@@ -104,7 +105,8 @@ def choices(features: frozenset[str] | None = None) -> list[Choice]:
     else:
         send = ("sendfile", "the probe found sendfile")
     if "splice" in found:
-        relay = ("splice", "the probe found splice: socket -> pipe -> socket")
+        where = "on the relay hub's thread" if _hub.available() else "in the caller's thread"
+        relay = ("splice", f"the probe found splice: socket -> pipe -> socket, {where}")
     else:
         relay = ("readinto/write", "no splice: recv and send through a buffer")
     if "msg_zerocopy" in found:
