@@ -523,3 +523,45 @@ def test_idle_relay_whose_fd_is_replaced_ends(backend: ModuleType, which: str) -
         hub.close()
         for sock in (a, b, c, s):
             sock.close()
+
+
+def test_default_hubs_spread_over_the_cpus(backend: ModuleType) -> None:
+    """Relays go to the least busy default hub, up to one hub per CPU (MAX_HUBS at most)."""
+    import zerocopy
+    from zerocopy._relay import hub as hub_module
+
+    n = hub_module._hub_count()
+    assert 1 <= n <= hub_module.MAX_HUBS
+    ends = [(socket.socketpair(), socket.socketpair()) for _ in range(2 * n + 1)]
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda a=a, b=b: results.append(zerocopy.relay(a, b)))
+        for (_c, a), (b, _s) in ends
+    ]
+    hubs: list[Hub] = []
+    try:
+        # One at a time (the choice and the start are not one step: relays
+        # started at the same instant may land on the same hub).
+        for started, t in enumerate(threads, 1):
+            t.start()
+            deadline = time.monotonic() + scaled(10)
+            while time.monotonic() < deadline:
+                hubs = hub_module._defaults.get(backend.NAME, [])
+                if sum(h.load for h in hubs) == started:
+                    break
+                time.sleep(0.001)
+        loads = sorted(h.load for h in hubs)
+        assert len(hubs) == n
+        assert sum(loads) == len(ends)
+        assert loads[-1] - loads[0] <= 1, loads
+        for (c, _a), (_b, s) in ends:
+            c.shutdown(socket.SHUT_WR)
+            s.shutdown(socket.SHUT_WR)
+        for t in threads:
+            t.join(scaled(10))
+        assert results == [(0, 0)] * len(ends)
+        assert [h.load for h in hubs] == [0] * n
+    finally:
+        for pair in ends:
+            for sock in (*pair[0], *pair[1]):
+                sock.close()

@@ -43,7 +43,7 @@ NOFILE_CHILD = textwrap.dedent(
     def hub_fds():
         # The process's relay hubs (made by a relay, kept like the pool's idle pipes).
         from zerocopy._relay import hub
-        return {fd for h in hub._defaults.values()
+        return {fd for hubs in hub._defaults.values() for h in hubs
                 for fd in (h._wake_fd, h._core.fileno())}
 
     def release(held):

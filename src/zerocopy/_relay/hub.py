@@ -74,6 +74,7 @@ __all__ = [
     "BUDGET",
     "ENGINE",
     "IDLE_TICK",
+    "MAX_HUBS",
     "Hub",
     "HubRelay",
     "available",
@@ -164,9 +165,9 @@ class Hub:
     relay state belong to that backend, whatever ``_backend.use()`` says later.
     """
 
-    def __init__(self, pool: PipePool | None = None, *, budget: int = BUDGET) -> None:
+    def __init__(self, pool: PipePool | None = None, *, budget: int | None = None) -> None:
         self.pool = pool
-        self.budget = budget
+        self.budget = BUDGET if budget is None else budget
         self.backend = _backend.current()
         self._lock = threading.Lock()
         self._incoming: list[HubRelay] = []
@@ -182,6 +183,8 @@ class Hub:
             raise
         self._closed = False
         self._stopped = False  # the wake-up eventfd is closed
+        #: Relays started and not yet ended (how busy the hub is).
+        self.load = 0
 
     # -- the caller's side (any thread) --------------------------------------------------
 
@@ -203,6 +206,7 @@ class Hub:
             if self._closed:
                 raise RuntimeError("the relay hub is closed")
             self._incoming.append(relay)
+            self.load += 1
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="zerocopy-relay-hub", daemon=True
@@ -511,6 +515,8 @@ class Hub:
         if r.finished:
             return
         r.finished = True
+        with self._lock:
+            self.load -= 1
         self._live.discard(r)
         core, relays, free = self._core, self._relays, self._free
         if r.slots[0] >= 0:
@@ -556,22 +562,38 @@ def _identities(*socks: socket.socket) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-_defaults: dict[str, Hub] = {}
+_defaults: dict[str, list[Hub]] = {}
 _default_lock = threading.Lock()
 
-#: Where relays run when no hub is named: "hub" (the backend's default hub,
+#: Most default hubs per backend: one per CPU, as HAProxy runs a thread per
+#: core, up to this many.
+MAX_HUBS = 4
+
+#: Where relays run when no hub is named: "hub" (the backend's default hubs,
 #: where one can run) or "rounds" (each relay waits in its own thread or task).
 ENGINE = "hub"
 
 
 def default_hub() -> Hub:
-    """The process's hub for the current backend (one thread each), made on first use."""
+    """The least busy of the process's hubs for the current backend; a new one if all are busy.
+
+    A backend gets up to one hub per CPU (at most :data:`MAX_HUBS`), each a
+    thread, made when every hub it has carries relays: one relay runs on
+    one hub, many spread over the CPUs as a thread per core would.
+    """
     backend = _backend.current()
     with _default_lock:
-        hub = _defaults.get(backend.NAME)
-        if hub is None:
-            hub = _defaults[backend.NAME] = Hub()
-        return hub
+        hubs = _defaults.setdefault(backend.NAME, [])
+        idlest = min(hubs, key=lambda h: h.load, default=None)
+        if idlest is None or (idlest.load and len(hubs) < _hub_count()):
+            idlest = Hub()
+            hubs.append(idlest)
+        return idlest
+
+
+def _hub_count() -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, MAX_HUBS))
 
 
 def chosen_hub() -> Hub | None:
@@ -606,7 +628,7 @@ def close_default_hubs() -> None:
     The next relay starts a new one.
     """
     with _default_lock:
-        hubs = list(_defaults.values())
+        hubs = [hub for each in _defaults.values() for hub in each]
         _defaults.clear()
     for hub in hubs:
         hub.close()
@@ -618,8 +640,9 @@ def _forget_hubs_after_fork() -> None:
     # parent's descriptors are closed here, in the child only.
     global _default_lock
     _default_lock = threading.Lock()
-    for hub in _defaults.values():
-        hub.forget_after_fork()
+    for hubs in _defaults.values():
+        for hub in hubs:
+            hub.forget_after_fork()
     _defaults.clear()
 
 
