@@ -64,6 +64,11 @@ their throughput must be no lower than that ("today's").
     python benchmarks/bench_relay.py --concurrent 32 --duration 20 [--repeat 5]
     python benchmarks/bench_relay.py --connections 1,32,256 --duration 8 --repeat 3
     python benchmarks/bench_relay.py --latency --bulk 8,32 [--before ../main] [--json FILE]
+
+``BENCH_RELAY_ONLY="NAME;NAME"`` runs only those of zerocopy's variants
+(HAProxy still runs beside them): a quicker A/B of a few.  Variants named
+``(own rounds)`` run each relay in its own thread or on its own loop, the
+engine before the relay hubs (and off Linux).
 """
 
 from __future__ import annotations
@@ -733,6 +738,7 @@ def _start_proxies(
     if concurrent:
         wanted = [
             "zerocopy.relay (threads)",
+            "zerocopy.relay (own rounds)",
             "zerocopy hub",
             "zerocopy hub (2 threads)",
             "python relay 1M",
@@ -758,6 +764,9 @@ def _start_proxies(
             "zerocopy.aio.relay",
             "zerocopy.aio.relay (own rounds)",
         ]
+    only = os.environ.get("BENCH_RELAY_ONLY")
+    if only:  # a quick A/B of some variants (HAProxy still runs beside them)
+        wanted = [name for name in wanted if name in only.split(";")]
     proxies: dict[str, Any] = {}
     for name in wanted:
         role, *extra = _ROLES[name]
@@ -997,6 +1006,9 @@ def _start_latency_proxies(
     if importlib.util.find_spec("uvloop") is not None:
         wanted.append("zerocopy.aio.relay (uvloop)")
     wanted += ["zerocopy hub", "zerocopy.relay (threads)", "python relay 1M"]
+    only = os.environ.get("BENCH_RELAY_ONLY")
+    if only:  # a quick A/B of some variants (HAProxy still runs beside them)
+        wanted = [name for name in wanted if name in only.split(";")]
     routes = f"{sink},{echo}"
     for name in wanted:
         role, *extra = _ROLES[name]
