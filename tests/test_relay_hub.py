@@ -565,3 +565,33 @@ def test_default_hubs_spread_over_the_cpus(backend: ModuleType) -> None:
         for pair in ends:
             for sock in (*pair[0], *pair[1]):
                 sock.close()
+
+
+def test_no_waiter_closes_the_eventfd(backend: ModuleType) -> None:
+    """A loop that cannot make its waiter (anyio's makes an epoll set: EMFILE): the eventfd is
+    closed, nothing starts on the hub, and the error carries zero counts."""
+    import errno
+
+    class NoWaiter(AsyncioLoop):
+        def waiter(self) -> Any:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    hub = Hub()
+    a, b = socket.socketpair()
+    try:
+        before = set(os.listdir("/proc/self/fd"))
+
+        async def main() -> None:
+            await relay_via_hub(NoWaiter(), hub, a, b, None)
+
+        with pytest.raises(OSError, match="Too many") as info:
+            asyncio.run(main())
+        assert relay_counts(info.value) == (0, 0)
+        assert hub.load == 0
+        leaked = {fd for fd in set(os.listdir("/proc/self/fd")) - before
+                  if os.path.exists(f"/proc/self/fd/{fd}")}  # fmt: skip
+        assert not any("eventfd" in os.readlink(f"/proc/self/fd/{fd}") for fd in leaked), leaked
+    finally:
+        hub.close()
+        a.close()
+        b.close()

@@ -665,7 +665,12 @@ class _Ending:
         if efd is None and loop.shares_thread:
             efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.efd = efd
-        self.waiter = None if efd is None else loop.waiter()
+        try:
+            self.waiter = None if efd is None else loop.waiter()
+        except BaseException:  # anyio's waiter makes an epoll set: EMFILE
+            if efd is not None:
+                os.close(efd)
+            raise
 
     def done(self, counts: tuple[int, int] | None, exc: BaseException | None) -> None:
         # In this order: the waiter wakes only with the result in the box, and
