@@ -28,7 +28,7 @@ async def relay(a: Side, b: Side, *, timeout: float | None = None) -> tuple[int,
     pipes (held only while bytes are in flight), an end of stream from one
     side becomes ``shutdown(SHUT_WR)`` on the other while the other direction
     carries on, and the result is ``(a_to_b, b_to_a)``.  On Linux the bytes
-    move in the process's relay hub thread (one C call per batch of
+    move in one of the process's relay hub threads (one C call per batch of
     wake-ups, the GIL released) and the loop hears from it once, when the
     relay ends, through an eventfd: a busy relay costs the loop nothing.
     Elsewhere the relay steps on the loop, its readiness from the loop.

@@ -20,8 +20,9 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     of stream from one side becomes ``shutdown(SHUT_WR)`` on the other, and
     the other direction carries on.  Returns ``(a_to_b, b_to_a)``.
 
-    On Linux the splices run in the process's relay hub, one thread that
-    steps every relay in one C call per batch of wake-ups; this thread waits
+    On Linux the splices run in one of the process's relay hubs (threads,
+    up to one per CPU) that step every relay in one C call per batch of
+    wake-ups; this thread waits
     for the end (a signal handler's exception ends the relay first, counts
     final).  Elsewhere, or when no descriptor is left for the hub, the relay
     steps in this thread, waiting with ``poll()``.
