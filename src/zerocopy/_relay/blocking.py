@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .._fd import check_timeout
 from .._loop import BlockingLoop, run_blocking
 from .asyncloop import relay_sockets
 from .sides import check_distinct
 
-__all__ = ["check_relay_args", "relay"]
+__all__ = ["check_relay_args", "relay", "run_on_sockets"]
 
 
 def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -> tuple[int, int]:
@@ -38,13 +40,23 @@ def relay(a: socket.socket, b: socket.socket, *, timeout: float | None = None) -
     ``b_to_a`` (and the pair as ``bytes_transferred``).  The sockets are left
     open, their blocking mode restored; the caller closes them.
     """
+    return run_on_sockets(a, b, timeout, lambda: relay_sockets(BlockingLoop(), a, b, timeout))
+
+
+def run_on_sockets(
+    a: socket.socket,
+    b: socket.socket,
+    timeout: float | None,
+    transfer: Callable[[], Coroutine[Any, Any, tuple[int, int]]],
+) -> tuple[int, int]:
+    """What every blocking relay does around *transfer*: the checks, then the sockets
+    non-blocking for its duration (their modes restored), run in this thread."""
     check_relay_args(a, b, timeout)
     saved = (a.gettimeout(), b.gettimeout())
     try:
         a.setblocking(False)
         b.setblocking(False)
-        # The async relay's rounds, waiting with poll() in this thread.
-        return run_blocking(relay_sockets(BlockingLoop(), a, b, timeout))
+        return run_blocking(transfer())
     finally:
         a.settimeout(saved[0])
         b.settimeout(saved[1])

@@ -66,7 +66,7 @@ from .._constants import (
     WANT_SRC,
 )
 from .._errors import oserror, relay_counts, set_relay_counts
-from .._loop import BlockingLoop, Loop, run_blocking, wait_key
+from .._loop import BlockingLoop, Loop, wait_key
 from .._pipes import PipePool
 from .direction import Direction, annotate
 
@@ -767,14 +767,6 @@ def relay_on_hub(
     raised in this thread while it waits (a signal handler's, in the main
     thread) ends the relay on the hub first, so its counts are final.
     """
-    from .blocking import check_relay_args
+    from .blocking import run_on_sockets  # blocking -> asyncloop -> here: not at import
 
-    check_relay_args(a, b, timeout)
-    saved = (a.gettimeout(), b.gettimeout())
-    try:
-        a.setblocking(False)
-        b.setblocking(False)
-        return run_blocking(relay_via_hub(BlockingLoop(), hub, a, b, timeout))
-    finally:
-        a.settimeout(saved[0])
-        b.settimeout(saved[1])
+    return run_on_sockets(a, b, timeout, lambda: relay_via_hub(BlockingLoop(), hub, a, b, timeout))
