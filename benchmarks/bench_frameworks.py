@@ -146,17 +146,24 @@ TARGETS = [
 # --- the servers' applications (run in the server processes) ------------------------
 
 
-def starlette_app(stat_on_loop: bool = False) -> Any:
+def starlette_app(stat_on_loop: bool = False, zerocopy_response: bool = False) -> Any:
     """The ASGI servers' ``--factory``: a Starlette app, ``/NAME``: FileResponse of
     $ZEROCOPY_BENCH_DIR/NAME (bench_serve.py serves more than one file).
 
     Starlette's ``FileResponse(path)`` stats the file in a worker thread
     (``anyio.to_thread``); with *stat_on_loop* the app stats it on the loop
-    and passes ``stat_result``, as an app serving local files can.
+    and passes ``stat_result``, as an app serving local files can; with
+    *zerocopy_response* the app uses :class:`zerocopy.starlette.FileResponse`,
+    which stats local files on the loop after their first request.
     """
     from starlette.applications import Starlette
-    from starlette.responses import FileResponse, PlainTextResponse
+    from starlette.responses import PlainTextResponse
     from starlette.routing import Route
+
+    if zerocopy_response:
+        from zerocopy.starlette import FileResponse
+    else:
+        from starlette.responses import FileResponse
 
     directory = os.environ[DIR_ENV]
 
@@ -176,6 +183,11 @@ def starlette_app(stat_on_loop: bool = False) -> Any:
 def starlette_app_stat_on_loop() -> Any:
     """:func:`starlette_app`, stat on the loop (``--factory`` takes no arguments)."""
     return starlette_app(stat_on_loop=True)
+
+
+def starlette_app_zerocopy_response() -> Any:
+    """:func:`starlette_app` with ``zerocopy.starlette.FileResponse``."""
+    return starlette_app(zerocopy_response=True)
 
 
 def _loop_name() -> str:

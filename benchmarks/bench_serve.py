@@ -113,6 +113,7 @@ ISSUE_FIGURES = [
 STOCK = {
     "uvicorn+zerocopy": "uvicorn",
     "uvicorn+zerocopy (stat on loop)": "uvicorn (stat on loop)",
+    "uvicorn+zerocopy (zerocopy.starlette)": "uvicorn",
     "aiohttp asyncio+zerocopy": "aiohttp asyncio",
     "aiohttp uvloop+zerocopy": "aiohttp uvloop",
 }
@@ -201,6 +202,18 @@ VARIANTS = [
             bf.uvicorn_argv("zerocopy.uvicorn:HttpToolsProtocol", "starlette_app_stat_on_loop"),
         ),
         "the app passes stat_result",
+    ),
+    _framework(
+        bf.Variant(
+            "uvicorn+zerocopy (zerocopy.starlette)",
+            "asyncio",
+            ("uvicorn", "httptools", "starlette"),
+            "zerocopy.uvicorn:HttpToolsProtocol",
+            bf.uvicorn_argv(
+                "zerocopy.uvicorn:HttpToolsProtocol", "starlette_app_zerocopy_response"
+            ),
+        ),
+        "zerocopy.starlette.FileResponse",
     ),
     _framework(_FRAMEWORKS["aiohttp asyncio"]),
     _framework(

@@ -33,6 +33,7 @@ ORDER = [
     "uvicorn+zerocopy",
     "uvicorn (stat on loop)",
     "uvicorn+zerocopy (stat on loop)",
+    "uvicorn+zerocopy (zerocopy.starlette)",
     "aiohttp asyncio",
     "aiohttp asyncio+zerocopy",
     "aiohttp uvloop",
@@ -43,12 +44,14 @@ ORDER = [
 ZEROCOPY = {
     "uvicorn+zerocopy": "zerocopy.uvicorn:HttpToolsProtocol",
     "uvicorn+zerocopy (stat on loop)": "zerocopy.uvicorn:HttpToolsProtocol",
+    "uvicorn+zerocopy (zerocopy.starlette)": "zerocopy.uvicorn:HttpToolsProtocol",
     "aiohttp asyncio+zerocopy": "zerocopy.aiohttp:FileResponse",
     "aiohttp uvloop+zerocopy": "zerocopy.aiohttp:FileResponse",
 }
 STOCK = {
     "uvicorn+zerocopy": "uvicorn",
     "uvicorn+zerocopy (stat on loop)": "uvicorn (stat on loop)",
+    "uvicorn+zerocopy (zerocopy.starlette)": "uvicorn",
     "aiohttp asyncio+zerocopy": "aiohttp asyncio",
     "aiohttp uvloop+zerocopy": "aiohttp uvloop",
 }

@@ -911,3 +911,353 @@ def test_tested_uvicorn_versions(version: str) -> None:
     assert tested(version)
     assert not tested("0.44." + version.split(".", 2)[2])
     assert not tested("0.56.0")
+
+
+# --- zerocopy.starlette.FileResponse: Starlette's, with the stat on the loop ------------
+
+
+def both_responses_app(root: Path, **attrs: Any) -> Starlette:
+    """Starlette's FileResponse on /stock/NAME and zerocopy.starlette's on /zc/NAME."""
+    from zerocopy.starlette import FileResponse as ZCFileResponse
+
+    async def stock(request: Request) -> FileResponse:
+        return FileResponse(root / request.path_params["name"])
+
+    async def zc(request: Request) -> ZCFileResponse:
+        response = ZCFileResponse(root / request.path_params["name"])
+        for name, value in attrs.items():
+            setattr(response, name, value)
+        return response
+
+    return Starlette(routes=[Route("/stock/{name}", stock), Route("/zc/{name}", zc)])
+
+
+@pytest.fixture
+def thread_stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that receives the path of every os.stat run through anyio.to_thread (any caller)."""
+    import anyio.to_thread
+
+    calls: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counting(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if func is os.stat:
+            calls.append(os.fspath(args[0]))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    return calls
+
+
+def asgi_call(response: Any, method: str = "GET", **headers: str) -> list[dict[str, Any]]:
+    """Run *response* as an ASGI app (pathsend offered) on anyio; return the messages it sent."""
+    import anyio
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "extensions": {"http.response.pathsend": {}},
+        "asgi": {"spec_version": "2.4"},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(response, scope, receive, send)
+    return sent
+
+
+class TestZerocopyStarletteFileResponse:
+    def test_same_responses_as_starlettes(
+        self, tree: tuple[Path, dict[str, bytes]], loop: str, sent_by_sendfile: list[int]
+    ) -> None:
+        """Status, headers and bodies equal Starlette's: GET, HEAD, ranges, If-Range."""
+        root, data = tree
+        names = ["odd.bin", "empty.bin", "odd.bin", "big.bin", "big.bin"]
+        with serving(both_responses_app(root), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            for name in names:
+                etag = str(get(conn, f"/stock/{name}", "HEAD")[0].getheader("etag"))
+                for method, extra in [
+                    ("GET", {}),
+                    ("HEAD", {}),
+                    ("GET", {"Range": "bytes=5-70000"}),
+                    ("GET", {"Range": "bytes=0-1,9-12"}),
+                    ("GET", {"Range": "bytes=1-2", "If-Range": etag}),
+                    ("GET", {"Range": "bytes=1-2", "If-Range": '"other"'}),
+                ]:
+                    seen = []
+                    for route in ("stock", "zc"):
+                        resp, body = get(conn, f"/{route}/{name}", method, **extra)
+                        headers = dict((k.lower(), v) for k, v in resp.getheaders())
+                        del headers["date"]
+                        kind = headers["content-type"]
+                        if kind.startswith("multipart/byteranges"):
+                            # A random boundary per response: compare with it replaced.
+                            boundary = kind.split("boundary=")[1]
+                            body = body.replace(boundary.encode(), b"B")
+                            headers["content-type"] = kind.replace(boundary, "B")
+                        seen.append((resp.status, headers, sha(body)))
+                    assert seen[0] == seen[1], (name, method, extra)
+            conn.close()
+        # Whole-file GETs go by sendfile (If-Range with another tag is one), on both routes alike.
+        assert sum(sent_by_sendfile) == 2 * sum(2 * len(data[n]) for n in names)
+
+    def test_stat_in_a_thread_first_then_on_the_loop(
+        self,
+        tree: tuple[Path, dict[str, bytes]],
+        loop: str,
+        thread_stats: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The first request of a local path stats in a thread; the next ones on the loop."""
+        import zerocopy.starlette as zs
+        from zerocopy import _localfs
+
+        monkeypatch.setattr(zs, "_LOCAL", _localfs.LocalFiles())
+        root, data = tree
+        path = str(root / "odd.bin")
+        with serving(both_responses_app(root), loop) as (host, port):
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+            for _ in range(3):
+                _, got = get(conn, "/zc/odd.bin")
+                assert sha(got) == sha(data["odd.bin"])
+            assert thread_stats == [path]
+            for _ in range(2):
+                _, got = get(conn, "/stock/odd.bin")
+                assert sha(got) == sha(data["odd.bin"])
+            conn.close()
+        # Starlette's own class stats in the thread every time.
+        assert thread_stats == [path] * 3
+
+    @pytest.mark.parametrize(
+        ("attrs", "fs", "threads"),
+        [
+            ({}, "nfs", 3),  # never known local: every stat in the thread
+            ({}, None, 3),  # a device in no mount: likewise
+            ({"open_on_loop": True}, "nfs", 0),
+            ({"open_on_loop": False}, "ext4", 3),  # Starlette's way
+        ],
+    )
+    def test_where_it_stats(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        thread_stats: list[str],
+        attrs: dict[str, Any],
+        fs: str | None,
+        threads: int,
+    ) -> None:
+        """Non-local filesystems keep the thread; open_on_loop overrides both ways."""
+        import zerocopy.starlette as zs
+        from zerocopy import _localfs
+
+        monkeypatch.setattr(zs, "_LOCAL", _localfs.LocalFiles())
+        monkeypatch.setattr(_localfs, "fs_type", lambda dev: fs)
+        body = os.urandom(1000)
+        (tmp_path / "f").write_bytes(body)
+        reference = asgi_call(FileResponse(tmp_path / "f"))
+        del thread_stats[:]
+        for _ in range(3):
+            response = zs.FileResponse(tmp_path / "f")
+            for name, value in attrs.items():
+                setattr(response, name, value)
+            sent = asgi_call(response)
+            assert sent == reference
+        assert thread_stats == [str(tmp_path / "f")] * threads
+
+    @pytest.mark.parametrize("known_local", [False, True])
+    def test_errors_are_starlettes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_local: bool
+    ) -> None:
+        """A missing path and a directory raise Starlette's RuntimeError, in a thread or not."""
+        import zerocopy.starlette as zs
+
+        monkeypatch.setattr(zs.FileResponse, "open_on_loop", True if known_local else None)
+        for path in (tmp_path / "missing", tmp_path):
+            with pytest.raises(RuntimeError) as stock:
+                asgi_call(FileResponse(path))
+            with pytest.raises(RuntimeError) as ours:
+                asgi_call(zs.FileResponse(path))
+            assert str(ours.value) == str(stock.value)
+            assert ours.value.__cause__ is None
+        # Other errors of stat propagate as they are, as from Starlette's thread.
+        for path, error in [(tmp_path / ("x" * 5000), OSError), (tmp_path / "a\0b", ValueError)]:
+            with pytest.raises(error) as stock_error:
+                asgi_call(FileResponse(path))
+            with pytest.raises(error) as our_error:
+                asgi_call(zs.FileResponse(path))
+            assert type(our_error.value) is type(stock_error.value)
+            assert str(our_error.value) == str(stock_error.value)
+
+    def test_given_stat_result_is_kept(self, tmp_path: Path, thread_stats: list[str]) -> None:
+        """With stat_result given, no stat at all (Starlette's rule), and the same messages."""
+        import zerocopy.starlette as zs
+
+        (tmp_path / "f").write_bytes(b"abc")
+        st = os.stat(tmp_path / "f")
+        reference = asgi_call(FileResponse(tmp_path / "f", stat_result=st))
+        assert asgi_call(zs.FileResponse(tmp_path / "f", stat_result=st)) == reference
+        assert thread_stats == []
+
+    def test_missing_api_falls_back_with_a_warning(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A Starlette without the public API used warns at import and stats as Starlette's own."""
+        import starlette.responses
+
+        import zerocopy
+
+        class Old:
+            def __init__(self, path: str) -> None:
+                pass
+
+        monkeypatch.setattr(starlette.responses, "FileResponse", Old)
+        monkeypatch.delitem(sys.modules, "zerocopy.starlette")
+        with pytest.warns(zerocopy.IntegrationFallbackWarning) as caught:
+            module = importlib.import_module("zerocopy.starlette")
+        [warning] = caught
+        assert "FileResponse.set_stat_headers, FileResponse(stat_result=)" in str(warning.message)
+        assert module._ON == {"FileResponse": False}
+
+    @pytest.mark.parametrize("version", ["1.9.0", "1.11.0", "2.0.0"])
+    def test_untested_starlette_runs_with_a_warning(
+        self, monkeypatch: pytest.MonkeyPatch, version: str
+    ) -> None:
+        """On an untested Starlette with the API there: one warning, and the class is on."""
+        import starlette
+
+        import zerocopy
+
+        monkeypatch.setattr(starlette, "__version__", version)
+        monkeypatch.delitem(sys.modules, "zerocopy.starlette")
+        with pytest.warns(zerocopy.UntestedVersionWarning) as caught:
+            module = importlib.import_module("zerocopy.starlette")
+        [warning] = caught
+        assert str(warning.message) == (
+            f"zerocopy.starlette is untested with starlette {version} (tested: Starlette 1.10);"
+            " the hooks it needs are all there, so FileResponse runs with zero-copy"
+        )
+        assert module._ON == {"FileResponse": True}
+
+
+# --- where a pathsend file is opened ---------------------------------------------------
+
+
+def record_where_opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets "loop" or "thread" for each pathsend open and close, in order."""
+    import asyncio
+
+    from zerocopy._asgi import body as asgi_body
+
+    seen: list[str] = []
+
+    def where(what: str) -> None:
+        try:
+            asyncio.get_running_loop()
+            seen.append(f"{what} on the loop")
+        except RuntimeError:
+            seen.append(f"{what} in a thread")
+
+    real_open, real_close = asgi_body.open_regular, asgi_body.FileBody.close
+
+    def opening(path: str) -> Any:
+        where("open")
+        return real_open(path)
+
+    def closing(self: Any) -> None:
+        where("close")
+        real_close(self)
+
+    monkeypatch.setattr(asgi_body, "open_regular", opening)
+    monkeypatch.setattr(asgi_body.FileBody, "close", closing)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("fs", "after_first"),
+    [
+        ("ext4", "on the loop"),
+        ("tmpfs", "on the loop"),
+        ("nfs", "in a thread"),
+        (None, "in a thread"),
+    ],
+)
+def test_pathsend_opens_on_the_loop_only_when_known_local(
+    tree: tuple[Path, dict[str, bytes]],
+    loop: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sent_by_sendfile: list[int],
+    fs: str | None,
+    after_first: str,
+) -> None:
+    """A path's first open (and close) runs in a thread; later ones on the loop if it is local."""
+    from zerocopy import _localfs
+    from zerocopy._asgi import body as asgi_body
+
+    monkeypatch.setattr(asgi_body, "LOCAL", _localfs.LocalFiles())
+    monkeypatch.setattr(_localfs, "fs_type", lambda dev: fs)
+    seen = record_where_opened(monkeypatch)
+    root, data = tree
+    with serving(starlette_app(root), loop) as (host, port):
+        conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+        for _ in range(3):
+            resp, got = get(conn, "/file/odd.bin")
+            assert resp.status == 200
+            assert sha(got) == sha(data["odd.bin"])
+        conn.close()
+    first_close = "on the loop" if fs in _localfs.LOCAL_TYPES else "in a thread"
+    assert seen == [
+        "open in a thread",
+        f"close {first_close}",
+        *[f"{what} {after_first}" for what in ("open", "close")] * 2,
+    ]
+    assert sum(sent_by_sendfile) == 3 * SIZES["odd.bin"]
+
+
+def test_cancelled_while_the_thread_opens_closes_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task cancelled during the executor's open leaves no descriptor behind."""
+    import asyncio
+
+    from zerocopy import _localfs
+    from zerocopy._asgi import body as asgi_body
+
+    monkeypatch.setattr(asgi_body, "LOCAL", _localfs.LocalFiles())
+    (tmp_path / "f").write_bytes(b"abc")
+    entered, release = threading.Event(), threading.Event()
+    files: list[Any] = []
+    real_open = asgi_body.open_regular
+
+    def slow_open(path: str) -> Any:
+        entered.set()
+        release.wait(TIMEOUT)
+        opened = real_open(path)
+        files.append(opened[0])
+        return opened
+
+    monkeypatch.setattr(asgi_body, "open_regular", slow_open)
+    message = {"type": "http.response.pathsend", "path": str(tmp_path / "f")}
+
+    async def main() -> None:
+        async def body_user() -> None:
+            async with asgi_body.opened(message):
+                raise AssertionError("the body was handed out")
+
+        task = asyncio.create_task(body_user())
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, TIMEOUT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        deadline = time.monotonic() + TIMEOUT
+        while not (files and files[0].closed):
+            assert time.monotonic() < deadline, "the file opened for a cancelled task stayed open"
+            await asyncio.sleep(0.005)
+
+    asyncio.run(main())
+    assert files[0].closed

@@ -10,14 +10,16 @@ whether the response goes on.  Bad messages raise ``TypeError`` /
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from .. import aio  # send_file is looked up at call time: tests wrap it
+from .. import _localfs, aio  # send_file is looked up at call time: tests wrap it
 from .._regular import NotRegularFileError, open_regular
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "check_message",
     "handles",
     "open_body",
+    "opened",
     "send_body",
 ]
 
@@ -161,6 +164,59 @@ def open_body(message: Mapping[str, Any]) -> FileBody:
     return FileBody(
         file, offset, left if count is None else count, message.get("more_body", False), owned
     )
+
+
+#: pathsend paths found on a local filesystem: opened and closed on the loop.
+LOCAL = _localfs.LocalFiles()
+
+
+def _open_in_thread(message: Mapping[str, Any]) -> tuple[FileBody, int]:
+    body = open_body(message)
+    try:
+        return body, os.fstat(body.file.fileno()).st_dev
+    except BaseException:
+        body.close()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def opened(message: Mapping[str, Any]) -> AsyncIterator[FileBody]:
+    """:func:`open_body` for the body's duration, never blocking the loop on a slow filesystem.
+
+    A ``zerocopysend`` file is the application's (opened already), and a
+    ``pathsend`` path found before on a local filesystem is opened and
+    closed on the loop, as nginx does.  Any other path is opened and closed
+    in the loop's default executor (an open or close on NFS, SMB or FUSE can
+    wait on a server), and its device is learnt for next time.  A task
+    cancelled while the thread opens closes the file when it is open.
+    """
+    if message["type"] != PATHSEND or message["path"] in LOCAL:
+        body = open_body(message)
+        try:
+            yield body
+        finally:
+            body.close()
+        return
+    loop = asyncio.get_running_loop()
+    opening = loop.run_in_executor(None, _open_in_thread, message)
+    try:
+        body, dev = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_when_opened)
+        raise
+    local = LOCAL.learn(message["path"], dev)
+    try:
+        yield body
+    finally:
+        if local:
+            body.close()
+        else:
+            await asyncio.shield(loop.run_in_executor(None, body.close))
+
+
+def _close_when_opened(opening: asyncio.Future[tuple[FileBody, int]]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].close()
 
 
 async def send_body(cycle: Any, body: FileBody) -> bool:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import _compat, _integrations
-from .body import EXTENSIONS, ZEROCOPYSEND, FileBody, check_message, handles, open_body
+from .body import EXTENSIONS, ZEROCOPYSEND, FileBody, check_message, handles, opened
 
 __all__ = ["FileBodies", "Writer"]
 
@@ -117,11 +117,8 @@ class _Sender:
         cycle = self.cycle
         if cycle.disconnected or cycle.transport.is_closing():
             return  # as uvicorn: a body for a client that went away is dropped
-        body = open_body(message)
-        try:
+        async with opened(message) as body:
             if body.count and not await self.write(cycle, body):
                 return
-        finally:
-            body.close()
         if not more_body:
             await self.uvicorn_send(_END)
