@@ -12,8 +12,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .. import _backend
+from .._engine.copy_file_range import copy_file_range
 from .._engine.sendfile import CHUNK, Sendfile
-from .._errors import FALLBACK_ERRNOS, GiveUp, set_transferred
+from .._errors import GiveUp, set_transferred
 from .._tally import Tally
 from .._types import StrOrBytesPath
 from . import kernel
@@ -141,23 +142,20 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
     sfd = fsrc.fileno()
     if stat.S_ISREG(os.fstat(sfd).st_mode):  # shutil's sendfile path fstats it too
         dfd = fdst.fileno()
-        cfr = _backend.current().copy_file_range_at_positions
-        total = 0
         try:
-            while moved := cfr(sfd, dfd, CHUNK):
-                total += moved
-        except BaseException as exc:
+            total = copy_file_range(dfd, sfd, None, None, CHUNK)
+        except GiveUp as exc:
             # Not here before a byte moved (another filesystem, a device):
             # sendfile at the same positions, as shutil copies, then the
-            # general path.  Anything else is the copy's failure.
-            if total or not (isinstance(exc, OSError) and exc.errno in FALLBACK_ERRNOS):
-                note_method("copy_file_range")
-                kernel.name_files(exc, fsrc, fdst)
-                raise
-            total = _sendfile_all(fsrc, fdst, sfd, dfd)
+            # general path.  A first call that copied nothing (procfs,
+            # sysfs: no cause) goes to the general path straight away.
+            total = 0 if exc.__cause__ is None else _sendfile_all(fsrc, fdst, sfd, dfd)
+        except BaseException as exc:
+            note_method("copy_file_range")
+            kernel.name_files(exc, fsrc, fdst)
+            raise
         else:
-            if total:
-                note_method("copy_file_range")
+            note_method("copy_file_range")
         if total:  # 0: an empty file, or procfs/sysfs, which report size 0
             return total
     return copyfileobj(fsrc, fdst)  # every other case, as before

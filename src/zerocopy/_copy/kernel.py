@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _backend
 from .._constants import MAX_RW_COUNT
+from .._engine.copy_file_range import copy_file_range
 from .._engine.sendfile import CHUNK, Sendfile
 from .._errors import FALLBACK_ERRNOS, GiveUp, give_up_or_raise
 from .._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
@@ -65,21 +66,19 @@ def _write_fd(dfd: int, view: memoryview, cur: Cursor, t: Transfer) -> None:
 
 
 def _copy_file_range(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
-    moved = 0
-    cfr = _backend.current().copy_file_range
-    while want := t.chunk(CHUNK):
-        try:
-            n = cfr(sfd, dfd, want, cur.s_off, cur.d_off, t.tally)
-        except OSError as exc:
-            give_up_or_raise(exc, moved)
-        if n == 0:
-            if moved == 0:
-                raise GiveUp("copy_file_range moved nothing")  # procfs, sysfs
-            return
-        moved += n
-        cur.s_off += n
-        cur.d_off += n
+    # File to file: both offsets are known.
+    assert cur.s_off is not None
+    assert cur.d_off is not None
+
+    def each(n: int) -> None:
+        cur.s_off += n  # type: ignore[operator]
+        cur.d_off += n  # type: ignore[operator]
         t.add(n)
+
+    # As in _sendfile: t.add(n) grows t.total by each call's count, as
+    # count - moved does, so one t.chunk() asks what the loop's would.
+    left = None if t.limit is None else t.limit - t.total
+    copy_file_range(dfd, sfd, (cur.s_off, cur.d_off), left, t.chunk(CHUNK), t.tally, each)
 
 
 def _sendfile(sfd: int, dfd: int, cur: Cursor, t: Transfer) -> None:
