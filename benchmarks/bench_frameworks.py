@@ -318,17 +318,19 @@ def why_not(variant: Variant, nginx: str = "") -> str | None:
             "(pip install 'zerocopy-io[bench]')"
         )
     if variant.zerocopy:
-        from zerocopy import IntegrationFallbackWarning
+        import zerocopy
 
+        # A tree from before the warning (compare_trees.py) refused instead.
+        fallback = getattr(zerocopy, "IntegrationFallbackWarning", RuntimeWarning)
         module, _, name = variant.zerocopy.partition(":")
         try:
             # An integration checks its framework's hooks at import; where one
             # is missing it serves as the stock class (IntegrationFallbackWarning,
             # made an error here), which this variant must not pass off as its own.
             with warnings.catch_warnings():
-                warnings.simplefilter("error", IntegrationFallbackWarning)
+                warnings.simplefilter("error", fallback)
                 getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, RuntimeError, IntegrationFallbackWarning) as exc:
+        except (ImportError, AttributeError, RuntimeError, fallback) as exc:
             return f"skipped: {module} not available ({type(exc).__name__}: {exc})"
     return None
 

@@ -88,8 +88,12 @@ __all__ = [
 
 log = logging.getLogger("zerocopy")
 
-#: Most bytes one direction moves per round of the pump (the fairness rule).
-BUDGET = 1024 * 1024
+#: Most bytes one direction moves per round of the pump (the fairness rule):
+#: a relay's slice, as :data:`zerocopy._fair.RELAY_SLICE`.  Measured against
+#: 1 and 2 MiB at 32 connections beside one HAProxy thread: 0.96-1.00x its
+#: throughput at 1.18-1.24x its CPU, against 0.89-0.92x at 1.18-1.28x
+#: (docs/benchmarks.md, "One hub against one HAProxy thread, round budget").
+BUDGET = 4 * 1024 * 1024
 #: A direction that moved nothing for this long with its pipe empty gives the pipe back.
 IDLE_TICK = 0.05
 #: How often each relay's descriptors are checked to still name its sockets.
