@@ -21,6 +21,7 @@ import zerocopy
 from conftest import hang_guard
 from copykit import MiB, always_fail, payload
 from zerocopy._copy import files as copy_files
+from zerocopy._errors import GiveUp
 
 
 @pytest.fixture(autouse=True)
@@ -275,6 +276,9 @@ class TestCopyfileLoop:
         assert dst.read_bytes() == data[:140_000]
         assert (info.value.filename, info.value.filename2) == (str(src), str(dst))
         assert zerocopy.last_method() == "sendfile"
+        # The library's private GiveUp never reaches a caller, not even as context.
+        assert not isinstance(info.value.__context__, GiveUp)
+        assert not isinstance(info.value.__cause__, GiveUp)
 
     def test_to_a_device_like_shutil(self, backend: ModuleType, tmp_path: Path) -> None:
         """/dev/null as the destination: shutil's result (copy_file_range takes files only)."""

@@ -145,17 +145,22 @@ def _copy_opened(fsrc: io.BufferedReader, fdst: io.BufferedWriter) -> int:
         try:
             total = copy_file_range(dfd, sfd, None, None, CHUNK)
         except GiveUp as exc:
-            # Not here before a byte moved (another filesystem, a device):
-            # sendfile at the same positions, as shutil copies, then the
-            # general path.  A first call that copied nothing (procfs,
-            # sysfs: no cause) goes to the general path straight away.
-            total = 0 if exc.__cause__ is None else _sendfile_all(fsrc, fdst, sfd, dfd)
+            # Not here before a byte moved: with an errno as the cause
+            # (another filesystem, a device) sendfile at the same positions,
+            # as shutil copies, then the general path; a first call that
+            # copied nothing (procfs, sysfs: no cause) goes to the general
+            # path straight away.  Outside this handler, so that a failure
+            # of sendfile does not carry the private GiveUp as its context.
+            total, try_sendfile = 0, exc.__cause__ is not None
         except BaseException as exc:
             note_method("copy_file_range")
             kernel.name_files(exc, fsrc, fdst)
             raise
         else:
+            try_sendfile = False
             note_method("copy_file_range")
+        if try_sendfile:
+            total = _sendfile_all(fsrc, fdst, sfd, dfd)
         if total:  # 0: an empty file, or procfs/sysfs, which report size 0
             return total
     return copyfileobj(fsrc, fdst)  # every other case, as before
