@@ -968,7 +968,14 @@ def asgi_call(response: Any, method: str = "GET", **headers: str) -> list[dict[s
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    anyio.run(response, scope, receive, send)
+    before = set(threading.enumerate())
+    try:
+        anyio.run(response, scope, receive, send)
+    finally:
+        # anyio's worker threads (os.stat in a thread) end with their loop,
+        # a moment after it: joined here, before no_fd_leak counts threads.
+        for worker in set(threading.enumerate()) - before:
+            worker.join(TIMEOUT)
     return sent
 
 

@@ -121,14 +121,14 @@ class TestMetadata:
         """`test` has no docs or plotting tools; `docs`, `plot` and `dev` carry them.
 
         `docs` also pulls in the integration extras (the API page's autodoc
-        imports zerocopy.aiohttp, zerocopy.uvicorn and zerocopy.anyio) and the
-        furo theme.
+        imports zerocopy.aiohttp, zerocopy.uvicorn, zerocopy.starlette and
+        zerocopy.anyio) and the furo theme.
         """
         extras = _project()["optional-dependencies"]
         test = _names(extras["test"])
         assert not test & {"sphinx", "myst-parser", "furo", "matplotlib"}
         assert _names(extras["docs"]) == {"sphinx", "myst-parser", "furo", "zerocopy-io"}
-        assert "zerocopy-io[aiohttp,uvicorn,anyio]" in extras["docs"]
+        assert "zerocopy-io[aiohttp,uvicorn,starlette,anyio]" in extras["docs"]
         assert _names(extras["plot"]) == {"matplotlib"}
         assert extras["dev"] == ["zerocopy-io[test,docs,plot,lint]"]
 
