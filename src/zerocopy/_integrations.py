@@ -25,7 +25,13 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 
-__all__ = ["IntegrationFallbackWarning", "UntestedVersionWarning", "decide", "major_minor"]
+__all__ = [
+    "IntegrationFallbackWarning",
+    "UntestedVersionWarning",
+    "decide",
+    "in_range",
+    "major_minor",
+]
 
 
 class UntestedVersionWarning(RuntimeWarning):
@@ -49,6 +55,14 @@ def major_minor(version: str) -> tuple[int, int] | None:
     """``(major, minor)`` of a version string such as ``"0.55.1rc1"``; None if it has none."""
     match = re.match(r"(\d+)\.(\d+)", version)
     return None if match is None else (int(match[1]), int(match[2]))
+
+
+def in_range(version: str, supported: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    """Whether *version* is in *supported*: ``((major, minor), (major, minor))``, lowest
+    tested and first untested."""
+    low, first_untested = supported
+    major_minor_ = major_minor(version)
+    return major_minor_ is not None and low <= major_minor_ < first_untested
 
 
 def decide(

@@ -58,9 +58,7 @@ _TESTED = "aiohttp 3.10 to 3.14"
 
 def _tested(version: str) -> bool:
     """Whether aiohttp *version* is in :data:`SUPPORTED`."""
-    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED
-    major_minor = _integrations.major_minor(version)
-    return major_minor is not None and (lo_major, lo_minor) <= major_minor < (hi_major, hi_minor)
+    return _integrations.in_range(version, SUPPORTED)
 
 
 class FileResponse(web.FileResponse):

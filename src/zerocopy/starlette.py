@@ -64,12 +64,6 @@ def _missing_hooks(cls: type) -> list[str]:
     return missing
 
 
-def _in_range(version: str) -> bool:
-    (lo_major, lo_minor), (hi_major, hi_minor) = SUPPORTED
-    major_minor = _integrations.major_minor(version)
-    return major_minor is not None and (lo_major, lo_minor) <= major_minor < (hi_major, hi_minor)
-
-
 class FileResponse(_StarletteFileResponse):
     """A drop-in :class:`starlette.responses.FileResponse` that stats local files on the loop.
 
@@ -116,6 +110,6 @@ _ON = _integrations.decide(
     "starlette",
     starlette.__version__,
     _TESTED,
-    _in_range(starlette.__version__),
+    _integrations.in_range(starlette.__version__, SUPPORTED),
     {"FileResponse": _missing_hooks(_StarletteFileResponse)},
 )
