@@ -5,6 +5,11 @@ bytes the transfer's kernel calls had moved; between two heartbeats the
 transfer may have moved at most one slice (``zerocopy._fair.SLICE``), and no
 single call may ask for more.  Counted, not timed: the receiver is a thread
 draining as fast as it can, which is when an unbounded call would run on.
+
+The heartbeat *works* at each turn (it spins past ``_fair.IDLE_TURN``), as a
+server's other clients do.  A heartbeat that does nothing leaves the loop
+idle, and then a lone transfer's slice may grow, to at most
+``_fair.GROW`` slices (:class:`TestGrowth`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import itertools
 import logging
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,10 +51,17 @@ SIZE = 24 * MiB
 
 
 @pytest.fixture(autouse=True)
-def small_slice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A slice well below what one call would move to a fast receiver."""
+def small_slice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A slice well below what one call would move to a fast receiver.
+
+    Afterwards this thread's line is emptied, so that a test that failed
+    half-way does not leave the next ones waiting for a turn.
+    """
     monkeypatch.setattr(_fair, "SLICE", SLICE)
     monkeypatch.setattr(_fair, "RELAY_SLICE", 4 * SLICE)
+    yield
+    _fair._here.holder = None
+    _fair._here.ring.clear()
 
 
 class Drain(threading.Thread):
@@ -70,24 +83,40 @@ class Drain(threading.Thread):
             self.count += n
 
 
+def work() -> None:
+    """What another client's turn costs the loop: longer than an idle turn.
+
+    A sleep, not a spin: the loop's thread is held as long, but the GIL is
+    free for the draining thread.
+    """
+    time.sleep(2 * _fair.IDLE_TURN)
+
+
 def biggest_gap(ticks: list[int]) -> int:
     """The most bytes moved between two consecutive heartbeats."""
     return max((b - a for a, b in itertools.pairwise(ticks)), default=0)
 
 
-async def beside_aio_heartbeat(counts: list[int], work: Awaitable[Any]) -> tuple[Any, list[int]]:
-    """Await *work* beside an asyncio task that notes ``sum(counts)`` at each of its turns."""
+async def beside_aio_heartbeat(
+    counts: list[int], transfer: Awaitable[Any], *, idle: bool = False
+) -> tuple[Any, list[int]]:
+    """Await *transfer* beside an asyncio task that notes ``sum(counts)`` at each of its turns.
+
+    The heartbeat works at each turn, unless *idle*.
+    """
     ticks: list[int] = []
     done = False
 
     async def heartbeat() -> None:
         while not done:
             ticks.append(sum(counts))
+            if not idle:
+                work()
             await asyncio.sleep(0)
 
     beat = asyncio.ensure_future(heartbeat())
     try:
-        result = await work
+        result = await transfer
     finally:
         done = True
         await beat
@@ -96,7 +125,7 @@ async def beside_aio_heartbeat(counts: list[int], work: Awaitable[Any]) -> tuple
 
 
 async def beside_anyio_heartbeat(
-    counts: list[int], work: Callable[[], Awaitable[Any]]
+    counts: list[int], transfer: Callable[[], Awaitable[Any]], idle: bool = False
 ) -> tuple[Any, list[int]]:
     """The same under anyio (asyncio, uvloop or trio), the heartbeat in a task group."""
     ticks: list[int] = []
@@ -105,12 +134,14 @@ async def beside_anyio_heartbeat(
     async def heartbeat() -> None:
         while not done:
             ticks.append(sum(counts))
+            if not idle:
+                work()
             await anyio.lowlevel.checkpoint()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat)
         try:
-            result = await work()
+            result = await transfer()
         finally:
             done = True
     ticks.append(sum(counts))
@@ -490,13 +521,16 @@ class TestRing:
 
         _check_turns(anyio.run(main, backend=kind), "abcd", 4, shuffled=kind == "trio")
 
-    def test_lone_transfer_keeps_its_turn(self, run: Runner) -> None:
+    def test_lone_transfer_keeps_its_turn(
+        self, run: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Alone, a spent slice costs one checkpoint and the transfer goes on."""
+        monkeypatch.setattr(_fair, "IDLE_TURN", -1.0)  # never idle: the slice stays
 
         async def main() -> None:
             turn = _turn()
             for _ in range(3):
-                assert turn.spend(SLICE)
+                assert turn.spend(turn.left)
                 await asyncio.wait_for(turn.pause(), 5)
                 assert turn.left == SLICE
                 assert _fair._here.holder is turn
@@ -688,7 +722,11 @@ class TestRing:
         sockets: list[socket.socket],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """Four aio.send_file at once: bodies byte-exact, no call past the slice, none left busy."""
+        """Four aio.send_file at once: bodies byte-exact, no call past GROW slices, none left busy.
+
+        One of them alone busy while the others wait for their sockets may
+        grow its slice (TestGrowth); the first one back in line shrinks it.
+        """
         data = payload(8 * MiB, 8)
         path = make_file(tmp_path, data)
         counts = record_sendfile(backend, monkeypatch)
@@ -713,5 +751,243 @@ class TestRing:
             d.join(30)
             assert d.count == len(data)
             assert d.sha.hexdigest() == hashlib.sha256(data).hexdigest()
-        assert max(counts) <= SLICE
+        assert max(counts) <= _fair.GROW * SLICE
         assert _free()  # every transfer left the line
+
+
+class TestGrowth:
+    """Alone on an idle loop, a transfer's slice doubles per idle turn, up to GROW slices.
+
+    Idle: no other transfer busy or in line, and two checkpoints in a row back
+    within ``_fair.IDLE_TURN``.  The first sign of other work puts it back to
+    one slice.
+    """
+
+    @staticmethod
+    def lefts(turn: _fair.Turn, pauses: int) -> Awaitable[list[int]]:
+        async def go() -> list[int]:
+            seen = []
+            for _ in range(pauses):
+                assert turn.spend(turn.left)
+                await turn.pause()
+                seen.append(turn.left)
+            return seen
+
+        return go()
+
+    def test_grows_on_an_idle_loop(self, run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Idle turns: one slice, then two, then GROW (4), and no further."""
+        monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+
+        async def main() -> list[int]:
+            turn = _turn()
+            try:
+                return await self.lefts(turn, 5)
+            finally:
+                turn.close()
+
+        assert _fair.GROW == 4
+        assert run(main()) == [SLICE, 2 * SLICE, 4 * SLICE, 4 * SLICE, 4 * SLICE]
+
+    def test_a_busy_turn_shrinks_it(self, run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+        """One turn longer than IDLE_TURN: one slice, and growing again takes two idle turns."""
+
+        async def main() -> list[int]:
+            turn = _turn()
+            try:
+                monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+                seen = await self.lefts(turn, 3)
+                monkeypatch.setattr(_fair, "IDLE_TURN", -1.0)
+                seen += await self.lefts(turn, 1)
+                monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+                return seen + await self.lefts(turn, 3)
+            finally:
+                turn.close()
+
+        assert run(main()) == [SLICE, 2 * SLICE, 4 * SLICE, SLICE, SLICE, 2 * SLICE, 4 * SLICE]
+
+    def test_real_turns_of_a_busy_loop_shrink_it(self, run: Runner) -> None:
+        """With the default IDLE_TURN: another task's work in the turn puts it back."""
+
+        async def main() -> tuple[int, int]:
+            turn = _turn()
+            try:
+                for _ in range(50):  # idle turns: 5 us each here, IDLE_TURN is 50 us
+                    assert turn.spend(turn.left)
+                    await turn.pause()
+                grown = turn.left
+                other = asyncio.get_running_loop().call_soon(work)
+                assert turn.spend(turn.left)
+                await turn.pause()
+                other.cancel()
+                return grown, turn.left
+            finally:
+                turn.close()
+
+        assert run(main()) == (4 * SLICE, SLICE)
+
+    @pytest.mark.parametrize("where", ["during", "before"])
+    def test_another_busy_transfer_shrinks_it(
+        self, run: Runner, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        """Another transfer in line, come during the checkpoint or before the pause: one slice."""
+        monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+
+        async def main() -> None:
+            a, b = _turn(), _turn()
+            assert await self.lefts(a, 3) == [SLICE, 2 * SLICE, 4 * SLICE]
+            a.spend(a.left)
+            b.spend(b.left)
+            if where == "during":  # b parks while a's checkpoint lets the loop turn
+                a_pauses = asyncio.ensure_future(a.pause())
+                b_pauses = asyncio.ensure_future(b.pause())
+                await asyncio.wait_for(a_pauses, 5)
+                assert _fair._here.holder is a
+                assert list(_fair._here.ring) == [b]
+                assert a.left == SLICE
+                a.close()
+                await asyncio.wait_for(b_pauses, 5)
+            else:  # b is in line before a pauses: a passes the turn and parks
+                b_pauses = asyncio.ensure_future(b.pause())
+                await asyncio.sleep(0)
+                assert list(_fair._here.ring) == [b]
+                a_pauses = asyncio.ensure_future(a.pause())
+                await asyncio.wait_for(b_pauses, 5)
+                assert list(_fair._here.ring) == [a]
+                assert a.left == SLICE
+                b.close()
+                await asyncio.wait_for(a_pauses, 5)
+                assert a.left == SLICE
+            for t in (a, b):
+                t.close()
+            assert _free()
+
+        run(main())
+
+    def test_waiting(self, run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Back from a wait alone: still grown, growing further takes two idle turns;
+        back with another transfer holding the turn: one slice."""
+        monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+
+        async def main() -> None:
+            a, b = _turn(), _turn()
+            loop = asyncio.get_running_loop()
+            ready = loop.create_future()
+            ready.set_result(None)
+            assert await self.lefts(a, 2) == [SLICE, 2 * SLICE]
+            await a.wait(ready)
+            assert a.left == 2 * SLICE
+            assert await self.lefts(a, 3) == [2 * SLICE, 4 * SLICE, 4 * SLICE]
+            later = loop.create_future()
+            a.spend(_fair.LIGHT)  # not interactive: back from the wait, it gets in line
+            a_waits = asyncio.ensure_future(a.wait(later))
+            await asyncio.sleep(0)
+            b.spend(b.left)
+            await b.pause()  # b takes the free turn
+            assert _fair._here.holder is b
+            later.set_result(None)
+            await asyncio.sleep(0)
+            assert list(_fair._here.ring) == [a]  # in line, one slice
+            assert a.left == SLICE
+            b.close()
+            await asyncio.wait_for(a_waits, 5)
+            a.close()
+            assert _free()
+
+        run(main())
+
+
+class TestGrowthOfTransfers:
+    """Real transfers beside a heartbeat that does nothing: calls grow, to GROW slices at most."""
+
+    @pytest.fixture(autouse=True)
+    def always_idle(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+        monkeypatch.setattr(hub, "ENGINE", "rounds")
+
+    @staticmethod
+    def check_grown(counts: list[int], ticks: list[int], slice_: int, turns: int) -> None:
+        assert slice_ < max(counts) <= _fair.GROW * slice_
+        assert biggest_gap(ticks) <= turns * _fair.GROW * slice_
+
+    def test_aio_send_file(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        tmp_path: Path,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        counts = record_sendfile(backend, monkeypatch)
+        sent_file = SentFile(tmp_path, sockets, 9)
+        with open(sent_file.path, "rb") as f:
+            work_ = aio.send_file(sent_file.send, f)
+            sent, ticks = run(beside_aio_heartbeat(counts, work_, idle=True))
+        sent_file.send.shutdown(socket.SHUT_WR)
+        assert sent == SIZE
+        check(sent_file.drain, sent_file.data, counts, ticks, 1, _fair.GROW * SLICE)
+        self.check_grown(counts, ticks, SLICE, 1)
+
+    def test_anyio_send_file(
+        self,
+        backend: ModuleType,
+        arun: Run,
+        tmp_path: Path,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        counts = record_sendfile(backend, monkeypatch)
+        sent_file = SentFile(tmp_path, sockets, 10)
+        send = sent_file.send
+        sockets.remove(send)
+
+        async def main() -> int:
+            stream = await as_stream(send)
+            async with stream:
+                sent: int = await zerocopy.anyio.send_file(stream, f)
+                await stream.send_eof()
+            return sent
+
+        with open(sent_file.path, "rb") as f:
+            sent, ticks = arun(beside_anyio_heartbeat, counts, main, True)
+        assert sent == SIZE
+        turns = trio_turns(arun)
+        check(sent_file.drain, sent_file.data, counts, ticks, turns, _fair.GROW * SLICE)
+        self.check_grown(counts, ticks, SLICE, turns)
+
+    def test_sender(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        data = payload(SIZE, 11)
+        recv, send = tcp_pair(sockets)
+        counts = record_sends(monkeypatch)
+        drain = Drain(recv)
+        drain.start()
+
+        async def main() -> None:
+            async with aio.AsyncZeroCopySender(send) as sender:
+                await sender.sendall(data)
+
+        _, ticks = run(beside_aio_heartbeat(counts, main(), idle=True))
+        send.shutdown(socket.SHUT_WR)
+        check(drain, data, counts, ticks, 1, _fair.GROW * SLICE)
+        self.check_grown(counts, ticks, SLICE, 1)
+
+    def test_aio_relay(
+        self,
+        backend: ModuleType,
+        run: Runner,
+        sockets: list[socket.socket],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        counts = record_relay_steps(backend, monkeypatch)
+        r = Relayed(sockets, 12)
+        result, ticks = run(beside_aio_heartbeat(counts, aio.relay(r.a, r.b), idle=True))
+        r.feed.join(30)
+        assert result == (SIZE, 0)
+        check(r.drain, r.data, counts, ticks, 1, _fair.GROW * 4 * SLICE)
+        self.check_grown(counts, ticks, 4 * SLICE, 1)
