@@ -62,6 +62,7 @@ def small_slice(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     _fair._here.holder = None
     _fair._here.ring.clear()
+    _fair._here.live = 0
 
 
 class Drain(threading.Thread):
@@ -722,14 +723,24 @@ class TestRing:
         sockets: list[socket.socket],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        """Four aio.send_file at once: bodies byte-exact, no call past GROW slices, none left busy.
+        """Four aio.send_file at once: bodies byte-exact, no call past the slice, none left.
 
-        One of them alone busy while the others wait for their sockets may
-        grow its slice (TestGrowth); the first one back in line shrinks it.
+        Not even one busy while the others wait for their sockets: a slice
+        grows only for the one transfer of its loop (TestGrowth), here the
+        last one still sending.
         """
         data = payload(8 * MiB, 8)
         path = make_file(tmp_path, data)
         counts = record_sendfile(backend, monkeypatch)
+        lives: list[int] = []  # the loop's transfers at each call
+        counted = backend.sendfile
+
+        def noting(*args: Any, **kwargs: Any) -> int:
+            n = int(counted(*args, **kwargs))  # EAGAIN: in neither list
+            lives.append(_fair._here.live)
+            return n
+
+        monkeypatch.setattr(backend, "sendfile", noting)
         pairs = [tcp_pair(sockets) for _ in range(4)]
         drains = [Drain(recv) for recv, _ in pairs]
         for d in drains:
@@ -751,14 +762,18 @@ class TestRing:
             d.join(30)
             assert d.count == len(data)
             assert d.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+        beside_others = [n for n, live in zip(counts, lives, strict=True) if live > 1]
+        assert len(beside_others) > len(counts) // 2
+        assert max(beside_others) <= SLICE
         assert max(counts) <= _fair.GROW * SLICE
         assert _free()  # every transfer left the line
+        assert _fair._here.live == 0
 
 
 class TestGrowth:
     """Alone on an idle loop, a transfer's slice doubles per idle turn, up to GROW slices.
 
-    Idle: no other transfer busy or in line, and two checkpoints in a row back
+    Idle: no other transfer on the loop, and two checkpoints in a row back
     within ``_fair.IDLE_TURN``.  The first sign of other work puts it back to
     one slice.
     """
@@ -834,8 +849,9 @@ class TestGrowth:
         monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
 
         async def main() -> None:
-            a, b = _turn(), _turn()
+            a = _turn()
             assert await self.lefts(a, 3) == [SLICE, 2 * SLICE, 4 * SLICE]
+            b = _turn()
             a.spend(a.left)
             b.spend(b.left)
             if where == "during":  # b parks while a's checkpoint lets the loop turn
@@ -864,13 +880,39 @@ class TestGrowth:
 
         run(main())
 
+    def test_not_beside_another_transfer(
+        self, run: Runner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another transfer of the loop, even one not busy (waiting for its socket): one slice.
+
+        Closed (twice, harmlessly), it no longer counts and growth resumes.
+        """
+        monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
+
+        async def main() -> list[int]:
+            a = _turn()
+            seen = await self.lefts(a, 3)
+            other = _turn()
+            assert _fair._here.live == 2
+            seen += await self.lefts(a, 3)
+            other.close()
+            other.close()
+            assert _fair._here.live == 1
+            seen += await self.lefts(a, 3)
+            a.close()
+            assert _fair._here.live == 0
+            return seen
+
+        grown = [SLICE, 2 * SLICE, 4 * SLICE]
+        assert run(main()) == [*grown, SLICE, SLICE, SLICE, *grown]
+
     def test_waiting(self, run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
         """Back from a wait alone: still grown, growing further takes two idle turns;
         back with another transfer holding the turn: one slice."""
         monkeypatch.setattr(_fair, "IDLE_TURN", 10.0)
 
         async def main() -> None:
-            a, b = _turn(), _turn()
+            a = _turn()
             loop = asyncio.get_running_loop()
             ready = loop.create_future()
             ready.set_result(None)
@@ -878,6 +920,7 @@ class TestGrowth:
             await a.wait(ready)
             assert a.left == 2 * SLICE
             assert await self.lefts(a, 3) == [2 * SLICE, 4 * SLICE, 4 * SLICE]
+            b = _turn()
             later = loop.create_future()
             a.spend(_fair.LIGHT)  # not interactive: back from the wait, it gets in line
             a_waits = asyncio.ensure_future(a.wait(later))
