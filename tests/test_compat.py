@@ -31,7 +31,7 @@ import uvloop
 from zerocopy import _compat
 from zerocopy._aiostream import BorrowedSocket
 from zerocopy._copy import writer
-from zerocopy._fd import stream_fd
+from zerocopy._streams import stream_fd
 
 SRC = Path(_compat.__file__).parent
 #: The checkout (pyproject.toml), wherever the package itself is installed.
@@ -659,7 +659,7 @@ def test_guard_finds_what_it_looks_for(tmp_path: Path) -> None:
 def test_no_private_touch_outside_compat() -> None:
     """Outside _compat: no getattr/setattr/hasattr/delattr of a "_name" string, no SLF001 noqa."""
     modules = _modules()
-    assert SRC / "_fd.py" in modules
+    assert SRC / "_streams.py" in modules
     assert SRC / "_compat.py" not in modules
     problems = []
     for path in modules:

@@ -84,7 +84,7 @@ def socketio_socket(raw: socket.SocketIO) -> socket.socket | None:
     Checked: CPython 3.8 to 3.14 (socket.py has set it since 3.0).
     ``SocketIO`` has no public way to its socket, and its type and timeout
     decide whether the kernel may work on its fd.  When it is missing, the
-    caller (``_fd.stream_fd``) treats the object as one whose fd is not its
+    caller (``_streams.stream_fd``) treats the object as one whose fd is not its
     byte stream: copyfileobj copies it through Python, as shutil does.
     """
     sock = getattr(raw, "_sock", None)

@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from ._args import poll_ms
 from ._constants import POLLIN, POLLOUT
-from ._fd import poll_ms
 
 __all__ = ["BlockingLoop", "Key", "KeyWaiter", "Loop", "run_blocking", "wait_key"]
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _backend
+from ._args import FileDescriptorLike, check_count, check_flags, check_offset, fileno
 from ._constants import (
     MAX_RW_COUNT,
     SPLICE_F_GIFT,
@@ -25,7 +26,6 @@ from ._constants import (
     SPLICE_F_NONBLOCK,
 )
 from ._errors import oserror
-from ._fd import FileDescriptorLike, check_count, check_flags, check_offset, fileno
 
 try:
     import fcntl

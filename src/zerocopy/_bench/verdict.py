@@ -93,9 +93,9 @@ def choices(features: frozenset[str] | None = None) -> list[Choice]:
     *features* defaults to the current backend's probe, which is what each of
     those functions consults at call time.
     """
-    from .._fd import FILE, SOCKET
     from .._relay import hub as _hub
     from .._send_file.blocking import _no_sendfile
+    from .._streams import FILE, SOCKET
 
     found = _backend.features() if features is None else features
     cfo_ff, why_ff = _copyfileobj(FILE, FILE, found)

@@ -31,8 +31,9 @@ from itertools import starmap
 from typing import Any, AnyStr
 
 from .. import _backend
+from .._args import check_count
 from .._errors import set_transferred
-from .._fd import CHAR, FILE, OTHER, PIPE, SOCKET, check_count, is_append, kind_of, stream_fd
+from .._streams import CHAR, FILE, OTHER, PIPE, SOCKET, is_append, kind_of, stream_fd
 from .._types import SupportsRead, SupportsWrite
 from . import kernel
 from .transfer import BUFSIZE, COPY_BUFSIZE, Transfer, note_method, per_thread, thread_buffer

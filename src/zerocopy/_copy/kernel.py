@@ -20,8 +20,8 @@ from .._constants import MAX_RW_COUNT
 from .._engine.copy_file_range import copy_file_range
 from .._engine.sendfile import CHUNK, Sendfile
 from .._errors import FALLBACK_ERRNOS, GiveUp, give_up_or_raise
-from .._fd import FILE, PIPE, SOCKET, read_past_urgent_mark
 from .._pipes import default_pool
+from .._streams import FILE, PIPE, SOCKET, read_past_urgent_mark
 from .transfer import Transfer, thread_buffer
 
 try:

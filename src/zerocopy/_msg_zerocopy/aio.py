@@ -33,9 +33,9 @@ from types import TracebackType
 from typing import Any
 
 from .._aiowait import AsyncioLoop
+from .._args import check_timeout
 from .._errors import set_transferred
 from .._fair import Turn
-from .._fd import check_timeout
 from .._loop import KeyWaiter, Loop, wait_key
 from .._tally import Tally
 from .release import Countdown, OnceAcrossRetries

@@ -20,7 +20,7 @@ from typing import Any
 
 import _cffi_backend
 
-from .._fd import check_timeout, poll_ms
+from .._args import check_timeout, poll_ms
 
 __all__ = ["BufferPool", "PoolExhausted", "pool_slot"]
 

@@ -25,13 +25,13 @@ from types import TracebackType
 from typing import Any
 
 from .. import _backend
+from .._args import check_timeout, poll_ms
 from .._constants import (
     MSG_ZEROCOPY,
     SO_EE_CODE_ZEROCOPY_COPIED,
     SO_EE_ORIGIN_ZEROCOPY,
 )
 from .._errors import oserror, set_transferred
-from .._fd import check_timeout, poll_ms
 from .._tally import Tally
 from .bufpool import pool_slot
 from .release import Countdown, chain_calls, release_held

@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from .._fd import poll_ms
+from .._args import poll_ms
 
 __all__ = ["wait_event", "wait_writable"]
 

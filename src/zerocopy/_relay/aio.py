@@ -9,7 +9,7 @@ from typing import TypeAlias, cast
 
 from .._aiostream import BorrowedSocket, is_stream_pair
 from .._aiowait import AsyncioLoop, check_nonblocking_socket
-from .._fd import check_timeout
+from .._args import check_timeout
 from .asyncloop import relay_sockets
 from .direction import annotate
 from .sides import check_distinct

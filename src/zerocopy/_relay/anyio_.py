@@ -7,7 +7,7 @@ import socket
 import anyio.abc
 
 from .._anyiowait import AnyioLoop, StreamSocket
-from .._fd import check_timeout
+from .._args import check_timeout
 from .asyncloop import relay_sockets
 from .direction import annotate
 from .sides import check_distinct

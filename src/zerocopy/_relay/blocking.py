@@ -6,7 +6,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .._fd import check_timeout
+from .._args import check_timeout
 from .._loop import BlockingLoop, run_blocking
 from .asyncloop import relay_sockets
 from .sides import check_distinct

@@ -45,8 +45,8 @@ from .._constants import (
     STEP_SRC_END,
 )
 from .._errors import oserror, set_relay_counts
-from .._fd import read_past_urgent_mark
 from .._pipes import Pipe, PipePool, default_pool
+from .._streams import read_past_urgent_mark
 from .._tally import Tally
 
 __all__ = ["Direction", "annotate"]

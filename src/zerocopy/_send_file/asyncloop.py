@@ -17,8 +17,8 @@ from typing import Any
 from .._engine.sendfile import WRITABLE, Sendfile
 from .._errors import GiveUp, set_transferred
 from .._fair import Turn
-from .._fd import FILE, kind_of, stream_fd
 from .._loop import Loop, wait_key
+from .._streams import FILE, kind_of, stream_fd
 from .._tally import Tally
 from .common import COPY_CHUNK, read_chunk, seekable, settle_position
 

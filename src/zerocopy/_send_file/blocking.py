@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from .. import _backend
+from .._args import poll_ms
 from .._engine.sendfile import WRITABLE, Sendfile
 from .._errors import GiveUp, set_transferred
-from .._fd import poll_ms
 from .._tally import Tally
 from .._types import SupportsRead
 from .common import COPY_CHUNK, check_params, read_chunk, regular_fd, seekable, settle_position

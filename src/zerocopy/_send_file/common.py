@@ -8,7 +8,7 @@ import socket
 import stat
 from typing import Any
 
-from .._fd import stream_fd
+from .._streams import stream_fd
 
 __all__ = [
     "COPY_CHUNK",
