@@ -40,7 +40,7 @@ checkpoint costs one turn of the loop: throughput stays the kernel's.
 A turn of an asyncio loop costs about 20,000 instructions of Python, and the
 send's own calls about as many again: with 1 MiB slices, one download alone
 cost uvicorn+zerocopy 1.15-1.17x nginx's server+client CPU per GiB, and
-1.09-1.13x with slices that grow to 4 MiB (docs/benchmarks.md, "One
+1.10-1.11x with slices that grow to 4 MiB (docs/benchmarks.md, "One
 download alone: the slice grows").  So a lone
 transfer's slice *grows*: when two checkpoints in a row find the loop idle
 (no other transfer on the loop at all, and the turn back within
