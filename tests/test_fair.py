@@ -184,6 +184,54 @@ class SentFile:
         self.drain.start()
 
 
+def aio_send_file_beside(
+    backend: ModuleType,
+    run: Runner,
+    tmp_path: Path,
+    sockets: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    idle: bool = False,
+) -> tuple[SentFile, list[int], list[int]]:
+    """aio.send_file of a SentFile beside a heartbeat: the file, each call's count, the ticks."""
+    counts = record_sendfile(backend, monkeypatch)
+    sent_file = SentFile(tmp_path, sockets, seed)
+    with open(sent_file.path, "rb") as f:
+        sending = aio.send_file(sent_file.send, f)
+        sent, ticks = run(beside_aio_heartbeat(counts, sending, idle=idle))
+    sent_file.send.shutdown(socket.SHUT_WR)
+    assert sent == SIZE
+    return sent_file, counts, ticks
+
+
+def anyio_send_file_beside(
+    backend: ModuleType,
+    arun: Run,
+    tmp_path: Path,
+    sockets: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    idle: bool = False,
+) -> tuple[SentFile, list[int], list[int]]:
+    """zerocopy.anyio.send_file over a SocketStream, the same way."""
+    counts = record_sendfile(backend, monkeypatch)
+    sent_file = SentFile(tmp_path, sockets, seed)
+    send = sent_file.send
+    sockets.remove(send)  # the stream owns it now
+
+    async def main() -> int:
+        stream = await as_stream(send)
+        async with stream:
+            sent: int = await zerocopy.anyio.send_file(stream, f)
+            await stream.send_eof()
+        return sent
+
+    with open(sent_file.path, "rb") as f:
+        sent, ticks = arun(beside_anyio_heartbeat, counts, main, idle)
+    assert sent == SIZE
+    return sent_file, counts, ticks
+
+
 class TestSendFile:
     """send_file on asyncio, uvloop and anyio (asyncio, uvloop, trio) keeps to the slice."""
 
@@ -196,12 +244,9 @@ class TestSendFile:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """aio.send_file: every call asks for at most a slice, and the loop turns after each."""
-        counts = record_sendfile(backend, monkeypatch)
-        sent_file = SentFile(tmp_path, sockets, 3)
-        with open(sent_file.path, "rb") as f:
-            sent, ticks = run(beside_aio_heartbeat(counts, aio.send_file(sent_file.send, f)))
-        sent_file.send.shutdown(socket.SHUT_WR)
-        assert sent == SIZE
+        sent_file, counts, ticks = aio_send_file_beside(
+            backend, run, tmp_path, sockets, monkeypatch, 3
+        )
         check(sent_file.drain, sent_file.data, counts, ticks)
 
     def test_anyio(
@@ -213,21 +258,9 @@ class TestSendFile:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """zerocopy.anyio.send_file over a SocketStream: at most a slice between two checkpoints."""
-        counts = record_sendfile(backend, monkeypatch)
-        sent_file = SentFile(tmp_path, sockets, 4)
-        send = sent_file.send
-        sockets.remove(send)  # the stream owns it now
-
-        async def main() -> int:
-            stream = await as_stream(send)
-            async with stream:
-                sent: int = await zerocopy.anyio.send_file(stream, f)
-                await stream.send_eof()
-            return sent
-
-        with open(sent_file.path, "rb") as f:
-            sent, ticks = arun(beside_anyio_heartbeat, counts, main)
-        assert sent == SIZE
+        sent_file, counts, ticks = anyio_send_file_beside(
+            backend, arun, tmp_path, sockets, monkeypatch, 4
+        )
         check(sent_file.drain, sent_file.data, counts, ticks, trio_turns(arun))
 
 
@@ -247,6 +280,29 @@ def record_sends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
+def sendall_beside(
+    run: Runner,
+    sockets: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    idle: bool = False,
+) -> tuple[Drain, bytes, list[int], list[int]]:
+    """AsyncZeroCopySender.sendall beside a heartbeat: drain, data, counts and ticks."""
+    data = payload(SIZE, seed)
+    recv, send = tcp_pair(sockets)
+    counts = record_sends(monkeypatch)
+    drain = Drain(recv)
+    drain.start()
+
+    async def main() -> None:
+        async with aio.AsyncZeroCopySender(send) as sender:
+            await sender.sendall(data)
+
+    _, ticks = run(beside_aio_heartbeat(counts, main(), idle=idle))
+    send.shutdown(socket.SHUT_WR)
+    return drain, data, counts, ticks
+
+
 class TestSender:
     """AsyncZeroCopySender.sendall keeps to the slice."""
 
@@ -258,18 +314,7 @@ class TestSender:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Each send is at most a slice, and the loop turns after every slice sent."""
-        data = payload(SIZE, 5)
-        recv, send = tcp_pair(sockets)
-        counts = record_sends(monkeypatch)
-        drain = Drain(recv)
-        drain.start()
-
-        async def main() -> None:
-            async with aio.AsyncZeroCopySender(send) as sender:
-                await sender.sendall(data)
-
-        _, ticks = run(beside_aio_heartbeat(counts, main()))
-        send.shutdown(socket.SHUT_WR)
+        drain, data, counts, ticks = sendall_beside(run, sockets, monkeypatch, 5)
         check(drain, data, counts, ticks)
 
 
@@ -961,13 +1006,9 @@ class TestGrowthOfTransfers:
         sockets: list[socket.socket],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        counts = record_sendfile(backend, monkeypatch)
-        sent_file = SentFile(tmp_path, sockets, 9)
-        with open(sent_file.path, "rb") as f:
-            work_ = aio.send_file(sent_file.send, f)
-            sent, ticks = run(beside_aio_heartbeat(counts, work_, idle=True))
-        sent_file.send.shutdown(socket.SHUT_WR)
-        assert sent == SIZE
+        sent_file, counts, ticks = aio_send_file_beside(
+            backend, run, tmp_path, sockets, monkeypatch, 9, idle=True
+        )
         check(sent_file.drain, sent_file.data, counts, ticks, 1, _fair.GROW * SLICE)
         self.check_grown(counts, ticks, SLICE, 1)
 
@@ -979,21 +1020,9 @@ class TestGrowthOfTransfers:
         sockets: list[socket.socket],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        counts = record_sendfile(backend, monkeypatch)
-        sent_file = SentFile(tmp_path, sockets, 10)
-        send = sent_file.send
-        sockets.remove(send)
-
-        async def main() -> int:
-            stream = await as_stream(send)
-            async with stream:
-                sent: int = await zerocopy.anyio.send_file(stream, f)
-                await stream.send_eof()
-            return sent
-
-        with open(sent_file.path, "rb") as f:
-            sent, ticks = arun(beside_anyio_heartbeat, counts, main, True)
-        assert sent == SIZE
+        sent_file, counts, ticks = anyio_send_file_beside(
+            backend, arun, tmp_path, sockets, monkeypatch, 10, idle=True
+        )
         turns = trio_turns(arun)
         check(sent_file.drain, sent_file.data, counts, ticks, turns, _fair.GROW * SLICE)
         self.check_grown(counts, ticks, SLICE, turns)
@@ -1005,18 +1034,7 @@ class TestGrowthOfTransfers:
         sockets: list[socket.socket],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        data = payload(SIZE, 11)
-        recv, send = tcp_pair(sockets)
-        counts = record_sends(monkeypatch)
-        drain = Drain(recv)
-        drain.start()
-
-        async def main() -> None:
-            async with aio.AsyncZeroCopySender(send) as sender:
-                await sender.sendall(data)
-
-        _, ticks = run(beside_aio_heartbeat(counts, main(), idle=True))
-        send.shutdown(socket.SHUT_WR)
+        drain, data, counts, ticks = sendall_beside(run, sockets, monkeypatch, 11, idle=True)
         check(drain, data, counts, ticks, 1, _fair.GROW * SLICE)
         self.check_grown(counts, ticks, SLICE, 1)
 
